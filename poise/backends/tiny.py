@@ -1,0 +1,72 @@
+"""The `tiny` backend: the standardized evaluation O(z) on the embedded sandbox.
+
+evaluate(algorithm, fidelity, seed) -> EvalResult(trajectory, metrics)
+    start from the cached SFT policy (the same for every candidate), train it with the algorithm,
+    then score it on the held-out suite. Runs on the CPU (or CUDA when available and asked for).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from poise.algorithms.base import Algorithm
+from poise.evaluation.fidelity import Fidelity, get_fidelity
+from poise.sandbox.benchmark import evaluate_policy
+from poise.sandbox.model import TinyGPT
+from poise.sandbox.sft import held_out_prompts, load_or_train_sft
+from poise.sandbox.trainer import train_rl
+
+
+@dataclass
+class EvalResult:
+    algorithm: str
+    seed: int
+    fidelity: str
+    trajectory: list[dict]
+    metrics: dict
+    wall_s: float
+    info: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sft_policy(fid: Fidelity, progress=None, log: Callable[[str], None] = lambda s: None) -> TinyGPT:
+    return load_or_train_sft(fid.model, fid.sft, fid.eval.heldout_size, fid.eval.heldout_seed,
+                             precision="fp32", progress=progress, log=log)
+
+
+def evaluate(algorithm: Algorithm, fidelity: Fidelity | str, seed: int,
+             on_step: Callable[[int, dict], None] | None = None, log: Callable[[str], None] = lambda s: None,
+             sft_progress=None) -> EvalResult:
+    """Train from the SFT start with ``algorithm`` and score on the held-out suite. Raises CandidateError
+    (from poise.sandbox.trainer) when the algorithm fails; the message names the problem."""
+    fid = get_fidelity(fidelity) if isinstance(fidelity, str) else fidelity
+    t0 = time.time()
+    ref = sft_policy(fid, sft_progress, log)
+    policy = copy.deepcopy(ref)
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    exclude = held_out_prompts(fid.eval.heldout_size, fid.eval.heldout_seed)
+    t_train = time.time()
+    trajectory = train_rl(algorithm, policy, ref, fid.rl, seed, exclude, on_step)
+    t_eval = time.time()
+    metrics = evaluate_policy(policy, fid.eval, seed)
+    return EvalResult(algorithm.name, seed, fid.name, trajectory, metrics, time.time() - t0,
+                      {"train_s": t_eval - t_train, "eval_s": time.time() - t_eval,
+                       "params": policy.num_params(), "hooks": algorithm.hooks})
+
+
+def evaluate_start(fidelity: Fidelity | str, seed: int, log: Callable[[str], None] = lambda s: None,
+                   sft_progress=None) -> EvalResult:
+    """The held-out results of the SFT start itself (no RL): the bar every algorithm must clear."""
+    fid = get_fidelity(fidelity) if isinstance(fidelity, str) else fidelity
+    t0 = time.time()
+    policy = sft_policy(fid, sft_progress, log)
+    metrics = evaluate_policy(policy, fid.eval, seed)
+    return EvalResult("sft", seed, fid.name, [], metrics, time.time() - t0, {"params": policy.num_params()})

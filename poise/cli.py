@@ -1,0 +1,195 @@
+"""The `poise` command."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="poise: automated discovery of RL algorithms for language models.")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(code)
+
+
+@app.command("algorithms")
+def algorithms_cmd() -> None:
+    """List the built-in algorithm library."""
+    from poise.algorithms import describe_builtins
+
+    t = Table(title="built-in algorithms", show_lines=False)
+    t.add_column("name", style="bold")
+    t.add_column("summary")
+    for name, doc in describe_builtins():
+        t.add_row(name, doc)
+    console.print(t)
+    console.print("Use one with [bold]poise train --algorithm NAME[/], or write your own file defining "
+                  "compute_advantages(batch, cfg) and pass its path.")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+
+
+def _start_metrics(fid, seeds, progress) -> list:
+    """Held-out results of the SFT start (no RL) for the same evaluation seeds, cached beside the policy."""
+    from poise.backends.tiny import EvalResult, evaluate_start
+    from poise.sandbox.sft import cache_dir, sft_key
+
+    out = []
+    key = sft_key(fid.model, fid.sft, fid.eval.heldout_size, fid.eval.heldout_seed)
+    ekey = hashlib.sha256(json.dumps(fid.to_dict()["eval"], sort_keys=True).encode()).hexdigest()[:8]
+    task = progress.add_task("evaluating the SFT start", total=len(seeds), info="")
+    for s in seeds:
+        path = cache_dir() / "sft" / f"{key}.eval-{ekey}-seed{s}.json"
+        res = None
+        if path.exists():
+            try:
+                res = EvalResult(**json.loads(path.read_text()))
+            except (ValueError, TypeError):
+                res = None
+        if res is None:
+            res = evaluate_start(fid, s)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            from poise.runs import write_json
+            write_json(path, res.to_dict())
+        out.append(res)
+        progress.advance(task)
+    return out
+
+
+@app.command("train")
+def train_cmd(
+    algorithm: str = typer.Option(..., "--algorithm", "-a", help="a built-in name (see `poise algorithms`) or a .py file"),
+    seeds: int = typer.Option(1, "--seeds", "-n", min=1, help="number of training seeds (0..N-1)"),
+    fidelity: str = typer.Option("standard", "--fidelity", "-f", help="smoke | standard | full"),
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="folder under which the run folder is created"),
+    threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for training"),
+    seed_offset: int = typer.Option(0, "--seed-offset", min=0, help="first seed (seeds are offset..offset+N-1)"),
+) -> None:
+    """Train the tiny policy with one algorithm over N seeds; print held-out results with 95% CIs."""
+    import torch
+
+    from poise.algorithms import BUILTINS, AlgorithmError, builtin_source
+    from poise.backends.tiny import sft_policy
+    from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
+    from poise.evaluation.fidelity import get_fidelity
+    from poise.runs import new_run_dir, plot_curves, run_manifest, save_seed, summarize, write_json, write_metrics_csv
+
+    try:
+        fid = get_fidelity(fidelity)
+    except ValueError as e:
+        _fail(str(e))
+    if algorithm in BUILTINS:
+        spec = AlgorithmSpec(algorithm)
+        source, origin, label = builtin_source(algorithm), f"builtin:{algorithm}", algorithm
+    else:
+        path = Path(algorithm)
+        if not path.exists():
+            _fail(f"{algorithm!r} is neither a built-in ({', '.join(BUILTINS)}) nor an existing file")
+        if path.is_dir() or path.suffix != ".py":
+            _fail(f"{algorithm} must be a Python file (.py) defining compute_advantages(batch, cfg)")
+        try:
+            source = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            _fail(f"cannot read {algorithm}: {e}")
+        spec = AlgorithmSpec(path.stem, source, str(path))
+        origin, label = str(path), path.stem
+    seed_list = list(range(seed_offset, seed_offset + seeds))
+    torch.set_num_threads(threads)
+
+    run = new_run_dir(out, f"{label}-{fid.name}")
+    write_json(run / "config.json", run_manifest(label, origin, source, fid.to_dict(), seed_list))
+    (run / "algorithm.py").write_text(source)
+    console.print(f"[bold]poise train[/] {label} · fidelity {fid.name} · seeds {seed_list} → {run}")
+
+    results, failures = [], []
+    with _progress() as progress:
+        sft_task = None
+
+        def sft_prog(i, n, loss):
+            nonlocal sft_task
+            if sft_task is None:
+                sft_task = progress.add_task("SFT warm start (once, cached)", total=n, info="")
+            progress.update(sft_task, completed=i, info=f"loss {loss:.3f}")
+
+        sft_policy(fid, sft_prog)
+        start = _start_metrics(fid, seed_list, progress)
+        for s in seed_list:
+            task = progress.add_task(f"{label} seed {s}", total=fid.rl.steps, info="")
+
+            def on_step(i, row, task=task):
+                progress.update(task, completed=i + 1,
+                                info=f"acc {row['accuracy']:.2f} valid {row['validity']:.2f} len {row['response_length']:.0f}")
+            t0 = time.time()
+            res = run_evaluation(spec, fid.name, s, threads, on_step)
+            if isinstance(res, EvalFailure):
+                progress.update(task, info="[red]failed[/]")
+                failures.append(res)
+                if res.kind == "load":  # the same file fails the same way on every seed
+                    break
+                continue
+            progress.update(task, completed=fid.rl.steps, info=f"Overall {res.metrics['overall']:.1f} ({time.time() - t0:.0f}s)")
+            results.append(res)
+            save_seed(run, res)
+
+    for f in failures:
+        head = {"load": "the algorithm file is unusable", "candidate": "the algorithm failed during training",
+                "crash": "the evaluation crashed", "internal": "internal error in poise (please report it)"}[f.kind]
+        err.print(f"[bold red]seed {f.seed}: {head}[/]\n{f.message}")
+    if not results:
+        write_json(run / "failures.json", [f.__dict__ for f in failures])
+        raise typer.Exit(2)
+
+    summary = {"algorithm": summarize(results), "sft_start": summarize(start),
+               "failures": [f.__dict__ for f in failures]}
+    write_json(run / "summary.json", summary)
+    write_metrics_csv(run / "metrics.csv", [(label, r) for r in results] + [("sft_start", r) for r in start])
+    plot_curves({label: [r.trajectory for r in results]}, run / "curves.png")
+    _print_table(label, summary, len(results))
+    console.print(f"curves: {run / 'curves.png'} · metrics: {run / 'metrics.csv'} · summary: {run / 'summary.json'}")
+    if failures:
+        raise typer.Exit(1)
+
+
+def _print_table(label: str, summary: dict, n: int) -> None:
+    from poise.sandbox.task import TIERS
+
+    a, b = summary["algorithm"], summary["sft_start"]
+    t = Table(title=f"held-out results, mean ± 95% CI over {n} seed(s)")
+    t.add_column("tier")
+    t.add_column("metric")
+    t.add_column("SFT start", justify="right")
+    t.add_column(label, justify="right", style="bold")
+    from poise.evaluation.metrics import CI
+
+    def fmt(d):
+        return str(CI(d["mean"], d["lo"], d["hi"], d["n"], d["std"]))
+    for tier in TIERS:
+        metric = "greedy acc" if tier.metric == "greedy" else "pass@k"
+        t.add_row(tier.name, metric, fmt(b["tiers"][tier.name]), fmt(a["tiers"][tier.name]))
+    t.add_row("Overall", "weighted", fmt(b["overall"]), fmt(a["overall"]), style="bold")
+    t.add_row("length", "tokens", fmt(b["length"]), fmt(a["length"]))
+    t.add_row("validity", "%", fmt(b["validity"]), fmt(a["validity"]))
+    console.print(t)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Fidelity levels of the standardized evaluation O(z).
+
+smoke     seconds: a tiny policy and a handful of RL steps, for tests and wiring checks (not science)
+standard  the default for discovery: minutes on a 2-core laptop, enough to separate algorithms
+full      longer training and larger held-out sets, for confirming a discovery
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from poise.sandbox.benchmark import EvalConfig
+from poise.sandbox.model import ModelConfig
+from poise.sandbox.sft import SFTConfig
+from poise.sandbox.trainer import RLConfig
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    name: str
+    model: ModelConfig
+    sft: SFTConfig
+    rl: RLConfig
+    eval: EvalConfig
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "model": asdict(self.model), "sft": asdict(self.sft), "rl": asdict(self.rl),
+                "eval": asdict(self.eval)}
+
+
+_MODEL = ModelConfig(n_layer=3, n_head=4, n_embd=128, block_size=96)
+
+FIDELITIES: dict[str, Fidelity] = {
+    "smoke": Fidelity(
+        "smoke",
+        ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=96),
+        SFTConfig(steps=40, batch_size=32),
+        RLConfig(steps=3, prompts_per_step=4, group_size=4, max_new_tokens=48, num_minibatches=2),
+        EvalConfig(heldout_size=4, samples=4, max_new_tokens=48),
+    ),
+    "standard": Fidelity(
+        "standard", _MODEL,
+        SFTConfig(steps=800, batch_size=64),
+        RLConfig(steps=60, prompts_per_step=16, group_size=8),
+        EvalConfig(heldout_size=64, samples=32),
+    ),
+    "full": Fidelity(
+        "full", _MODEL,
+        SFTConfig(steps=800, batch_size=64),
+        RLConfig(steps=200, prompts_per_step=16, group_size=8),
+        EvalConfig(heldout_size=128, samples=64),
+    ),
+}
+
+
+def get_fidelity(name: str) -> Fidelity:
+    try:
+        return FIDELITIES[name]
+    except KeyError:
+        raise ValueError(f"unknown fidelity {name!r}; choose one of {', '.join(FIDELITIES)}") from None

@@ -1,0 +1,111 @@
+"""Run folders: where `poise train` writes curves, metrics and the summary, as each seed finishes."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from poise import __version__
+from poise.backends.tiny import EvalResult
+from poise.evaluation.metrics import mean_ci
+from poise.sandbox.task import TIERS
+
+CURVE_KEYS = ("reward", "accuracy", "validity", "entropy", "response_length", "kl", "clip_frac", "grad_norm")
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomic write: a crash never leaves a half-written file behind."""
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, default=float))
+    os.replace(tmp, path)
+
+
+def new_run_dir(root: Path, label: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    d = root / f"{stamp}-{label}"
+    n = 1
+    while d.exists():
+        n += 1
+        d = root / f"{stamp}-{label}-{n}"
+    d.mkdir(parents=True)
+    return d
+
+
+def run_manifest(algorithm: str, origin: str, source: str, fidelity: dict, seeds: list[int]) -> dict:
+    return {
+        "algorithm": algorithm, "origin": origin, "code_sha256": hashlib.sha256(source.encode()).hexdigest(),
+        "fidelity": fidelity, "seeds": seeds, "poise": __version__, "torch": torch.__version__,
+        "python": platform.python_version(), "machine": platform.machine(), "started": time.time(),
+    }
+
+
+def save_seed(run: Path, res: EvalResult) -> None:
+    write_json(run / f"seed_{res.seed}.json", res.to_dict())
+    if res.trajectory:
+        keys = list(res.trajectory[0])
+        with open(run / f"curves_seed_{res.seed}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(res.trajectory)
+
+
+def summarize(results: list[EvalResult]) -> dict:
+    """Mean and 95% CI over seeds of each tier score, Overall, length and validity."""
+    out: dict = {"seeds": [r.seed for r in results], "tiers": {}}
+    for t in TIERS:
+        out["tiers"][t.name] = mean_ci([r.metrics["tiers"][t.name]["score"] for r in results]).to_dict()
+        out["tiers"][t.name]["pass@1"] = mean_ci([r.metrics["tiers"][t.name]["pass@1"] for r in results]).to_dict()
+    for k in ("overall", "length", "validity"):
+        out[k] = mean_ci([r.metrics[k] for r in results]).to_dict()
+    out["per_seed_overall"] = [r.metrics["overall"] for r in results]
+    return out
+
+
+def write_metrics_csv(path: Path, rows: list[tuple[str, EvalResult]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["algorithm", "seed", "tier", "metric", "score", "pass@1", "validity", "length"])
+        for name, r in rows:
+            for t, m in r.metrics["tiers"].items():
+                w.writerow([name, r.seed, t, m["metric"], f"{m['score']:.4f}", f"{m['pass@1']:.4f}",
+                            f"{m['validity']:.4f}", f"{m['length']:.3f}"])
+            w.writerow([name, r.seed, "overall", "weighted", f"{r.metrics['overall']:.4f}", "", "", ""])
+
+
+def plot_curves(groups: dict[str, list[list[dict]]], path: Path, keys=CURVE_KEYS) -> None:
+    """One panel per curve; one line per algorithm (mean over seeds) with a min-max band."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cols = 4
+    rows = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for name, trajs in groups.items():
+            trajs = [t for t in trajs if t]
+            if not trajs:
+                continue
+            n = min(len(t) for t in trajs)
+            y = np.array([[row[key] for row in t[:n]] for t in trajs], dtype=float)
+            x = np.arange(n)
+            (line,) = ax.plot(x, y.mean(0), label=name, lw=1.4)
+            if len(trajs) > 1:
+                ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.15, lw=0)
+        ax.set_title(key.replace("_", " "))
+        ax.set_xlabel("RL step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,77 @@
+"""The held-out benchmark suite: six tiers, scored like the paper's six benchmarks.
+
+pass@k tiers (aime24, aime25, amc): n samples per problem at temperature 1; the tier score is pass@k_max
+with the unbiased estimator, and pass@1 (the mean over samples) is reported beside it.
+greedy tiers (math500, minerva, olympiad): one greedy decode per problem; the score is its accuracy.
+Every tier also reports the validity rate and the mean response length. Scores are percentages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from poise.evaluation.metrics import OVERALL_WEIGHTS, mean_pass_at_k, overall
+from poise.sandbox.model import TinyGPT, generate
+from poise.sandbox.task import TIERS, Tier, decode, grade, held_out_set
+from poise.sandbox.trainer import build_prompts
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    heldout_size: int = 64  # problems per tier
+    heldout_seed: int = 1234
+    samples: int = 32  # n for the pass@k tiers
+    max_new_tokens: int = 72
+    batch_rows: int = 2048  # rows decoded at once (bounds memory)
+    precision: str = "fp32"
+
+
+def _decode_all(model: TinyGPT, problems, n: int, greedy: bool, cfg: EvalConfig, gen: torch.Generator):
+    """[(valid, correct, length)] for n responses per problem, in batches of at most batch_rows rows."""
+    out = []
+    per = max(1, cfg.batch_rows // n)
+    for i in range(0, len(problems), per):
+        chunk = problems[i:i + per]
+        s = generate(model, build_prompts(chunk, n), cfg.max_new_tokens, 1.0, greedy=greedy, generator=gen,
+                     precision=cfg.precision)
+        for r in range(s.tokens.shape[0]):
+            v, c = grade(decode(s.tokens[r]), bool(s.finished[r]), chunk[r // n])
+            out.append((v, c, int(s.lengths[r])))
+    return out
+
+
+def evaluate_tier(model: TinyGPT, tier: Tier, cfg: EvalConfig, gen: torch.Generator) -> dict:
+    problems = held_out_set(tier, cfg.heldout_size, cfg.heldout_seed)
+    greedy = tier.metric == "greedy"
+    n = 1 if greedy else cfg.samples
+    res = _decode_all(model, problems, n, greedy, cfg, gen)
+    counts = [(n, sum(res[p * n + j][1] for j in range(n))) for p in range(len(problems))]
+    row = {
+        "metric": "greedy" if greedy else f"pass@{n}",
+        "pass@1": 100 * mean_pass_at_k(counts, 1),
+        "validity": 100 * sum(r[0] for r in res) / len(res),
+        "length": sum(r[2] for r in res) / len(res),
+        "problems": len(problems),
+        "samples": n,
+    }
+    if not greedy:
+        for k in (2, 4, 8, 16, 32, 64):
+            if k <= n:
+                row[f"pass@{k}"] = 100 * mean_pass_at_k(counts, k)
+    row["score"] = row["pass@1"] if greedy else row[f"pass@{n}"]
+    return row
+
+
+def evaluate_policy(model: TinyGPT, cfg: EvalConfig, seed: int = 0) -> dict:
+    """Held-out results: {"tiers": {name: row}, "overall": float, "length": float, "validity": float}."""
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    tiers = {t.name: evaluate_tier(model, t, cfg, gen) for t in TIERS}
+    return {
+        "tiers": tiers,
+        "overall": overall({k: v["score"] for k, v in tiers.items()}),
+        "length": sum(v["length"] for v in tiers.values()) / len(tiers),
+        "validity": sum(v["validity"] for v in tiers.values()) / len(tiers),
+        "weights": OVERALL_WEIGHTS,
+    }

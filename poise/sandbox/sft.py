@@ -1,0 +1,113 @@
+"""SFT warm start: teach the tiny policy the answer format and the three scratchpad styles.
+
+The warm start is deliberately short: it leaves multi-step problems error-prone, so that the hard tiers
+give sparse rewards, as AIME does for a 1.5B model. It is cached on disk by the hash of everything that
+determines it, so every candidate algorithm starts from the very same policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from poise.sandbox.model import ModelConfig, TinyGPT, autocast, pad_prompts, response_logprobs
+from poise.sandbox.task import BOS, EOS, PAD, TIERS, encode, held_out_set, solution, training_problems
+
+CACHE_VERSION = 1  # bump when the SFT code changes what it produces
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup: int = 30
+    style_weights: tuple[float, float, float] = (0.45, 0.45, 0.10)  # verbose, concise, direct
+    seed: int = 0
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("POISE_CACHE", Path.home() / ".cache" / "poise"))
+
+
+def held_out_prompts(heldout_size: int, seed: int) -> set[str]:
+    return {p.prompt for t in TIERS for p in held_out_set(t, heldout_size, seed)}
+
+
+def sft_key(model_cfg: ModelConfig, sft_cfg: SFTConfig, heldout_size: int, heldout_seed: int) -> str:
+    blob = json.dumps({"v": CACHE_VERSION, "model": asdict(model_cfg), "sft": asdict(sft_cfg),
+                       "heldout": [heldout_size, heldout_seed], "torch": torch.__version__.split("+")[0]},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def sft_batch(rng: random.Random, cfg: SFTConfig, exclude: set[str], n: int):
+    probs = training_problems(rng, n, TIERS, exclude)
+    styles = rng.choices(("verbose", "concise", "direct"), weights=cfg.style_weights, k=n)
+    prompts = pad_prompts([[BOS, *encode(p.prompt)] for p in probs])
+    resp = [encode(solution(p, s)) + [EOS] for p, s in zip(probs, styles)]
+    T = max(len(r) for r in resp)
+    tokens = torch.full((n, T), PAD, dtype=torch.long)
+    for i, r in enumerate(resp):
+        tokens[i, :len(r)] = torch.tensor(r)
+    return prompts, tokens, (tokens != PAD).float()
+
+
+def train_sft(model_cfg: ModelConfig, cfg: SFTConfig, exclude: set[str], precision: str = "bf16",
+              progress: Callable[[int, int, float], None] | None = None) -> TinyGPT:
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(f"sft/{cfg.seed}")
+    model = TinyGPT(model_cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    model.train()
+    for step in range(cfg.steps):
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        prompts, tokens, mask = sft_batch(rng, cfg, exclude, cfg.batch_size)
+        logp, _ = response_logprobs(model, prompts, tokens, mask, precision)
+        loss = -(logp.sum() / mask.sum())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if progress is not None:
+            progress(step + 1, cfg.steps, float(loss.detach()))
+    model.eval()
+    return model
+
+
+def load_or_train_sft(model_cfg: ModelConfig, cfg: SFTConfig, heldout_size: int, heldout_seed: int,
+                      precision: str = "bf16", progress=None, log: Callable[[str], None] = lambda s: None) -> TinyGPT:
+    """The cached warm start for this configuration, training (and caching) it on first use. The file is
+    written atomically, so a crash mid-write never leaves a corrupt cache entry."""
+    key = sft_key(model_cfg, cfg, heldout_size, heldout_seed)
+    path = cache_dir() / "sft" / f"{key}.pt"
+    if path.exists():
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model = TinyGPT(model_cfg)
+            model.load_state_dict(state)
+            model.eval()
+            return model
+        except Exception as e:  # a damaged file: retrain rather than fail
+            log(f"cached SFT policy {path} is unreadable ({e}); retraining it")
+    t0 = time.time()
+    log(f"training the SFT warm start (cached afterwards in {path})")
+    model = train_sft(model_cfg, cfg, held_out_prompts(heldout_size, heldout_seed), precision, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    log(f"SFT warm start trained in {time.time() - t0:.0f}s")
+    return model

@@ -1,0 +1,198 @@
+"""The GRPO-family RL trainer of the sandbox. It reads top to bottom like the algorithm:
+
+    for each step:
+        sample P training prompts, G responses each (temperature 1, KV-cached, batched)
+        grade them -> reward, correct, valid; reference log-probs for the KL
+        rewards     <- candidate.shape_rewards(batch)            (optional)
+        advantages  <- candidate.compute_advantages(batch)
+        for each PPO epoch, for each mini-batch:                  (the ratio moves, so clipping acts)
+            loss <- candidate.compute_policy_loss(logp, mb, adv)  (+ trainer-owned KL and entropy terms)
+            clip the gradient norm, AdamW step
+        log the step's curves
+
+The trainer owns sampling, grading, the optimiser and every logged number: a candidate only maps
+tensors to tensors, and whatever it returns is checked before it is used.
+"""
+
+from __future__ import annotations
+
+import linecache
+import random
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from poise.algorithms.base import Algorithm, RolloutBatch, aggregate, kl_penalty
+from poise.sandbox.model import TinyGPT, generate, pad_prompts, response_logprobs
+from poise.sandbox.task import BOS, Problem, TIERS, decode, encode, grade, training_problems
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """Trainer hyperparameters. They are fixed across candidates (as in the paper)."""
+
+    steps: int = 60
+    prompts_per_step: int = 16  # P
+    group_size: int = 8  # G, responses per prompt
+    max_new_tokens: int = 72  # the generation budget; longer responses are truncated (and invalid)
+    lr: float = 3e-4
+    ppo_epochs: int = 1
+    num_minibatches: int = 4  # updates per rollout batch: after the first, the ratio pi/pi_old != 1
+    grad_clip: float = 1.0
+    temperature: float = 1.0
+    precision: str = "fp32"  # "bf16" runs the matrix multiplies in bfloat16
+
+
+class CandidateError(Exception):
+    """The candidate algorithm failed or returned something unusable. The message says what and where."""
+
+
+def _where(exc: BaseException, origin: str) -> str:
+    """' (file.py line 12: `code`)' for the innermost traceback frame inside the candidate's source."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == origin]
+    if not frames:
+        return ""
+    f = frames[-1]
+    line = (f.line or linecache.getline(f.filename, f.lineno)).strip()
+    return f" ({origin} line {f.lineno}: `{line}`)" if line else f" ({origin} line {f.lineno})"
+
+
+def call_candidate(algo: Algorithm, hook: str, fn: Callable, *args):
+    try:
+        return fn(*args)
+    except CandidateError:
+        raise
+    except Exception as e:
+        raise CandidateError(f"{hook} raised {type(e).__name__}: {e}{_where(e, algo.origin)}") from None
+
+
+def _check_tensor(x, hook: str, shapes: list[tuple[int, ...]], step: int) -> Tensor:
+    want = " or ".join(str(list(s)) for s in shapes)
+    if not isinstance(x, Tensor):
+        raise CandidateError(f"{hook} must return a torch.Tensor of shape {want}, got {type(x).__name__}")
+    if tuple(x.shape) not in shapes:
+        raise CandidateError(f"{hook} returned shape {list(x.shape)}; expected {want}")
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise CandidateError(f"{hook} returned {bad} non-finite values (NaN or inf) of {x.numel()} at step {step}; "
+                             f"guard divisions with an epsilon and check degenerate groups (all correct / all wrong)")
+    return x
+
+
+def build_prompts(problems: list[Problem], repeat: int) -> Tensor:
+    ids = [[BOS, *encode(p.prompt)] for p in problems for _ in range(repeat)]
+    return pad_prompts(ids)
+
+
+def rollout(policy: TinyGPT, ref: TinyGPT, problems: list[Problem], cfg: RLConfig,
+            gen: torch.Generator) -> tuple[RolloutBatch, Tensor, Tensor]:
+    """Sample G responses per problem and package them as a RolloutBatch (plus prompts and tokens)."""
+    G = cfg.group_size
+    prompts = build_prompts(problems, G)
+    s = generate(policy, prompts, cfg.max_new_tokens, cfg.temperature, generator=gen, precision=cfg.precision)
+    graded = [grade(decode(s.tokens[i]), bool(s.finished[i]), problems[i // G]) for i in range(len(prompts))]
+    valid = torch.tensor([g[0] for g in graded])
+    correct = torch.tensor([g[1] for g in graded])
+    with torch.no_grad():
+        ref_logp, _ = response_logprobs(ref, prompts, s.tokens, s.mask, cfg.precision)
+    batch = RolloutBatch(
+        rewards=correct.float(), correct=correct, valid=valid, lengths=s.lengths, mask=s.mask,
+        group_ids=torch.arange(len(problems)).repeat_interleave(G), old_logp=s.logp, ref_logp=ref_logp,
+        entropy=s.entropy, truncated=~s.finished, group_size=G, max_len=cfg.max_new_tokens)
+    return batch, prompts, s.tokens
+
+
+def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed: int, exclude: set[str],
+             on_step: Callable[[int, dict], None] | None = None) -> list[dict]:
+    """Train ``policy`` in place with ``algo``; returns the per-step curves. Raises CandidateError."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    rng = random.Random(f"rl/{seed}")
+    acfg = algo.config
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    params = [p for p in policy.parameters()]
+    curves: list[dict] = []
+    for step in range(cfg.steps):
+        t0 = time.perf_counter()
+        problems = training_problems(rng, cfg.prompts_per_step, TIERS, exclude)
+        batch, prompts, tokens = rollout(policy, ref, problems, cfg, gen)
+        t_sample = time.perf_counter() - t0
+        N, T = batch.mask.shape
+        task_reward = float(batch.rewards.mean())
+        if algo.shape_rewards is not None:
+            shaped = call_candidate(algo, "shape_rewards", algo.shape_rewards, batch.clone(), acfg)
+            batch.rewards = _check_tensor(shaped, "shape_rewards", [(N,)], step).detach().float()
+        adv = call_candidate(algo, "compute_advantages", algo.compute_advantages, batch.clone(), acfg)
+        adv = _check_tensor(adv, "compute_advantages", [(N, T), (N,)], step).detach().float()
+        if adv.dim() == 1:
+            adv = adv[:, None]
+        adv = adv.expand(N, T) * batch.mask
+
+        policy.train()
+        clip_fracs, grad_norms, losses = [], [], []
+        for _ in range(cfg.ppo_epochs):
+            perm = torch.randperm(N, generator=gen)
+            for idx in perm.chunk(cfg.num_minibatches):
+                mb = batch.select(idx)
+                logp, ent = response_logprobs(policy, prompts[idx], tokens[idx], mb.mask, cfg.precision,
+                                              with_entropy=acfg.entropy_coef != 0)
+                out = call_candidate(algo, "compute_policy_loss", algo.compute_policy_loss, logp, mb, adv[idx], acfg)
+                if not (isinstance(out, tuple) and len(out) == 2):
+                    raise CandidateError("compute_policy_loss must return (loss, metrics_dict)")
+                loss, info = out
+                if not isinstance(loss, Tensor) or loss.dim() != 0:
+                    raise CandidateError(f"compute_policy_loss must return a scalar tensor loss, got "
+                                         f"{type(loss).__name__}{list(loss.shape) if isinstance(loss, Tensor) else ''}")
+                if not loss.requires_grad:
+                    raise CandidateError("compute_policy_loss returned a loss with no gradient: it must be computed "
+                                         "from `logp` (did it call .detach() or .item()?)")
+                if not torch.isfinite(loss):
+                    raise CandidateError(f"compute_policy_loss returned a non-finite loss ({float(loss)}) at step {step}")
+                if acfg.kl_coef:
+                    loss = loss + acfg.kl_coef * aggregate(kl_penalty(logp, mb.ref_logp, acfg.kl_type), mb.mask,
+                                                           acfg.loss_agg, mb.max_len)
+                if acfg.entropy_coef:
+                    loss = loss - acfg.entropy_coef * aggregate(ent, mb.mask, acfg.loss_agg, mb.max_len)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                if not torch.isfinite(gn):
+                    raise CandidateError(f"the gradient became non-finite at step {step}: the loss is numerically "
+                                         f"unstable (check exp() of unclamped log-ratios and divisions)")
+                opt.step()
+                grad_norms.append(float(gn))
+                losses.append(float(loss.detach()))
+                cf = info.get("clip_frac") if isinstance(info, dict) else None
+                if isinstance(cf, (int, float)) or (isinstance(cf, Tensor) and cf.numel() == 1):
+                    clip_fracs.append(float(cf))
+
+        m = batch.mask
+        ntok = m.sum().clamp_min(1)
+        groups = batch.rewards.view(-1, cfg.group_size) if N % cfg.group_size == 0 else batch.rewards[None]
+        row = {
+            "step": step,
+            "reward": float(batch.rewards.mean()),  # after the candidate's shaping
+            "accuracy": task_reward,
+            "validity": float(batch.valid.float().mean()),
+            "entropy": float((batch.entropy * m).sum() / ntok),
+            "response_length": float(batch.lengths.float().mean()),
+            "kl": float((kl_penalty(batch.old_logp, batch.ref_logp, "k3") * m).sum() / ntok),
+            "clip_frac": sum(clip_fracs) / len(clip_fracs) if clip_fracs else 0.0,
+            "grad_norm": sum(grad_norms) / len(grad_norms),
+            "loss": sum(losses) / len(losses),
+            "adv_abs_mean": float((adv.abs() * m).sum() / ntok),
+            "zero_std_groups": float((groups.std(1) == 0).float().mean()),
+            "truncated": float(batch.truncated.float().mean()),
+            "sampled_tokens": int(m.sum()),
+            "sample_s": t_sample,
+            "step_s": time.perf_counter() - t0,
+        }
+        curves.append(row)
+        if on_step is not None:
+            on_step(step, row)
+    policy.eval()
+    return curves

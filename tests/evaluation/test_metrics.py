@@ -1,0 +1,66 @@
+import itertools
+import math
+import random
+
+import pytest
+
+from poise.evaluation.metrics import OVERALL_WEIGHTS, diff_ci, mean_ci, mean_pass_at_k, overall, pass_at_k, t_critical
+
+
+def _brute_pass_at_k(n, c, k):
+    outcomes = [1] * c + [0] * (n - c)
+    subsets = list(itertools.combinations(range(n), k))
+    return sum(any(outcomes[i] for i in s) for s in subsets) / len(subsets)
+
+
+@pytest.mark.parametrize("n,c,k", [(6, 0, 1), (6, 1, 1), (6, 1, 3), (6, 2, 4), (8, 3, 8), (7, 7, 2), (9, 2, 5)])
+def test_pass_at_k_equals_the_exact_subset_probability(n, c, k):
+    assert pass_at_k(n, c, k) == pytest.approx(_brute_pass_at_k(n, c, k), abs=1e-12)
+
+
+def test_pass_at_1_is_the_sample_mean_and_pass_at_n_is_any_correct():
+    assert pass_at_k(32, 5, 1) == pytest.approx(5 / 32)
+    assert pass_at_k(32, 1, 32) == 1.0 and pass_at_k(32, 0, 32) == 0.0
+    assert mean_pass_at_k([(4, 1), (4, 0)], 1) == pytest.approx(0.125)
+
+
+def test_pass_at_k_rejects_impossible_inputs():
+    with pytest.raises(ValueError):
+        pass_at_k(4, 5, 1)
+    with pytest.raises(ValueError, match="1 <= k <= n"):
+        pass_at_k(4, 1, 8)
+
+
+def test_overall_uses_the_papers_weights():
+    assert sum(OVERALL_WEIGHTS.values()) == pytest.approx(1.0)
+    scores = {"aime24": 10, "aime25": 20, "amc": 30, "math500": 40, "minerva": 50, "olympiad": 60}
+    assert overall(scores) == pytest.approx(0.2 * 10 + 0.2 * 20 + 0.15 * (30 + 40 + 50 + 60))
+    with pytest.raises(ValueError, match="missing"):
+        overall({"aime24": 1.0})
+
+
+def test_mean_ci_matches_a_hand_computed_t_interval():
+    ci = mean_ci([1.0, 2.0, 3.0])
+    assert ci.mean == 2.0 and ci.std == pytest.approx(1.0)
+    assert ci.half_width == pytest.approx(4.303 / math.sqrt(3))
+    assert math.isnan(mean_ci([5.0]).half_width)
+
+
+def test_ci_covers_the_true_mean_about_95_percent_of_the_time():
+    rng = random.Random(0)
+    hits = sum(1 for _ in range(2000)
+               if (lambda c: c.lo <= 0.0 <= c.hi)(mean_ci([rng.gauss(0, 1) for _ in range(4)])))
+    assert 0.93 < hits / 2000 < 0.97
+
+
+def test_t_critical_values():
+    assert t_critical(1) == pytest.approx(12.706)
+    assert t_critical(30) == pytest.approx(2.042)
+    assert 1.96 < t_critical(200) < 1.98
+
+
+def test_diff_ci_separates_clearly_different_samples():
+    d = diff_ci([10.0, 10.5, 9.8, 10.2], [5.0, 5.4, 4.9, 5.2])
+    assert d.lo > 4.0 and d.hi < 6.0
+    same = diff_ci([1.0, 2.0, 3.0], [1.5, 2.5, 2.0])
+    assert same.lo < 0 < same.hi

@@ -93,6 +93,8 @@ def run_trl_grpo(
     """
     if len(prompts) != len(answers) or len(prompts) < prompts_per_step:
         raise ValueError("need len(prompts) == len(answers) >= prompts_per_step")
+    if warmup_steps < 1 or steps < 1:
+        raise ValueError("need warmup_steps >= 1 (the end of the last warm-up step starts the clock) and steps >= 1")
     # Must be set before transformers / huggingface_hub are imported to take effect.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -175,8 +177,6 @@ def run_trl_grpo(
         trainer.train()
 
     timed = len(step_end_times) - warmup_steps
-    if warmup_steps < 1 or timed < 1:
-        raise ValueError("need warmup_steps >= 1 (its end starts the clock) and steps >= 1")
     wall = step_end_times[-1] - step_end_times[warmup_steps - 1]
     # Reward calls during step i see global_step == i (it increments after the optimizer step).
     timed_tokens = sum(n for s, n in tokens_at_step.items() if s >= warmup_steps)

@@ -16,7 +16,7 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="poise: automated discovery of RL algorithms for language models.")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # error text stays on one line, so it can be grepped
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -148,7 +148,7 @@ def train_cmd(
 
     for f in failures:
         head = {"load": "the algorithm file is unusable", "candidate": "the algorithm failed during training",
-                "crash": "the evaluation crashed", "internal": "internal error in poise (please report it)"}[f.kind]
+                "crash": "the evaluation crashed", "timeout": "the evaluation timed out", "internal": "internal error in poise (please report it)"}[f.kind]
         err.print(f"[bold red]seed {f.seed}: {head}[/]\n{f.message}")
     if not results:
         write_json(run / "failures.json", [f.__dict__ for f in failures])

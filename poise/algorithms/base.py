@@ -113,8 +113,8 @@ def group_mean(x: Tensor, group_ids: Tensor, weight: Tensor | None = None) -> Te
     A group with zero total weight gets mean 0."""
     w = torch.ones_like(x, dtype=torch.float32) if weight is None else weight.to(torch.float32)
     n = int(group_ids.max()) + 1 if group_ids.numel() else 0
-    s = torch.zeros(n, dtype=torch.float32).index_add_(0, group_ids, x.float() * w)
-    c = torch.zeros(n, dtype=torch.float32).index_add_(0, group_ids, w)
+    s = torch.zeros(n, dtype=torch.float32, device=group_ids.device).index_add_(0, group_ids, x.float() * w)
+    c = torch.zeros(n, dtype=torch.float32, device=group_ids.device).index_add_(0, group_ids, w)
     return (s / c.clamp_min(1e-12))[group_ids] * (c[group_ids] > 0)
 
 
@@ -124,8 +124,8 @@ def group_std(x: Tensor, group_ids: Tensor, unbiased: bool = True, weight: Tenso
     w = torch.ones_like(x, dtype=torch.float32) if weight is None else weight.to(torch.float32)
     mu = group_mean(x, group_ids, w)
     n = int(group_ids.max()) + 1 if group_ids.numel() else 0
-    ss = torch.zeros(n, dtype=torch.float32).index_add_(0, group_ids, (x.float() - mu) ** 2 * w)
-    c = torch.zeros(n, dtype=torch.float32).index_add_(0, group_ids, w)
+    ss = torch.zeros(n, dtype=torch.float32, device=group_ids.device).index_add_(0, group_ids, (x.float() - mu) ** 2 * w)
+    c = torch.zeros(n, dtype=torch.float32, device=group_ids.device).index_add_(0, group_ids, w)
     denom = (c - 1) if unbiased else c
     var = torch.where(denom > 0, ss / denom.clamp_min(1e-12), torch.zeros_like(ss))
     return var.sqrt()[group_ids]
@@ -135,7 +135,7 @@ def group_count(group_ids: Tensor, weight: Tensor | None = None) -> Tensor:
     """Per-response number of (weighted) rows in its group. [N] -> [N] float."""
     w = torch.ones_like(group_ids, dtype=torch.float32) if weight is None else weight.to(torch.float32)
     n = int(group_ids.max()) + 1 if group_ids.numel() else 0
-    return torch.zeros(n, dtype=torch.float32).index_add_(0, group_ids, w)[group_ids]
+    return torch.zeros(n, dtype=torch.float32, device=group_ids.device).index_add_(0, group_ids, w)[group_ids]
 
 
 def to_tokens(adv: Tensor, mask: Tensor) -> Tensor:

@@ -41,14 +41,23 @@ def sft_policy(fid: Fidelity, progress=None, log: Callable[[str], None] = lambda
                              precision="fp32", progress=progress, log=log)
 
 
+def pick_device(device: str = "auto") -> torch.device:
+    """CUDA when available (and not overridden with POISE_DEVICE=cpu or device="cpu"), else the CPU."""
+    import os
+    device = os.environ.get("POISE_DEVICE", device)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
 def evaluate(algorithm: Algorithm, fidelity: Fidelity | str, seed: int,
              on_step: Callable[[int, dict], None] | None = None, log: Callable[[str], None] = lambda s: None,
-             sft_progress=None) -> EvalResult:
+             sft_progress=None, device: str = "auto") -> EvalResult:
     """Train from the SFT start with ``algorithm`` and score on the held-out suite. Raises CandidateError
     (from poise.sandbox.trainer) when the algorithm fails; the message names the problem."""
     fid = get_fidelity(fidelity) if isinstance(fidelity, str) else fidelity
     t0 = time.time()
-    ref = sft_policy(fid, sft_progress, log)
+    ref = sft_policy(fid, sft_progress, log).to(pick_device(device))
     policy = copy.deepcopy(ref)
     for p in ref.parameters():
         p.requires_grad_(False)
@@ -63,10 +72,10 @@ def evaluate(algorithm: Algorithm, fidelity: Fidelity | str, seed: int,
 
 
 def evaluate_start(fidelity: Fidelity | str, seed: int, log: Callable[[str], None] = lambda s: None,
-                   sft_progress=None) -> EvalResult:
+                   sft_progress=None, device: str = "auto") -> EvalResult:
     """The held-out results of the SFT start itself (no RL): the bar every algorithm must clear."""
     fid = get_fidelity(fidelity) if isinstance(fidelity, str) else fidelity
     t0 = time.time()
-    policy = sft_policy(fid, sft_progress, log)
+    policy = sft_policy(fid, sft_progress, log).to(pick_device(device))
     metrics = evaluate_policy(policy, fid.eval, seed)
     return EvalResult("sft", seed, fid.name, [], metrics, time.time() - t0, {"params": policy.num_params()})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue as queue_mod
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Callable
@@ -20,7 +21,7 @@ from poise.backends.tiny import EvalResult
 class EvalFailure:
     algorithm: str
     seed: int
-    kind: str  # "load" (the file is unusable), "candidate" (it misbehaved in training), "crash", "internal"
+    kind: str  # "load" (the file is unusable), "candidate" (it misbehaved in training), "crash", "timeout", "internal"
     message: str
 
 
@@ -66,11 +67,15 @@ def run_evaluation(spec: AlgorithmSpec, fidelity: str, seed: int, threads: int =
     q = ctx.Queue()
     p = ctx.Process(target=_child, args=(spec, fidelity, seed, threads, q), daemon=True)
     p.start()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
         while True:
             try:
                 msg = q.get(timeout=0.5)
             except queue_mod.Empty:
+                if deadline is not None and time.monotonic() > deadline:
+                    return EvalFailure(spec.name, seed, "timeout", f"the evaluation took longer than {timeout_s:.0f}s "
+                                                                   f"and was stopped")
                 if not p.is_alive():
                     try:  # the last message may have landed just before the exit
                         msg = q.get(timeout=1.0)

@@ -28,26 +28,26 @@ class Fidelity:
                 "eval": asdict(self.eval)}
 
 
-_MODEL = ModelConfig(n_layer=3, n_head=4, n_embd=128, block_size=96)
+_MODEL = ModelConfig(n_layer=3, n_head=4, n_embd=128, block_size=128)
 
 FIDELITIES: dict[str, Fidelity] = {
     "smoke": Fidelity(
         "smoke",
-        ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=96),
-        SFTConfig(steps=40, batch_size=32),
-        RLConfig(steps=3, prompts_per_step=4, group_size=4, max_new_tokens=48, num_minibatches=2),
-        EvalConfig(heldout_size=4, samples=4, max_new_tokens=48),
+        ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=128),
+        SFTConfig(steps=200, batch_size=32),
+        RLConfig(steps=3, prompts_per_step=4, group_size=4, num_minibatches=2),
+        EvalConfig(heldout_size=4, samples=4),
     ),
     "standard": Fidelity(
         "standard", _MODEL,
-        SFTConfig(steps=800, batch_size=64),
-        RLConfig(steps=60, prompts_per_step=16, group_size=8),
+        SFTConfig(steps=2000, batch_size=64),
+        RLConfig(steps=100, prompts_per_step=16, group_size=8, lr=5e-5),
         EvalConfig(heldout_size=64, samples=32),
     ),
     "full": Fidelity(
         "full", _MODEL,
-        SFTConfig(steps=800, batch_size=64),
-        RLConfig(steps=200, prompts_per_step=16, group_size=8),
+        SFTConfig(steps=2000, batch_size=64),
+        RLConfig(steps=300, prompts_per_step=16, group_size=8, lr=5e-5),
         EvalConfig(heldout_size=128, samples=64),
     ),
 }

@@ -23,7 +23,7 @@ class EvalConfig:
     heldout_size: int = 64  # problems per tier
     heldout_seed: int = 1234
     samples: int = 32  # n for the pass@k tiers
-    max_new_tokens: int = 72
+    max_new_tokens: int = 96
     batch_rows: int = 2048  # rows decoded at once (bounds memory)
     precision: str = "fp32"
 
@@ -36,9 +36,10 @@ def _decode_all(model: TinyGPT, problems, n: int, greedy: bool, cfg: EvalConfig,
         chunk = problems[i:i + per]
         s = generate(model, build_prompts(chunk, n), cfg.max_new_tokens, 1.0, greedy=greedy, generator=gen,
                      precision=cfg.precision)
-        for r in range(s.tokens.shape[0]):
-            v, c = grade(decode(s.tokens[r]), bool(s.finished[r]), chunk[r // n])
-            out.append((v, c, int(s.lengths[r])))
+        tokens, finished, lengths = s.tokens.cpu(), s.finished.cpu(), s.lengths.cpu()
+        for r in range(tokens.shape[0]):
+            v, c = grade(decode(tokens[r]), bool(finished[r]), chunk[r // n])
+            out.append((v, c, int(lengths[r])))
     return out
 
 
@@ -66,7 +67,7 @@ def evaluate_tier(model: TinyGPT, tier: Tier, cfg: EvalConfig, gen: torch.Genera
 
 def evaluate_policy(model: TinyGPT, cfg: EvalConfig, seed: int = 0) -> dict:
     """Held-out results: {"tiers": {name: row}, "overall": float, "length": float, "validity": float}."""
-    gen = torch.Generator().manual_seed(10_000 + seed)
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(10_000 + seed)
     tiers = {t.name: evaluate_tier(model, t, cfg, gen) for t in TIERS}
     return {
         "tiers": tiers,

@@ -100,16 +100,16 @@ def attention_mask(valid: Tensor) -> Tensor:
     """Causal mask that also hides pad keys: [B, 1, L, L] bool, True = may attend. Every position may
     attend to itself so that pad rows never get an all-masked (NaN) softmax."""
     L = valid.shape[1]
-    causal = torch.ones(L, L, dtype=torch.bool).tril()
+    causal = torch.ones(L, L, dtype=torch.bool, device=valid.device).tril()
     m = causal[None] & valid[:, None, :]
-    return (m | torch.eye(L, dtype=torch.bool)[None])[:, None]
+    return (m | torch.eye(L, dtype=torch.bool, device=valid.device)[None])[:, None]
 
 
-def autocast(precision: str):
-    """bf16 autocast on the CPU: matrix multiplies run in bfloat16 (fast on CPUs with AMX/AVX512-BF16),
+def autocast(precision: str, device_type: str = "cpu"):
+    """bf16 autocast: matrix multiplies run in bfloat16 (fast on GPUs and on CPUs with AMX/AVX512-BF16),
     while softmax, layer norm and the loss stay in float32."""
     if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(device_type, dtype=torch.bfloat16)
     return nullcontext()
 
 
@@ -136,19 +136,22 @@ def generate(model: TinyGPT, prompts: Tensor, max_new: int, temperature: float =
         raise ValueError(f"prompt ({Lp}) + response budget ({max_new}) exceeds block_size {cfg.block_size}")
     hd = cfg.n_embd // cfg.n_head
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    caches = [(torch.zeros(B, cfg.n_head, Lp + max_new, hd, dtype=dtype),
-               torch.zeros(B, cfg.n_head, Lp + max_new, hd, dtype=dtype)) for _ in range(cfg.n_layer)]
-    key_valid = torch.zeros(B, Lp + max_new, dtype=torch.bool)
+    dev = next(model.parameters()).device
+    prompts = prompts.to(dev)
+    caches = [(torch.zeros(B, cfg.n_head, Lp + max_new, hd, dtype=dtype, device=dev),
+               torch.zeros(B, cfg.n_head, Lp + max_new, hd, dtype=dtype, device=dev)) for _ in range(cfg.n_layer)]
+    key_valid = torch.zeros(B, Lp + max_new, dtype=torch.bool, device=dev)
     key_valid[:, :Lp] = prompts != PAD
     pos = positions(key_valid[:, :Lp])
-    tokens = torch.full((B, max_new), PAD, dtype=torch.long)
-    logps = torch.zeros(B, max_new)
-    ents = torch.zeros(B, max_new)
-    finished = torch.zeros(B, dtype=torch.bool)
-    lengths = torch.zeros(B, dtype=torch.long)
-    with autocast(precision):
+    tokens = torch.full((B, max_new), PAD, dtype=torch.long, device=dev)
+    logps = torch.zeros(B, max_new, device=dev)
+    ents = torch.zeros(B, max_new, device=dev)
+    lengths = torch.zeros(B, dtype=torch.long, device=dev)
+    with autocast(precision, dev.type):
         h = model.hidden(prompts, pos, attention_mask(key_valid[:, :Lp]), caches, 0)[:, -1]
     next_pos = pos[:, -1] + 1
+    rows = torch.arange(B, device=dev)  # rows still decoding; finished rows are dropped from the batch as they pile up
+    live = torch.ones(B, dtype=torch.bool, device=dev)
     T = 0
     for t in range(max_new):
         logits = model.head(h).float()
@@ -157,22 +160,27 @@ def generate(model: TinyGPT, prompts: Tensor, max_new: int, temperature: float =
         else:
             logp_all = torch.log_softmax(logits / temperature, -1)
             tok = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(1)
-            logps[:, t] = logp_all.gather(1, tok[:, None]).squeeze(1)
-            ents[:, t] = -(logp_all.exp() * logp_all).sum(-1)
-        live = ~finished
+            logps[rows, t] = torch.where(live, logp_all.gather(1, tok[:, None]).squeeze(1), 0.0)
+            ents[rows, t] = torch.where(live, -(logp_all.exp() * logp_all).sum(-1), 0.0)
         tok = torch.where(live, tok, torch.full_like(tok, PAD))
-        tokens[:, t] = tok
-        lengths += live.long()
-        finished |= tok == EOS
+        tokens[rows, t] = tok
+        lengths[rows] += live.long()
+        live = live & (tok != EOS)
         T = t + 1
-        if bool(finished.all()) or t == max_new - 1:
+        if not bool(live.any()) or t == max_new - 1:
             break
+        if live.sum() * 2 <= live.numel() and live.numel() > 8:  # compact: stop computing finished rows
+            keep = live.nonzero().squeeze(1)
+            rows, live, tok, next_pos = rows[keep], live[keep], tok[keep], next_pos[keep]
+            key_valid = key_valid[keep]
+            caches = [(k[keep], v[keep]) for k, v in caches]
         key_valid[:, Lp + t] = live
-        with autocast(precision):
+        with autocast(precision, dev.type):
             mask = key_valid[:, None, None, :Lp + t + 1]
             h = model.hidden(tok[:, None], next_pos[:, None], mask, caches, Lp + t)[:, -1]
         next_pos = next_pos + 1
-    mask = (torch.arange(T)[None] < lengths[:, None]).float()
+    finished = tokens[:, :T].eq(EOS).any(1)
+    mask = (torch.arange(T, device=dev)[None] < lengths[:, None]).float()
     return Samples(tokens[:, :T], logps[:, :T] * mask, ents[:, :T] * mask, mask, lengths, finished)
 
 
@@ -182,9 +190,10 @@ def response_logprobs(model: TinyGPT, prompts: Tensor, tokens: Tensor, mask: Ten
     pass over prompt + response. Entropy of each token's distribution on request."""
     B, Lp = prompts.shape
     T = tokens.shape[1]
+    dev = tokens.device
     seq = torch.cat([prompts, tokens], 1)
     valid = torch.cat([prompts != PAD, mask.bool()], 1)
-    with autocast(precision):
+    with autocast(precision, dev.type):
         h = model.hidden(seq, positions(valid), attention_mask(valid))
     # hidden state at column j predicts token j+1; the response tokens sit at columns Lp..Lp+T-1
     logits = model.head(h[:, Lp - 1:Lp + T - 1]).float()

@@ -33,11 +33,20 @@ class SFTConfig:
     weight_decay: float = 0.01
     warmup: int = 30
     style_weights: tuple[float, float, float] = (0.45, 0.45, 0.10)  # verbose, concise, direct
+    # Targets are cut at the generation budget, as overlong data is in practice: a verbose scratchpad of a
+    # long chain does not fit, so the warm start tends to run out of budget there (an invalid response).
+    max_response_tokens: int = 96
+    slip: float = 0.1  # per-step error rate of the SFT teacher (see task.solution)
     seed: int = 0
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("POISE_CACHE", Path.home() / ".cache" / "poise"))
+
+
+# Warm starts that ship with the package (the standard one), so a first run does not spend minutes on
+# SFT. They are found by the same key as the cache, so any change to the configuration retrains.
+ASSETS = Path(__file__).parent / "assets"
 
 
 def held_out_prompts(heldout_size: int, seed: int) -> set[str]:
@@ -46,6 +55,7 @@ def held_out_prompts(heldout_size: int, seed: int) -> set[str]:
 
 def sft_key(model_cfg: ModelConfig, sft_cfg: SFTConfig, heldout_size: int, heldout_seed: int) -> str:
     blob = json.dumps({"v": CACHE_VERSION, "model": asdict(model_cfg), "sft": asdict(sft_cfg),
+                       "task": [asdict(t) for t in TIERS],  # the training mix is drawn over the tiers
                        "heldout": [heldout_size, heldout_seed], "torch": torch.__version__.split("+")[0]},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -55,7 +65,7 @@ def sft_batch(rng: random.Random, cfg: SFTConfig, exclude: set[str], n: int):
     probs = training_problems(rng, n, TIERS, exclude)
     styles = rng.choices(("verbose", "concise", "direct"), weights=cfg.style_weights, k=n)
     prompts = pad_prompts([[BOS, *encode(p.prompt)] for p in probs])
-    resp = [encode(solution(p, s)) + [EOS] for p, s in zip(probs, styles)]
+    resp = [(encode(solution(p, s, rng, cfg.slip)) + [EOS])[:cfg.max_response_tokens] for p, s in zip(probs, styles)]
     T = max(len(r) for r in resp)
     tokens = torch.full((n, T), PAD, dtype=torch.long)
     for i, r in enumerate(resp):
@@ -63,18 +73,18 @@ def sft_batch(rng: random.Random, cfg: SFTConfig, exclude: set[str], n: int):
     return prompts, tokens, (tokens != PAD).float()
 
 
-def train_sft(model_cfg: ModelConfig, cfg: SFTConfig, exclude: set[str], precision: str = "bf16",
-              progress: Callable[[int, int, float], None] | None = None) -> TinyGPT:
+def train_sft(model_cfg: ModelConfig, cfg: SFTConfig, exclude: set[str], precision: str = "fp32",
+              progress: Callable[[int, int, float], None] | None = None, device: str = "cpu") -> TinyGPT:
     torch.manual_seed(cfg.seed)
     rng = random.Random(f"sft/{cfg.seed}")
-    model = TinyGPT(model_cfg)
+    model = TinyGPT(model_cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     model.train()
     for step in range(cfg.steps):
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         for g in opt.param_groups:
             g["lr"] = lr
-        prompts, tokens, mask = sft_batch(rng, cfg, exclude, cfg.batch_size)
+        prompts, tokens, mask = (t.to(device) for t in sft_batch(rng, cfg, exclude, cfg.batch_size))
         logp, _ = response_logprobs(model, prompts, tokens, mask, precision)
         loss = -(logp.sum() / mask.sum())
         opt.zero_grad(set_to_none=True)
@@ -84,24 +94,25 @@ def train_sft(model_cfg: ModelConfig, cfg: SFTConfig, exclude: set[str], precisi
         if progress is not None:
             progress(step + 1, cfg.steps, float(loss.detach()))
     model.eval()
-    return model
+    return model.cpu()
 
 
 def load_or_train_sft(model_cfg: ModelConfig, cfg: SFTConfig, heldout_size: int, heldout_seed: int,
-                      precision: str = "bf16", progress=None, log: Callable[[str], None] = lambda s: None) -> TinyGPT:
+                      precision: str = "fp32", progress=None, log: Callable[[str], None] = lambda s: None) -> TinyGPT:
     """The cached warm start for this configuration, training (and caching) it on first use. The file is
     written atomically, so a crash mid-write never leaves a corrupt cache entry."""
     key = sft_key(model_cfg, cfg, heldout_size, heldout_seed)
     path = cache_dir() / "sft" / f"{key}.pt"
-    if path.exists():
+    for candidate in (path, ASSETS / f"sft-{key}.pt"):
+        if not candidate.exists():
+            continue
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
             model = TinyGPT(model_cfg)
-            model.load_state_dict(state)
+            model.load_state_dict(torch.load(candidate, map_location="cpu", weights_only=True))
             model.eval()
             return model
         except Exception as e:  # a damaged file: retrain rather than fail
-            log(f"cached SFT policy {path} is unreadable ({e}); retraining it")
+            log(f"cached SFT policy {candidate} is unreadable ({e}); retraining it")
     t0 = time.time()
     log(f"training the SFT warm start (cached afterwards in {path})")
     model = train_sft(model_cfg, cfg, held_out_prompts(heldout_size, heldout_seed), precision, progress)

@@ -57,12 +57,12 @@ class Tier:
 
 # The paper's suite and weights: AIME24 .20, AIME25 .20, AMC .15, MATH-500 .15, Minerva .15, OlympiadBench .15.
 TIERS: tuple[Tier, ...] = (
-    Tier("aime24", 7, 9, 9, 0.3, "pass@k", 0.20),
-    Tier("aime25", 8, 10, 9, 0.5, "pass@k", 0.20),
-    Tier("amc", 5, 7, 9, 0.4, "pass@k", 0.15),
+    Tier("aime24", 9, 11, 9, 0.3, "pass@k", 0.20),
+    Tier("aime25", 10, 12, 9, 0.5, "pass@k", 0.20),
+    Tier("amc", 6, 8, 9, 0.4, "pass@k", 0.15),
     Tier("math500", 2, 3, 9, 0.3, "greedy", 0.15),
-    Tier("minerva", 3, 4, 9, 0.4, "greedy", 0.15),
-    Tier("olympiad", 4, 6, 9, 0.4, "greedy", 0.15),
+    Tier("minerva", 3, 5, 9, 0.4, "greedy", 0.15),
+    Tier("olympiad", 5, 7, 9, 0.4, "greedy", 0.15),
 )
 TIER_BY_NAME = {t.name: t for t in TIERS}
 
@@ -88,17 +88,26 @@ def tier_problem(rng: random.Random, tier: Tier) -> Problem:
     return make_problem(rng, rng.randint(tier.min_terms, tier.max_terms), tier.max_operand, tier.p_sub)
 
 
-def solution(problem: Problem, style: str) -> str:
-    """The reference scratchpad in one of the three styles."""
-    if style == "direct":
-        return f">{problem.answer}"
-    steps = []
+def solution(problem: Problem, style: str, rng: random.Random | None = None, slip: float = 0.0) -> str:
+    """A scratchpad in one of the three styles. With ``slip`` > 0 each step's result is off by 1-3 with
+    that probability and the chain carries on from the wrong value: a careless teacher. SFT on such data
+    gives a policy whose most likely step is right but whose samples slip now and then, so long chains
+    fail under sampling: errors that RL can remove, as it sharpens a pretrained model."""
+    def step(value: int) -> int:
+        if rng is not None and slip > 0 and rng.random() < slip:
+            return max(0, value + rng.choice((-3, -2, -1, 1, 2, 3)))
+        return value
+
     total = problem.operands[0]
+    steps = []
     for op, x in zip(problem.ops, problem.operands[1:]):
-        new = total + x if op == "+" else total - x
-        steps.append(f"{total}{op}{x}={new};" if style == "verbose" else f"{new};")
+        new = step(total + x if op == "+" else max(0, total - x))
+        if style == "verbose":
+            steps.append(f"{total}{op}{x}={new};")
+        elif style == "concise":
+            steps.append(f"{new};")
         total = new
-    return "".join(steps) + f">{problem.answer}"
+    return ("" if style == "direct" else "".join(steps)) + f">{total}"
 
 
 def grade(response: str, finished: bool, problem: Problem) -> tuple[bool, bool]:

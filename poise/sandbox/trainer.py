@@ -38,8 +38,8 @@ class RLConfig:
     steps: int = 60
     prompts_per_step: int = 16  # P
     group_size: int = 8  # G, responses per prompt
-    max_new_tokens: int = 72  # the generation budget; longer responses are truncated (and invalid)
-    lr: float = 3e-4
+    max_new_tokens: int = 96  # the generation budget; longer responses are truncated (and invalid)
+    lr: float = 5e-5
     ppo_epochs: int = 1
     num_minibatches: int = 4  # updates per rollout batch: after the first, the ratio pi/pi_old != 1
     grad_clip: float = 1.0
@@ -92,25 +92,30 @@ def rollout(policy: TinyGPT, ref: TinyGPT, problems: list[Problem], cfg: RLConfi
             gen: torch.Generator) -> tuple[RolloutBatch, Tensor, Tensor]:
     """Sample G responses per problem and package them as a RolloutBatch (plus prompts and tokens)."""
     G = cfg.group_size
-    prompts = build_prompts(problems, G)
+    dev = next(policy.parameters()).device
+    prompts = build_prompts(problems, G).to(dev)
     s = generate(policy, prompts, cfg.max_new_tokens, cfg.temperature, generator=gen, precision=cfg.precision)
-    graded = [grade(decode(s.tokens[i]), bool(s.finished[i]), problems[i // G]) for i in range(len(prompts))]
-    valid = torch.tensor([g[0] for g in graded])
-    correct = torch.tensor([g[1] for g in graded])
+    tokens_cpu, finished_cpu = s.tokens.cpu(), s.finished.cpu()
+    graded = [grade(decode(tokens_cpu[i]), bool(finished_cpu[i]), problems[i // G]) for i in range(len(prompts))]
+    valid = torch.tensor([g[0] for g in graded], device=dev)
+    correct = torch.tensor([g[1] for g in graded], device=dev)
     with torch.no_grad():
         ref_logp, _ = response_logprobs(ref, prompts, s.tokens, s.mask, cfg.precision)
     batch = RolloutBatch(
         rewards=correct.float(), correct=correct, valid=valid, lengths=s.lengths, mask=s.mask,
-        group_ids=torch.arange(len(problems)).repeat_interleave(G), old_logp=s.logp, ref_logp=ref_logp,
+        group_ids=torch.arange(len(problems), device=dev).repeat_interleave(G), old_logp=s.logp, ref_logp=ref_logp,
         entropy=s.entropy, truncated=~s.finished, group_size=G, max_len=cfg.max_new_tokens)
     return batch, prompts, s.tokens
 
 
 def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed: int, exclude: set[str],
-             on_step: Callable[[int, dict], None] | None = None) -> list[dict]:
-    """Train ``policy`` in place with ``algo``; returns the per-step curves. Raises CandidateError."""
+             on_step: Callable[[int, dict], None] | None = None, problems: list[Problem] | None = None) -> list[dict]:
+    """Train ``policy`` in place with ``algo``; returns the per-step curves. Raises CandidateError.
+    Training prompts are drawn from the task (never a held-out one) unless ``problems`` fixes them
+    (the throughput benchmark feeds the same prompts to every trainer it compares)."""
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    dev = next(policy.parameters()).device
+    gen = torch.Generator(device=dev).manual_seed(seed)
     rng = random.Random(f"rl/{seed}")
     acfg = algo.config
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
@@ -118,8 +123,12 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
     curves: list[dict] = []
     for step in range(cfg.steps):
         t0 = time.perf_counter()
-        problems = training_problems(rng, cfg.prompts_per_step, TIERS, exclude)
-        batch, prompts, tokens = rollout(policy, ref, problems, cfg, gen)
+        if problems is None:
+            step_problems = training_problems(rng, cfg.prompts_per_step, TIERS, exclude)
+        else:
+            step_problems = [problems[(step * cfg.prompts_per_step + i) % len(problems)]
+                             for i in range(cfg.prompts_per_step)]
+        batch, prompts, tokens = rollout(policy, ref, step_problems, cfg, gen)
         t_sample = time.perf_counter() - t0
         N, T = batch.mask.shape
         task_reward = float(batch.rewards.mean())
@@ -135,7 +144,7 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
         policy.train()
         clip_fracs, grad_norms, losses = [], [], []
         for _ in range(cfg.ppo_epochs):
-            perm = torch.randperm(N, generator=gen)
+            perm = torch.randperm(N, generator=gen, device=dev)
             for idx in perm.chunk(cfg.num_minibatches):
                 mb = batch.select(idx)
                 logp, ent = response_logprobs(policy, prompts[idx], tokens[idx], mb.mask, cfg.precision,

@@ -46,7 +46,7 @@ def test_sampling_is_reproducible_with_the_same_generator_seed():
 
 def test_tokens_after_the_end_token_are_padding_and_lengths_include_it():
     m = _model(3)  # random weights: the end token (1 in 18) ends some rows early and not others
-    s = generate(m, _prompts().repeat(8, 1), 30, generator=torch.Generator().manual_seed(0))
+    s = generate(m, _prompts().repeat(8, 1), 10, generator=torch.Generator().manual_seed(0))
     for r in range(s.tokens.shape[0]):
         L = int(s.lengths[r])
         assert (s.mask[r, :L] == 1).all() and (s.mask[r, L:] == 0).all()
@@ -66,3 +66,17 @@ def test_budget_beyond_block_size_is_a_clear_error():
         assert "block_size" in str(e)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_dropping_finished_rows_mid_decode_does_not_change_any_row(smoke_policy):
+    # rows finish at different times, so the batch is compacted several times; each row must still
+    # decode exactly as it does alone (the SFT policy ends its answers, a random one would not)
+    m = smoke_policy
+    prompts = [[BOS, *encode(p)] for p in ["3+4=", "12+7-9+3=", "5-2+8+1+1=", "9=", "1+1+1+1+1+1+1=", "45-5="]] * 3
+    batch = generate(m, pad_prompts(prompts), 40, greedy=True)
+    assert len(set(batch.lengths.tolist())) > 2
+    for i, p in enumerate(prompts):
+        alone = generate(m, pad_prompts([p]), 40, greedy=True)
+        n = int(alone.lengths[0])
+        assert int(batch.lengths[i]) == n
+        assert torch.equal(batch.tokens[i, :n], alone.tokens[0, :n])

@@ -24,8 +24,38 @@ def _candidate(tmp_path, body: str, name="cand"):
     return algorithm_from_source(body, name, str(path))
 
 
-def test_training_moves_the_parameters_and_logs_every_curve(smoke, smoke_policy):
+SHORTER = """
+from poise.algorithms.base import group_mean, group_std, to_tokens
+
+def shape_rewards(batch, cfg):
+    return -batch.lengths.float()  # a dense reward: shorter is better
+
+def compute_advantages(batch, cfg):
+    s = batch.rewards
+    return to_tokens((s - group_mean(s, batch.group_ids)) / (group_std(s, batch.group_ids) + 1e-6), batch.mask)
+"""
+
+
+def test_rl_optimises_the_reward_it_is_given(smoke, smoke_policy, tmp_path):
+    # the machinery end to end: sampling, advantages, mini-batch PPO updates must push the reward up
+    rl = type(smoke.rl)(**{**smoke.rl.__dict__, "steps": 12, "lr": 2e-3, "prompts_per_step": 8})
+    pol = copy.deepcopy(smoke_policy)
+    curves = train_rl(_candidate(tmp_path, SHORTER), pol, smoke_policy, rl, 0,
+                      held_out_prompts(smoke.eval.heldout_size, smoke.eval.heldout_seed))
+    first = sum(r["response_length"] for r in curves[:3]) / 3
+    last = sum(r["response_length"] for r in curves[-3:]) / 3
+    assert last < 0.7 * first, (first, last)
+
+
+def test_zero_variance_groups_leave_grpo_with_nothing_to_learn(smoke, smoke_policy):
+    # the smoke policy never answers correctly, so every GRPO group is all-wrong: zero advantages, no update
     pol, curves = _train(load_algorithm("grpo"), smoke, smoke_policy)
+    assert all(r["accuracy"] == 0 and r["zero_std_groups"] == 1.0 for r in curves)
+    assert all(torch.equal(a, b) for a, b in zip(pol.parameters(), smoke_policy.parameters()))
+
+
+def test_training_moves_the_parameters_and_logs_every_curve(smoke, smoke_policy, tmp_path):
+    pol, curves = _train(_candidate(tmp_path, SHORTER), smoke, smoke_policy)
     assert len(curves) == smoke.rl.steps
     for row in curves:
         for k in CURVES:

@@ -1,0 +1,101 @@
+"""Signal benchmark: can the sandbox separate algorithms?
+
+Evaluates the SFT start, every built-in and a deliberately broken control (sign-flipped GRPO) over the
+same seeds at one fidelity, then prints a markdown table (mean ± 95% CI over seeds) and the difference
+of each algorithm from GRPO with a Welch 95% interval, and plots the learning curves side by side.
+Results are appended to a JSON file as each evaluation finishes, so an interrupted run resumes.
+
+    python benchmarks/bench_signal.py --fidelity standard --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from poise.algorithms import BUILTINS, builtin_source
+from poise.backends.tiny import EvalResult, evaluate_start, sft_policy
+from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
+from poise.evaluation.fidelity import get_fidelity
+from poise.evaluation.metrics import diff_ci, mean_ci
+from poise.runs import plot_curves
+from poise.sandbox.task import TIERS
+
+HERE = Path(__file__).parent
+CONTROL = HERE / "algorithms" / "flipped_grpo.py"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--fidelity", default="standard")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--algorithms", default=",".join(BUILTINS) + ",flipped_grpo")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per evaluation")
+    ap.add_argument("--workers", type=int, default=2, help="evaluations run at once, each in its own process")
+    ap.add_argument("--out", default=str(HERE / "results"))
+    args = ap.parse_args()
+    fid = get_fidelity(args.fidelity)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = out / f"signal_{fid.name}.json"
+    done: dict = json.loads(store.read_text()) if store.exists() else {}
+    torch.set_num_threads(args.threads)
+    sft_policy(fid, log=print)
+    names = ["sft_start"] + args.algorithms.split(",")
+    lock = threading.Lock()
+
+    def one(name: str, seed: int) -> None:
+        key = f"{name}/{seed}"
+        t0 = time.time()
+        if name == "sft_start":
+            res = evaluate_start(fid, seed)
+        else:
+            spec = AlgorithmSpec(name) if name in BUILTINS else AlgorithmSpec(name, CONTROL.read_text(), str(CONTROL))
+            res = run_evaluation(spec, fid.name, seed, args.threads)
+        if isinstance(res, EvalFailure):
+            print(f"{key}: FAILED {res.message}", file=sys.stderr)
+            return
+        with lock:
+            done[key] = res.to_dict()
+            store.write_text(json.dumps(done, default=float))
+        print(f"{key}: Overall {res.metrics['overall']:.1f}  wall {time.time() - t0:.0f}s", flush=True)
+
+    todo = [(n, s) for n in names for s in range(args.seeds) if f"{n}/{s}" not in done]
+    with ThreadPoolExecutor(args.workers) as pool:  # each evaluation is its own process; threads just wait
+        list(pool.map(lambda a: one(*a), todo))
+    report(done, names, args.seeds, fid.name, out)
+
+
+def report(done: dict, names: list[str], seeds: int, fidelity: str, out: Path) -> None:
+    res = {n: [EvalResult(**done[f"{n}/{s}"]) for s in range(seeds) if f"{n}/{s}" in done] for n in names}
+    cols = [t.name for t in TIERS]
+    lines = [f"| algorithm | " + " | ".join(cols) + " | Overall | Δ Overall vs GRPO | length | validity | train s |",
+             "|---" * (len(cols) + 6) + "|"]
+    grpo = [r.metrics["overall"] for r in res.get("grpo", [])]
+    for n, rs in res.items():
+        if not rs:
+            continue
+        cells = [str(mean_ci([r.metrics["tiers"][c]["score"] for r in rs])) for c in cols]
+        ov = [r.metrics["overall"] for r in rs]
+        d = diff_ci(ov, grpo) if grpo and n != "grpo" else None
+        dtxt = "—" if d is None else f"{d.mean:+.1f} [{d.lo:+.1f}, {d.hi:+.1f}]"
+        train = [r.info.get("train_s", 0.0) for r in rs]
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | **{mean_ci(ov)}** | {dtxt} | "
+                     f"{mean_ci([r.metrics['length'] for r in rs])} | {mean_ci([r.metrics['validity'] for r in rs])} | "
+                     f"{sum(train) / len(train):.0f} |")
+    table = "\n".join(lines)
+    print(f"\n{fidelity}, {seeds} seeds, mean ± 95% CI half-width\n\n{table}")
+    (out / f"signal_{fidelity}.md").write_text(table + "\n")
+    plot_curves({n: [r.trajectory for r in rs] for n, rs in res.items() if n != "sft_start"},
+                out / f"signal_{fidelity}_curves.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+import dataclasses
+
+import pytest
+import torch
+
+from poise.sandbox import sft as sft_mod
+from poise.sandbox.model import ModelConfig
+from poise.sandbox.sft import SFTConfig, load_or_train_sft, sft_key
+
+TINY = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=128)
+QUICK = SFTConfig(steps=30, batch_size=16)
+
+
+def test_warm_start_learns(tmp_path, monkeypatch):
+    monkeypatch.setenv("POISE_CACHE", str(tmp_path))
+    losses = []
+    cfg = dataclasses.replace(QUICK, steps=60)
+    load_or_train_sft(TINY, cfg, 8, 1234, progress=lambda i, n, loss: losses.append(loss))
+    assert len(losses) == cfg.steps
+    assert sum(losses[-5:]) / 5 < 0.85 * sum(losses[:5]) / 5  # ~2.9 -> ~2.35 nats per token
+
+
+def test_second_call_loads_the_cache_instead_of_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("POISE_CACHE", str(tmp_path))
+    a = load_or_train_sft(TINY, QUICK, 8, 1234)
+    monkeypatch.setattr(sft_mod, "train_sft", lambda *a, **k: pytest.fail("retrained despite the cache"))
+    b = load_or_train_sft(TINY, QUICK, 8, 1234)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_a_corrupt_cache_file_is_retrained_not_fatal(tmp_path, monkeypatch):
+    monkeypatch.setenv("POISE_CACHE", str(tmp_path))
+    a = load_or_train_sft(TINY, QUICK, 8, 1234)
+    (path,) = (tmp_path / "sft").glob("*.pt")
+    path.write_bytes(b"not a checkpoint")
+    logs = []
+    b = load_or_train_sft(TINY, QUICK, 8, 1234, log=logs.append)
+    assert any("unreadable" in m for m in logs)
+    # training is deterministic, so the retrained policy is the same one
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_the_cache_key_covers_everything_that_shapes_the_policy():
+    base = sft_key(TINY, QUICK, 8, 1234)
+    assert sft_key(TINY, QUICK, 8, 1234) == base
+    assert sft_key(dataclasses.replace(TINY, n_embd=64), QUICK, 8, 1234) != base
+    assert sft_key(TINY, dataclasses.replace(QUICK, slip=0.2), 8, 1234) != base
+    assert sft_key(TINY, QUICK, 16, 1234) != base

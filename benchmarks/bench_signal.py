@@ -73,11 +73,19 @@ def main() -> None:
     report(done, names, args.seeds, fid.name, out)
 
 
+HARD = ("aime24", "aime25", "amc")
+
+
+def hard_pass1(r: EvalResult) -> float:
+    """Mean pass@1 (temperature 1) over the three pass@k tiers: the sparse-reward signal itself."""
+    return sum(r.metrics["tiers"][t]["pass@1"] for t in HARD) / len(HARD)
+
+
 def report(done: dict, names: list[str], seeds: int, fidelity: str, out: Path) -> None:
     res = {n: [EvalResult(**done[f"{n}/{s}"]) for s in range(seeds) if f"{n}/{s}" in done] for n in names}
     cols = [t.name for t in TIERS]
-    lines = [f"| algorithm | " + " | ".join(cols) + " | Overall | Δ Overall vs GRPO | length | validity | train s |",
-             "|---" * (len(cols) + 6) + "|"]
+    lines = ["| algorithm | seeds | " + " | ".join(cols) + " | hard pass@1 | Overall | Δ Overall vs GRPO | length | validity |",
+             "|---" * (len(cols) + 7) + "|"]
     grpo = [r.metrics["overall"] for r in res.get("grpo", [])]
     for n, rs in res.items():
         if not rs:
@@ -86,13 +94,19 @@ def report(done: dict, names: list[str], seeds: int, fidelity: str, out: Path) -
         ov = [r.metrics["overall"] for r in rs]
         d = diff_ci(ov, grpo) if grpo and n != "grpo" else None
         dtxt = "—" if d is None else f"{d.mean:+.1f} [{d.lo:+.1f}, {d.hi:+.1f}]"
-        train = [r.info.get("train_s", 0.0) for r in rs]
-        lines.append(f"| {n} | " + " | ".join(cells) + f" | **{mean_ci(ov)}** | {dtxt} | "
-                     f"{mean_ci([r.metrics['length'] for r in rs])} | {mean_ci([r.metrics['validity'] for r in rs])} | "
-                     f"{sum(train) / len(train):.0f} |")
+        lines.append(f"| {n} | {len(rs)} | " + " | ".join(cells) + f" | {mean_ci([hard_pass1(r) for r in rs])} | "
+                     f"**{mean_ci(ov)}** | {dtxt} | {mean_ci([r.metrics['length'] for r in rs])} | "
+                     f"{mean_ci([r.metrics['validity'] for r in rs])} |")
     table = "\n".join(lines)
-    print(f"\n{fidelity}, {seeds} seeds, mean ± 95% CI half-width\n\n{table}")
-    (out / f"signal_{fidelity}.md").write_text(table + "\n")
+    start = res.get("sft_start", [])
+    extra = []
+    if start and res.get("grpo"):
+        for label, f in (("Overall", lambda r: r.metrics["overall"]), ("hard pass@1", hard_pass1)):
+            d = diff_ci([f(r) for r in res["grpo"]], [f(r) for r in start])
+            extra.append(f"GRPO - SFT start, {label}: {d.mean:+.1f} [{d.lo:+.1f}, {d.hi:+.1f}] (Welch 95% CI)")
+    text = table + "\n\n" + "\n".join(extra) + "\n"
+    print(f"\n{fidelity}, mean ± 95% CI half-width over seeds\n\n{text}")
+    (out / f"signal_{fidelity}.md").write_text(text)
     plot_curves({n: [r.trajectory for r in rs] for n, rs in res.items() if n != "sft_start"},
                 out / f"signal_{fidelity}_curves.png")
 

@@ -125,10 +125,11 @@ class Samples:
 
 @torch.no_grad()
 def generate(model: TinyGPT, prompts: Tensor, max_new: int, temperature: float = 1.0, greedy: bool = False,
-             generator: torch.Generator | None = None, precision: str = "fp32") -> Samples:
+             generator: torch.Generator | None = None, precision: str = "fp32", ignore_eos: bool = False) -> Samples:
     """Sample ``max_new`` tokens for every left-padded prompt row, with a KV cache, stopping early when
     every row has emitted the end token. Log-probs and entropies are of the temperature-scaled
-    distribution that was actually sampled from."""
+    distribution that was actually sampled from. ``ignore_eos`` forbids the end token, so every row is
+    exactly ``max_new`` long (for throughput benchmarks with a fixed token count)."""
     model.eval()
     B, Lp = prompts.shape
     cfg = model.cfg
@@ -155,6 +156,8 @@ def generate(model: TinyGPT, prompts: Tensor, max_new: int, temperature: float =
     T = 0
     for t in range(max_new):
         logits = model.head(h).float()
+        if ignore_eos:
+            logits[:, EOS] = float("-inf")
         if greedy:
             tok = logits.argmax(-1)
         else:

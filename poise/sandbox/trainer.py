@@ -45,6 +45,7 @@ class RLConfig:
     grad_clip: float = 1.0
     temperature: float = 1.0
     precision: str = "fp32"  # "bf16" runs the matrix multiplies in bfloat16
+    ignore_eos: bool = False  # benchmarks only: every response runs to the budget
 
 
 class CandidateError(Exception):
@@ -94,7 +95,8 @@ def rollout(policy: TinyGPT, ref: TinyGPT, problems: list[Problem], cfg: RLConfi
     G = cfg.group_size
     dev = next(policy.parameters()).device
     prompts = build_prompts(problems, G).to(dev)
-    s = generate(policy, prompts, cfg.max_new_tokens, cfg.temperature, generator=gen, precision=cfg.precision)
+    s = generate(policy, prompts, cfg.max_new_tokens, cfg.temperature, generator=gen, precision=cfg.precision,
+                 ignore_eos=cfg.ignore_eos)
     tokens_cpu, finished_cpu = s.tokens.cpu(), s.finished.cpu()
     graded = [grade(decode(tokens_cpu[i]), bool(finished_cpu[i]), problems[i // G]) for i in range(len(prompts))]
     valid = torch.tensor([g[0] for g in graded], device=dev)

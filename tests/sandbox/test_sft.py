@@ -46,3 +46,14 @@ def test_the_cache_key_covers_everything_that_shapes_the_policy():
     assert sft_key(dataclasses.replace(TINY, n_embd=64), QUICK, 8, 1234) != base
     assert sft_key(TINY, dataclasses.replace(QUICK, slip=0.2), 8, 1234) != base
     assert sft_key(TINY, QUICK, 16, 1234) != base
+
+
+def test_the_shipped_standard_warm_start_matches_the_standard_configuration(tmp_path, monkeypatch):
+    # a first `poise train` must not spend minutes on SFT: the package ships the standard warm start,
+    # found by the same key, so any change to the configuration (or the task) retrains instead
+    from poise.evaluation.fidelity import get_fidelity
+    monkeypatch.setenv("POISE_CACHE", str(tmp_path))
+    monkeypatch.setattr(sft_mod, "train_sft", lambda *a, **k: pytest.fail("the shipped warm start was not used"))
+    fid = get_fidelity("standard")
+    model = load_or_train_sft(fid.model, fid.sft, fid.eval.heldout_size, fid.eval.heldout_seed)
+    assert model.num_params() > 500_000

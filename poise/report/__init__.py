@@ -1,0 +1,1 @@
+"""Views of results: plots now; the HTML report of a discovery run builds on them."""

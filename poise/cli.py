@@ -181,6 +181,7 @@ def _print_table(label: str, summary: dict, n: int) -> None:
     for tier in TIERS:
         metric = "greedy acc" if tier.metric == "greedy" else "pass@k"
         t.add_row(tier.name, metric, fmt(b["tiers"][tier.name]), fmt(a["tiers"][tier.name]))
+    t.add_row("hard tiers", "pass@1", fmt(b["hard_pass@1"]), fmt(a["hard_pass@1"]))
     t.add_row("Overall", "weighted", fmt(b["overall"]), fmt(a["overall"]), style="bold")
     t.add_row("length", "tokens", fmt(b["length"]), fmt(a["length"]))
     t.add_row("validity", "%", fmt(b["validity"]), fmt(a["validity"]))

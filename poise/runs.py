@@ -62,6 +62,9 @@ def summarize(results: list[EvalResult]) -> dict:
         out["tiers"][t.name]["pass@1"] = mean_ci([r.metrics["tiers"][t.name]["pass@1"] for r in results]).to_dict()
     for k in ("overall", "length", "validity"):
         out[k] = mean_ci([r.metrics[k] for r in results]).to_dict()
+    hard = [t.name for t in TIERS if t.metric == "pass@k"]  # the sparse-reward tiers
+    out["hard_pass@1"] = mean_ci([sum(r.metrics["tiers"][t]["pass@1"] for t in hard) / len(hard)
+                                  for r in results]).to_dict()
     out["per_seed_overall"] = [r.metrics["overall"] for r in results]
     return out
 

@@ -30,7 +30,8 @@ def test_train_writes_a_complete_run_folder(tmp_path, smoke_policy):
         assert (run / f).is_file(), f
     summary = json.loads((run / "summary.json").read_text())
     assert summary["algorithm"]["seeds"] == [0, 1] and summary["algorithm"]["overall"]["n"] == 2
-    assert "Overall" in r.stdout and "SFT start" in r.stdout
+    assert "Overall" in r.stdout and "SFT start" in r.stdout and "hard tiers" in r.stdout
+    assert summary["algorithm"]["hard_pass@1"]["n"] == 2
     header = (run / "curves_seed_0.csv").read_text().splitlines()[0].split(",")
     for k in ["reward", "accuracy", "validity", "entropy", "response_length", "kl", "clip_frac", "grad_norm"]:
         assert k in header

@@ -108,24 +108,31 @@ class AlgoConfig:
 # Pure building blocks shared by the built-ins and offered to candidates.
 
 
+def _group_sum(values: Tensor, group_ids: Tensor) -> Tensor:
+    """Sum of ``values`` per group: [N] -> [num_groups] (float32, on the ids' device)."""
+    n = int(group_ids.max()) + 1 if group_ids.numel() else 0
+    return torch.zeros(n, dtype=torch.float32, device=group_ids.device).index_add_(0, group_ids, values)
+
+
+def _weights(like: Tensor, weight: Tensor | None) -> Tensor:
+    return torch.ones_like(like, dtype=torch.float32) if weight is None else weight.to(torch.float32)
+
+
 def group_mean(x: Tensor, group_ids: Tensor, weight: Tensor | None = None) -> Tensor:
     """Per-response mean of ``x`` over its group (optionally over rows with weight 1 only). [N] -> [N].
     A group with zero total weight gets mean 0."""
-    w = torch.ones_like(x, dtype=torch.float32) if weight is None else weight.to(torch.float32)
-    n = int(group_ids.max()) + 1 if group_ids.numel() else 0
-    s = torch.zeros(n, dtype=torch.float32, device=group_ids.device).index_add_(0, group_ids, x.float() * w)
-    c = torch.zeros(n, dtype=torch.float32, device=group_ids.device).index_add_(0, group_ids, w)
+    w = _weights(x, weight)
+    s = _group_sum(x.float() * w, group_ids)
+    c = _group_sum(w, group_ids)
     return (s / c.clamp_min(1e-12))[group_ids] * (c[group_ids] > 0)
 
 
 def group_std(x: Tensor, group_ids: Tensor, unbiased: bool = True, weight: Tensor | None = None) -> Tensor:
     """Per-response std of ``x`` over its group. ``unbiased`` uses G-1 (torch.std, as verl and TRL do).
     Groups with too few rows for the estimator get 0."""
-    w = torch.ones_like(x, dtype=torch.float32) if weight is None else weight.to(torch.float32)
-    mu = group_mean(x, group_ids, w)
-    n = int(group_ids.max()) + 1 if group_ids.numel() else 0
-    ss = torch.zeros(n, dtype=torch.float32, device=group_ids.device).index_add_(0, group_ids, (x.float() - mu) ** 2 * w)
-    c = torch.zeros(n, dtype=torch.float32, device=group_ids.device).index_add_(0, group_ids, w)
+    w = _weights(x, weight)
+    ss = _group_sum((x.float() - group_mean(x, group_ids, w)) ** 2 * w, group_ids)
+    c = _group_sum(w, group_ids)
     denom = (c - 1) if unbiased else c
     var = torch.where(denom > 0, ss / denom.clamp_min(1e-12), torch.zeros_like(ss))
     return var.sqrt()[group_ids]
@@ -133,9 +140,7 @@ def group_std(x: Tensor, group_ids: Tensor, unbiased: bool = True, weight: Tenso
 
 def group_count(group_ids: Tensor, weight: Tensor | None = None) -> Tensor:
     """Per-response number of (weighted) rows in its group. [N] -> [N] float."""
-    w = torch.ones_like(group_ids, dtype=torch.float32) if weight is None else weight.to(torch.float32)
-    n = int(group_ids.max()) + 1 if group_ids.numel() else 0
-    return torch.zeros(n, dtype=torch.float32, device=group_ids.device).index_add_(0, group_ids, w)[group_ids]
+    return _group_sum(_weights(group_ids, weight), group_ids)[group_ids]
 
 
 def to_tokens(adv: Tensor, mask: Tensor) -> Tensor:

@@ -162,9 +162,11 @@ def generate(model: TinyGPT, prompts: Tensor, max_new: int, temperature: float =
             tok = logits.argmax(-1)
         else:
             logp_all = torch.log_softmax(logits / temperature, -1)
-            tok = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(1)
-            logps[rows, t] = torch.where(live, logp_all.gather(1, tok[:, None]).squeeze(1), 0.0)
-            ents[rows, t] = torch.where(live, -(logp_all.exp() * logp_all).sum(-1), 0.0)
+            probs = logp_all.exp()
+            tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            # rows that already ended write here too; the response mask zeroes them on return
+            logps[rows, t] = logp_all.gather(1, tok[:, None]).squeeze(1)
+            ents[rows, t] = -(probs * logp_all).sum(-1)
         tok = torch.where(live, tok, torch.full_like(tok, PAD))
         tokens[rows, t] = tok
         lengths[rows] += live.long()

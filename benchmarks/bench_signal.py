@@ -25,7 +25,8 @@ from poise.backends.tiny import EvalResult, evaluate_start, sft_policy
 from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
 from poise.evaluation.fidelity import get_fidelity
 from poise.evaluation.metrics import diff_ci, mean_ci
-from poise.runs import plot_curves
+from poise.report.plots import plot_curves
+from poise.sandbox.benchmark import hard_pass1
 from poise.sandbox.task import TIERS
 
 HERE = Path(__file__).parent
@@ -73,14 +74,6 @@ def main() -> None:
     report(done, names, args.seeds, fid.name, out)
 
 
-HARD = ("aime24", "aime25", "amc")
-
-
-def hard_pass1(r: EvalResult) -> float:
-    """Mean pass@1 (temperature 1) over the three pass@k tiers: the sparse-reward signal itself."""
-    return sum(r.metrics["tiers"][t]["pass@1"] for t in HARD) / len(HARD)
-
-
 def report(done: dict, names: list[str], seeds: int, fidelity: str, out: Path) -> None:
     res = {n: [EvalResult(**done[f"{n}/{s}"]) for s in range(seeds) if f"{n}/{s}" in done] for n in names}
     cols = [t.name for t in TIERS]
@@ -94,14 +87,14 @@ def report(done: dict, names: list[str], seeds: int, fidelity: str, out: Path) -
         ov = [r.metrics["overall"] for r in rs]
         d = diff_ci(ov, grpo) if grpo and n != "grpo" else None
         dtxt = "—" if d is None else f"{d.mean:+.1f} [{d.lo:+.1f}, {d.hi:+.1f}]"
-        lines.append(f"| {n} | {len(rs)} | " + " | ".join(cells) + f" | {mean_ci([hard_pass1(r) for r in rs])} | "
+        lines.append(f"| {n} | {len(rs)} | " + " | ".join(cells) + f" | {mean_ci([hard_pass1(r.metrics) for r in rs])} | "
                      f"**{mean_ci(ov)}** | {dtxt} | {mean_ci([r.metrics['length'] for r in rs])} | "
                      f"{mean_ci([r.metrics['validity'] for r in rs])} |")
     table = "\n".join(lines)
     start = res.get("sft_start", [])
     extra = []
     if start and res.get("grpo"):
-        for label, f in (("Overall", lambda r: r.metrics["overall"]), ("hard pass@1", hard_pass1)):
+        for label, f in (("Overall", lambda r: r.metrics["overall"]), ("hard pass@1", lambda r: hard_pass1(r.metrics))):
             d = diff_ci([f(r) for r in res["grpo"]], [f(r) for r in start])
             extra.append(f"GRPO - SFT start, {label}: {d.mean:+.1f} [{d.lo:+.1f}, {d.hi:+.1f}] (Welch 95% CI)")
     text = table + "\n\n" + "\n".join(extra) + "\n"

@@ -47,6 +47,7 @@ def _progress() -> Progress:
 def _start_metrics(fid, seeds, progress) -> list:
     """Held-out results of the SFT start (no RL) for the same evaluation seeds, cached beside the policy."""
     from poise.backends.tiny import EvalResult, evaluate_start
+    from poise.runs import write_json
     from poise.sandbox.sft import cache_dir, sft_key
 
     out = []
@@ -64,7 +65,6 @@ def _start_metrics(fid, seeds, progress) -> list:
         if res is None:
             res = evaluate_start(fid, s)
             path.parent.mkdir(parents=True, exist_ok=True)
-            from poise.runs import write_json
             write_json(path, res.to_dict())
         out.append(res)
         progress.advance(task)
@@ -87,7 +87,8 @@ def train_cmd(
     from poise.backends.tiny import sft_policy
     from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
     from poise.evaluation.fidelity import get_fidelity
-    from poise.runs import new_run_dir, plot_curves, run_manifest, save_seed, summarize, write_json, write_metrics_csv
+    from poise.report.plots import plot_curves
+    from poise.runs import new_run_dir, run_manifest, save_seed, summarize, write_json, write_metrics_csv
 
     try:
         fid = get_fidelity(fidelity)

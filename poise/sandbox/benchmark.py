@@ -65,6 +65,15 @@ def evaluate_tier(model: TinyGPT, tier: Tier, cfg: EvalConfig, gen: torch.Genera
     return row
 
 
+HARD_TIERS = tuple(t.name for t in TIERS if t.metric == "pass@k")  # the sparse-reward tiers
+
+
+def hard_pass1(metrics: dict) -> float:
+    """Mean pass@1 (temperature 1) over the pass@k tiers: the sparse-reward signal itself, which moves
+    even where pass@32 is near its ceiling."""
+    return sum(metrics["tiers"][t]["pass@1"] for t in HARD_TIERS) / len(HARD_TIERS)
+
+
 def evaluate_policy(model: TinyGPT, cfg: EvalConfig, seed: int = 0) -> dict:
     """Held-out results: {"tiers": {name: row}, "overall": float, "length": float, "validity": float}."""
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(10_000 + seed)

@@ -8,6 +8,7 @@ evaluate(algorithm, fidelity, seed) -> EvalResult(trajectory, metrics)
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -43,7 +44,6 @@ def sft_policy(fid: Fidelity, progress=None, log: Callable[[str], None] = lambda
 
 def pick_device(device: str = "auto") -> torch.device:
     """CUDA when available (and not overridden with POISE_DEVICE=cpu or device="cpu"), else the CPU."""
-    import os
     device = os.environ.get("POISE_DEVICE", device)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

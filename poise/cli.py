@@ -189,6 +189,118 @@ def _print_table(label: str, summary: dict, n: int) -> None:
     console.print(t)
 
 
+@app.command("discover")
+def discover_cmd(
+    budget: int = typer.Option(8, "--budget", "-b", min=1, help="candidates to train (verification rejects do not count)"),
+    directive: str = typer.Option("", "--directive", "-d", help='what to look for, e.g. "accurate and concise"'),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="evaluations run in parallel (separate processes)"),
+    fidelity: str = typer.Option("standard", "--fidelity", "-f", help="smoke | standard | full"),
+    strategy: str = typer.Option("lineage", "--strategy", help="parent selection: lineage | greedy | random | tournament"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default: runs/discover-<time>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out (or the latest one under runs/)"),
+    seed: int = typer.Option(0, "--seed", help="search seed (parent selection and proposal exploration)"),
+    reeval_seeds: int = typer.Option(3, "--reeval-seeds", min=0, help="fresh seeds for re-evaluating the best candidates"),
+    reeval_top: int = typer.Option(2, "--reeval-top", min=0, help="how many of the best candidates to re-evaluate"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads per worker (default: cores / workers)"),
+) -> None:
+    """Run the discovery loop: select, propose, implement, verify, evaluate, reflect; then confirm the best."""
+    from poise.discovery.archive import ArchiveError
+    from poise.discovery.loop import DiscoverConfig, Loop
+    from poise.evaluation.fidelity import get_fidelity
+
+    try:
+        fid = get_fidelity(fidelity)
+    except ValueError as e:
+        _fail(str(e))
+    if strategy not in ("lineage", "greedy", "random", "tournament"):
+        _fail(f"unknown --strategy {strategy!r}; choose lineage, greedy, random or tournament")
+    if out is None:
+        if resume:
+            runs = sorted(Path("runs").glob("discover-*/archive.db"), key=lambda p: p.stat().st_mtime)
+            if not runs:
+                _fail("--resume found no discovery run under runs/; pass the run folder with --out")
+            out = runs[-1].parent
+        else:
+            out = Path("runs") / time.strftime("discover-%Y%m%d-%H%M%S")
+    elif resume and not (out / "archive.db").exists():
+        _fail(f"--resume: {out} holds no archive.db; start a new run without --resume")
+    cfg = DiscoverConfig(budget=budget, directive=directive.strip(), workers=workers, fidelity=fid.name,
+                         strategy=strategy, search_seed=seed,
+                         reeval_seeds=tuple(range(1000 + 1, 1000 + reeval_seeds + 1)), reeval_top=reeval_top,
+                         threads=threads)
+    try:
+        with _progress() as progress:
+            events = _DiscoverEvents(progress, fid.rl.steps)
+            loop = Loop(out, cfg, events, resume=resume)
+            console.print(f"[bold]poise discover[/] → {out} · budget {loop.cfg.budget} · {loop.objective.describe()} "
+                          f"· {loop.cfg.workers} worker(s) × {loop.threads} thread(s) · strategy {loop.cfg.strategy}")
+            events.start(loop.cfg.budget, loop._trained())
+            summary = loop.run()
+    except ArchiveError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        err.print(f"[yellow]stopped.[/] Finished evaluations are in {out / 'archive.db'}; "
+                  f"continue with: poise discover --resume --out {out}")
+        raise typer.Exit(130)
+    _print_discovery(summary)
+
+
+class _DiscoverEvents:
+    """Progress bars for the loop: one overall bar, one per evaluation in flight."""
+
+    def __init__(self, progress: Progress, steps: int):
+        self.p, self.steps, self.tasks, self.total = progress, steps, {}, None
+
+    def start(self, budget: int, done: int) -> None:
+        self.total = self.p.add_task("candidates trained", total=budget, completed=done, info="")
+
+    def message(self, text: str) -> None:
+        self.p.console.print(text)
+
+    def eval_started(self, entry, seed, purpose) -> None:
+        label = f"#{entry.id} {entry.name}" + (f" seed {seed}" if purpose == "reeval" else "")
+        self.tasks[(entry.id, seed)] = (self.p.add_task(label[:40], total=self.steps, info=purpose), purpose)
+
+    def eval_step(self, entry_id, seed, step, row) -> None:
+        t = self.tasks.get((entry_id, seed))
+        if t is not None:
+            self.p.update(t[0], completed=step + 1, info=f"acc {row['accuracy']:.2f} len {row['response_length']:.0f}")
+
+    def eval_finished(self, entry, seed, ok, text) -> None:
+        t = self.tasks.pop((entry.id, seed), None)
+        if t is None:
+            return
+        self.p.update(t[0], completed=self.steps, info=text if ok else f"[red]{text}[/]")
+        if t[1] == "search" and self.total is not None:
+            self.p.advance(self.total)
+
+
+def _print_discovery(summary) -> None:
+    console.print(f"\n[bold]{summary.evaluated}[/] evaluated, {summary.failed} failed in training, "
+                  f"{summary.rejected} rejected by the verifier · {summary.wall_s / 60:.1f} min · {summary.objective}")
+    t = Table(title="best candidates on the search set (one seed each)")
+    t.add_column("id")
+    t.add_column("name", style="bold")
+    t.add_column("objective", justify="right")
+    for i, name, score in summary.best_search:
+        t.add_row(str(i), name, f"{score:.2f}")
+    console.print(t)
+    if summary.confirmed:
+        b = summary.baseline_confirm
+        t = Table(title=f"re-evaluation on fresh seeds and the confirmation held-out set (mean ± 95% CI, "
+                        f"{b['seeds']} seeds)")
+        for c in ("candidate", "Overall", "hard pass@1", "length", "Δ Overall", "Δ length", "verdict"):
+            t.add_column(c)
+        f = lambda d: f"{d['mean']:.1f} ± {(d['hi'] - d['lo']) / 2:.1f}"
+        g = lambda d: f"{d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]"
+        t.add_row("GRPO (baseline)", f(b["overall"]), f(b["hard_pass1"]), f(b["length"]), "", "", "")
+        for d in summary.confirmed:
+            t.add_row(f"#{d.entry_id} {d.name}", f(d.overall), f(d.hard_pass1), f(d.length), g(d.d_overall),
+                      g(d.d_length), ("[green]" if d.verdict == "discovery" else "[yellow]") + d.verdict + "[/]")
+        console.print(t)
+    console.print(f"archive: {summary.root}/archive.db · summary: {summary.root}/summary.json")
+
+
 def main() -> None:
     app()
 

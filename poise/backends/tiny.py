@@ -8,6 +8,7 @@ evaluate(algorithm, fidelity, seed) -> EvalResult(trajectory, metrics)
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,7 @@ import torch
 
 from poise.algorithms.base import Algorithm
 from poise.evaluation.fidelity import Fidelity, get_fidelity
-from poise.sandbox.benchmark import evaluate_policy
+from poise.sandbox.benchmark import all_held_out_prompts, evaluate_policy
 from poise.sandbox.model import TinyGPT
 from poise.sandbox.sft import held_out_prompts, load_or_train_sft
 from poise.sandbox.trainer import train_rl
@@ -52,22 +53,29 @@ def pick_device(device: str = "auto") -> torch.device:
 
 def evaluate(algorithm: Algorithm, fidelity: Fidelity | str, seed: int,
              on_step: Callable[[int, dict], None] | None = None, log: Callable[[str], None] = lambda s: None,
-             sft_progress=None, device: str = "auto") -> EvalResult:
+             sft_progress=None, device: str = "auto", split: str = "search") -> EvalResult:
     """Train from the SFT start with ``algorithm`` and score on the held-out suite. Raises CandidateError
-    (from poise.sandbox.trainer) when the algorithm fails; the message names the problem."""
+    (from poise.sandbox.trainer) when the algorithm fails; the message names the problem.
+
+    ``split="confirm"`` scores on the second held-out set (re-evaluation of discoveries) and keeps both
+    sets out of training; the default keeps only the search set out, as every earlier result did."""
     fid = get_fidelity(fidelity) if isinstance(fidelity, str) else fidelity
+    if split != fid.eval.split:
+        fid = dataclasses.replace(fid, eval=dataclasses.replace(fid.eval, split=split))
     t0 = time.time()
     ref = sft_policy(fid, sft_progress, log).to(pick_device(device))
     policy = copy.deepcopy(ref)
     for p in ref.parameters():
         p.requires_grad_(False)
     exclude = held_out_prompts(fid.eval.heldout_size, fid.eval.heldout_seed)
+    if fid.eval.split != "search":
+        exclude |= all_held_out_prompts(fid.eval)
     t_train = time.time()
     trajectory = train_rl(algorithm, policy, ref, fid.rl, seed, exclude, on_step)
     t_eval = time.time()
     metrics = evaluate_policy(policy, fid.eval, seed)
     return EvalResult(algorithm.name, seed, fid.name, trajectory, metrics, time.time() - t0,
-                      {"train_s": t_eval - t_train, "eval_s": time.time() - t_eval,
+                      {"split": fid.eval.split, "train_s": t_eval - t_train, "eval_s": time.time() - t_eval,
                        "params": policy.num_params(), "hooks": algorithm.hooks})
 
 

@@ -26,6 +26,29 @@ class EvalConfig:
     max_new_tokens: int = 96
     batch_rows: int = 2048  # rows decoded at once (bounds memory)
     precision: str = "fp32"
+    # "search": the held-out set discovery selects on; "confirm": a second held-out set, disjoint from it,
+    # on which the best candidates are re-evaluated (fresh seeds), so a discovery is never scored on
+    # the data that selected it
+    split: str = "search"
+
+
+def eval_problems(tier: Tier, cfg: EvalConfig) -> list:
+    """The held-out problems of ``tier`` for ``cfg.split``."""
+    search = held_out_set(tier, cfg.heldout_size, cfg.heldout_seed)
+    if cfg.split == "search":
+        return search
+    if cfg.split == "confirm":
+        return held_out_set(tier, cfg.heldout_size, cfg.heldout_seed + 1, frozenset(p.prompt for p in search))
+    raise ValueError(f"unknown held-out split {cfg.split!r}; use 'search' or 'confirm'")
+
+
+def all_held_out_prompts(cfg: EvalConfig) -> set[str]:
+    """Every held-out prompt of both splits: RL training never sees one."""
+    out: set[str] = set()
+    for split in ("search", "confirm"):
+        c = EvalConfig(**{**cfg.__dict__, "split": split})
+        out |= {p.prompt for t in TIERS for p in eval_problems(t, c)}
+    return out
 
 
 def _decode_all(model: TinyGPT, problems, n: int, greedy: bool, cfg: EvalConfig, gen: torch.Generator):
@@ -44,7 +67,7 @@ def _decode_all(model: TinyGPT, problems, n: int, greedy: bool, cfg: EvalConfig,
 
 
 def evaluate_tier(model: TinyGPT, tier: Tier, cfg: EvalConfig, gen: torch.Generator) -> dict:
-    problems = held_out_set(tier, cfg.heldout_size, cfg.heldout_seed)
+    problems = eval_problems(tier, cfg)
     greedy = tier.metric == "greedy"
     n = 1 if greedy else cfg.samples
     res = _decode_all(model, problems, n, greedy, cfg, gen)

@@ -97,6 +97,15 @@ def train_sft(model_cfg: ModelConfig, cfg: SFTConfig, exclude: set[str], precisi
     return model.cpu()
 
 
+def cached_sft_file(model_cfg: ModelConfig, cfg: SFTConfig, heldout_size: int, heldout_seed: int) -> Path | None:
+    """The file holding this warm start (cache or shipped asset), or None when it must be trained."""
+    key = sft_key(model_cfg, cfg, heldout_size, heldout_seed)
+    for f in (cache_dir() / "sft" / f"{key}.pt", ASSETS / f"sft-{key}.pt"):
+        if f.exists():
+            return f
+    return None
+
+
 def load_or_train_sft(model_cfg: ModelConfig, cfg: SFTConfig, heldout_size: int, heldout_seed: int,
                       precision: str = "fp32", progress=None, log: Callable[[str], None] = lambda s: None) -> TinyGPT:
     """The cached warm start for this configuration, training (and caching) it on first use. The file is

@@ -121,10 +121,11 @@ def grade(response: str, finished: bool, problem: Problem) -> tuple[bool, bool]:
     return True, int(m.group(1)) == problem.answer
 
 
-def held_out_set(tier: Tier, size: int, seed: int = 1234) -> list[Problem]:
-    """A fixed held-out set for a tier: the same (tier, size, seed) always gives the same problems."""
+def held_out_set(tier: Tier, size: int, seed: int = 1234, exclude: frozenset[str] = frozenset()) -> list[Problem]:
+    """A fixed held-out set for a tier: the same (tier, size, seed, exclude) always gives the same problems.
+    ``exclude`` keeps a second set (the confirmation set) disjoint from the first."""
     rng = random.Random(f"heldout/{tier.name}/{seed}")
-    seen: set[str] = set()
+    seen: set[str] = set(exclude)
     out: list[Problem] = []
     while len(out) < size:
         p = tier_problem(rng, tier)

@@ -1,0 +1,724 @@
+"""The genealogical archive M_t: every candidate, its lineage, its evaluations and what was learnt, in SQLite.
+
+One file per discovery run. The loop is the only writer; `poise status` and the report read it while the
+loop runs (`Archive(path, readonly=True)`). The archive is the loop's memory *and* its resume point: a
+crash loses at most the seed being trained, because every write is its own committed transaction.
+
+Durability: WAL journal with `synchronous=FULL`. WAL with NORMAL already survives a SIGKILL of the
+process (a committed transaction is in the OS's page cache); FULL also survives a power cut, and
+costs one fsync per commit, which is nothing next to a training run per seed. Readers never block the
+writer and see a consistent snapshot (use `snapshot()` to make several reads share one).
+A lock file (`<path>.lock`, flock) keeps a second writer out; the OS drops it when a writer dies.
+
+Tables (schema version `SCHEMA_VERSION`, kept in `meta`):
+    entries      id (0 = the GRPO baseline), name, parent_ids (JSON list; the first is *the* parent),
+                 context_ids (JSON list: the references shown to the proposer, influences that are not
+                 parents), generation, directive, proposal (JSON, opaque here: hypothesis,
+                 mechanism, math, claims, tags, ...), code, code_hash, behaviour (hash of outputs on a probe
+                 batch, or NULL), verification (JSON), status, status_reason, reflection (JSON), cost (JSON),
+                 created_at, updated_at
+    evaluations  entry_id, seed, purpose ("search" | "reeval" | "baseline"), fidelity, trajectory (JSON list
+                 of per-step rows), metrics (JSON, as `evaluate_policy` returns them), wall_s, created_at;
+                 UNIQUE(entry_id, seed, fidelity): one row per finished seed
+    events       id, ts, entry_id (or NULL), kind, payload (JSON): an append-only log for the CLI
+    meta         key, value (JSON): run settings (fidelity, directive, search seed, strategy, ...)
+
+Append-only rules (enforced in Python with clear messages, and by SQLite triggers as a backstop):
+entries, evaluations and events are never deleted; an entry's identity (name, parents, context,
+generation, directive) never changes; its code and proposal are final once code is set (an entry may be
+proposed with code="" and implemented later with `set_code`, once); evaluations never change. Status
+only moves forward:
+    proposed -> verified -> evaluating -> evaluated
+    proposed | verified -> rejected        (never evaluated: failed verification, or a duplicate)
+    proposed | verified | evaluating -> failed   (broke: load error, crash, NaN, impossible metrics)
+verification, behaviour and reflection are set once each; cost accumulates (`add_cost` adds numbers).
+Evaluations are accepted only while an entry is "evaluating" or "evaluated" (re-evaluation), and an
+entry becomes "evaluated" only with at least one evaluation.
+
+API (all writes raise `ArchiveError` with the entry, the problem and the fix):
+    Archive(path, readonly=False)                 open or create; context manager; close()
+    add_entry(name, code, proposal, parent_ids, generation, directive="", status="proposed", context_ids=())
+                                                  -> id (0 for the first)
+    set_code(id, code, proposal=None)             implement an entry proposed with code="" (once, while proposed)
+    set_status(id, status, reason="")             forward only
+    set_verification(id, report) / set_behaviour(id, h) / set_reflection(id, reflection)   once each
+    add_cost(id, **deltas)                        cost[k] += v
+    check_metrics(metrics) -> str | None          (module function) the problem with a metrics dict, or None
+    add_evaluation(entry_id, seed, fidelity, trajectory, metrics, wall_s, purpose="search") -> id
+    has_evaluation(entry_id, seed, fidelity) -> bool
+    get(id) -> Entry; entries(status=None, trajectories=True) -> list[Entry]; in_flight() -> list[Entry]
+    evaluations(entry_id, purpose=None) -> list[Evaluation]
+    find_code(code_hash) / find_behaviour(h) -> Entry | None   (the earliest match)
+    children(id) / lineage(id) (root first, along first parents) / depth(id)
+    log(kind, entry_id=None, **payload) -> event id; events(since_id=0, kind=None) -> list[Event]
+    get_meta(key, default=None) / set_meta(key, value) / meta() -> dict
+    snapshot()                                    `with archive.snapshot():` several reads, one consistent state
+    integrity_check() -> "ok" | problems
+    code_hash(code) -> str                        (module function) sha256 of whitespace-normalised code
+    Entry.mean_metric(key) / metric_ci(key) / metrics_by_seed   over the "search" and "baseline" evaluations;
+                                                  keys "overall", "hard_pass1", "length", "validity"
+
+Entries from find_code/find_behaviour/children/lineage carry their evaluations without the per-step
+trajectories (None); get(id) has everything.
+
+Events written by the archive itself: "entry", "status", "evaluation", "reflection", "meta". The loop
+logs one "select" event per round (`log(SELECT_EVENT, entry_id=parent, round=t, ...)`); selection's
+`nodes_from_archive` counts them for n_selected and the recency of U_div, so log exactly one per round.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from poise.discovery.objective import metric_value
+from poise.evaluation.metrics import CI, mean_ci
+
+SCHEMA_VERSION = 1
+SELECT_EVENT = "select"  # one per round, entry_id = the parent chosen
+STATUSES = ("proposed", "verified", "evaluating", "evaluated", "rejected", "failed")
+IN_FLIGHT = ("proposed", "verified", "evaluating")
+TRANSITIONS = {
+    "proposed": ("verified", "rejected", "failed"),
+    "verified": ("evaluating", "rejected", "failed"),
+    "evaluating": ("evaluated", "failed"),
+    "evaluated": (), "rejected": (), "failed": (),
+}
+PURPOSES = ("search", "reeval", "baseline")
+SEARCH_PURPOSES = ("search", "baseline")  # the evaluations made during the search, at the run's fidelity
+PERCENT_KEYS = ("overall", "validity", "score", "pass@1")  # plus every "pass@k": must lie in [0, 100]
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class ArchiveError(RuntimeError):
+    pass
+
+
+def code_hash(code: str) -> str:
+    """sha256 of the code with line endings unified, trailing spaces and trailing blank lines removed, so
+    that a re-indentation-free copy of the same program is recognised as a duplicate."""
+    lines = [ln.rstrip() for ln in code.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    return hashlib.sha256(("\n".join(lines) + "\n").encode()).hexdigest()
+
+
+def check_metrics(metrics: Any) -> str | None:
+    """What is wrong with an evaluation's metrics, or None when they are usable: every number finite,
+    "overall" present, percentages (overall, validity, tier score / pass@1 / pass@k / validity) in
+    [0, 100], lengths >= 0. The loop calls it before `add_evaluation` and marks a bad candidate failed."""
+    if not isinstance(metrics, dict):
+        return f"metrics must be a dict, got {type(metrics).__name__}"
+    ov = metrics.get("overall")
+    if isinstance(ov, bool) or not isinstance(ov, (int, float)):
+        return f"metrics need a numeric 'overall' (got {ov!r}; keys: {sorted(metrics)})"
+
+    def walk(obj, path: str) -> str | None:
+        if isinstance(obj, dict):  # plain numbers first, so the top-level problem is the one named
+            for k, v in sorted(obj.items(), key=lambda kv: isinstance(kv[1], (dict, list, tuple))):
+                p = walk(v, f"{path}.{k}" if path else str(k))
+                if p:
+                    return p
+            return None
+        if isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                p = walk(v, f"{path}[{i}]")
+                if p:
+                    return p
+            return None
+        if isinstance(obj, bool) or not isinstance(obj, (int, float)):
+            return None  # labels such as "metric": "pass@32"
+        if not math.isfinite(obj):
+            return f"{path} is {obj} (not finite)"
+        key = path.rsplit(".", 1)[-1]
+        if path.startswith("weights"):
+            return None
+        if (key in PERCENT_KEYS or key.startswith("pass@")) and not 0 <= obj <= 100:
+            return f"{path} = {obj} is outside [0, 100]"
+        if key == "length" and obj < 0:
+            return f"{path} = {obj} is negative"
+        return None
+
+    return walk(metrics, "")
+
+
+@dataclass
+class Evaluation:
+    id: int
+    entry_id: int
+    seed: int
+    purpose: str
+    fidelity: str
+    trajectory: list[dict] | None  # None when loaded with trajectories=False
+    metrics: dict
+    wall_s: float
+    created_at: float
+
+
+@dataclass
+class Entry:
+    id: int
+    name: str
+    parent_ids: list[int]
+    context_ids: list[int]
+    generation: int
+    directive: str
+    proposal: dict
+    code: str = field(repr=False)
+    code_hash: str = field(repr=False)
+    behaviour: str | None
+    verification: dict | None
+    status: str
+    status_reason: str
+    reflection: dict | None
+    cost: dict
+    created_at: float
+    updated_at: float
+    evaluations: list[Evaluation] = field(default_factory=list, repr=False)
+
+    @property
+    def parent_id(self) -> int | None:
+        return self.parent_ids[0] if self.parent_ids else None
+
+    def search_evaluations(self, fidelity: str | None = None) -> list[Evaluation]:
+        return [e for e in self.evaluations if e.purpose in SEARCH_PURPOSES and fidelity in (None, e.fidelity)]
+
+    @property
+    def metrics_by_seed(self) -> dict[int, dict]:
+        """{seed: metrics} of the search (and baseline) evaluations. The search runs at one fidelity; if
+        a seed was run at two, the later row wins: filter `evaluations` by fidelity instead."""
+        return {e.seed: e.metrics for e in self.search_evaluations()}
+
+    def metric_values(self, key: str, fidelity: str | None = None) -> list[float]:
+        return [metric_value(e.metrics, key) for e in self.search_evaluations(fidelity)]
+
+    def mean_metric(self, key: str, fidelity: str | None = None) -> float:
+        """Mean over seeds of "overall" | "hard_pass1" | "length" | "validity" (or any top-level key) over
+        the search evaluations; nan when there are none."""
+        vals = self.metric_values(key, fidelity)
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    def metric_ci(self, key: str, fidelity: str | None = None) -> CI:
+        """Mean and 95% t-interval over seeds (nan half-width with one seed); raises with no evaluation."""
+        return mean_ci(self.metric_values(key, fidelity))
+
+
+@dataclass
+class Event:
+    id: int
+    ts: float
+    entry_id: int | None
+    kind: str
+    payload: dict
+
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE entries (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    parent_ids TEXT NOT NULL,
+    context_ids TEXT NOT NULL DEFAULT '[]',
+    generation INTEGER NOT NULL,
+    directive TEXT NOT NULL,
+    proposal TEXT NOT NULL,
+    code TEXT NOT NULL,
+    code_hash TEXT NOT NULL,
+    behaviour TEXT,
+    verification TEXT,
+    status TEXT NOT NULL,
+    status_reason TEXT NOT NULL DEFAULT '',
+    reflection TEXT,
+    cost TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX entries_code_hash ON entries(code_hash);
+CREATE INDEX entries_behaviour ON entries(behaviour);
+CREATE INDEX entries_status ON entries(status);
+CREATE TABLE evaluations (
+    id INTEGER PRIMARY KEY,
+    entry_id INTEGER NOT NULL REFERENCES entries(id),
+    seed INTEGER NOT NULL,
+    purpose TEXT NOT NULL CHECK (purpose IN ('search', 'reeval', 'baseline')),
+    fidelity TEXT NOT NULL,
+    trajectory TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    wall_s REAL NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (entry_id, seed, fidelity)
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    entry_id INTEGER REFERENCES entries(id),
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX events_entry ON events(entry_id);
+CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries
+    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: entries are never deleted'); END;
+CREATE TRIGGER entries_identity BEFORE UPDATE OF id, name, parent_ids, context_ids, generation, directive,
+    created_at ON entries
+    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: an entry''s identity never changes'); END;
+CREATE TRIGGER entries_code BEFORE UPDATE OF code, code_hash, proposal ON entries WHEN OLD.code != ''
+    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: implemented code never changes'); END;
+CREATE TRIGGER evaluations_no_delete BEFORE DELETE ON evaluations
+    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: evaluations are never deleted'); END;
+CREATE TRIGGER evaluations_no_update BEFORE UPDATE ON evaluations
+    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: evaluations are never changed'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: events are never deleted'); END;
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: events are never changed'); END;
+"""
+
+
+def _dumps(obj, what: str, allow_nan: bool = True) -> str:
+    try:
+        return json.dumps(obj, allow_nan=allow_nan)
+    except (TypeError, ValueError) as e:
+        raise ArchiveError(f"{what} must be JSON-serialisable plain data (dicts, lists, str, numbers): {e}") from e
+
+
+class Archive:
+    """One discovery run's archive file. Writer by default (one process at a time); readonly=True for
+    `poise status`, reports and tests. `timeout_s` is how long a call waits for SQLite's lock."""
+
+    def __init__(self, path: Path | str, readonly: bool = False, timeout_s: float = 30.0):
+        self.path = Path(path)
+        self.readonly = readonly
+        self._lock = threading.RLock()  # one connection, shared safely by the loop's threads
+        self._depth = 0  # nesting of transactions on this connection
+        self._lock_fd: int | None = None
+        self._con: sqlite3.Connection | None = None
+        self._check_file()
+        try:
+            if readonly:
+                self._con = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout_s,
+                                            isolation_level=None, check_same_thread=False)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._take_writer_lock()
+                self._con = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None,
+                                            check_same_thread=False)
+            self._con.execute("PRAGMA foreign_keys = ON")
+            self._open_schema()
+        except BaseException as e:
+            self._abandon()
+            if isinstance(e, sqlite3.DatabaseError):
+                raise ArchiveError(f"{self.path} is not a usable poise archive ({e})") from e
+            raise
+
+    # -- opening -------------------------------------------------------------------------------------
+    def _check_file(self) -> None:
+        if self.path.is_dir():
+            raise ArchiveError(f"{self.path} is a directory; give the archive's file path (e.g. {self.path}/archive.db)")
+        if not self.path.exists():
+            if self.readonly:
+                raise ArchiveError(f"no archive at {self.path}; start a run with `poise discover` first")
+            return
+        with open(self.path, "rb") as f:
+            head = f.read(16)
+        if head and head != _SQLITE_MAGIC:
+            raise ArchiveError(f"{self.path} is not a poise archive (not an SQLite database); choose another path")
+
+    def _abandon(self) -> None:
+        """Undo a failed open, leaving no lock file beside someone else's file."""
+        created = self._lock_fd is not None and self._created_lock
+        self.close()
+        if created:
+            self.path.with_name(self.path.name + ".lock").unlink(missing_ok=True)
+
+    def _take_writer_lock(self) -> None:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        self._created_lock = not lock_path.exists()
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ArchiveError(f"{self.path} is being written by another process (pid {holder}); one writer at a "
+                               f"time: stop it, or open with Archive(path, readonly=True) to read") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def _release_writer_lock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _open_schema(self) -> None:
+        con = self._con
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            if self.readonly:
+                raise ArchiveError(f"{self.path} is an empty database, not a poise archive")
+            con.execute("PRAGMA journal_mode = WAL")
+            con.execute("PRAGMA synchronous = FULL")
+            # executescript commits any open transaction first, so the script carries its own.
+            con.executescript(f"BEGIN IMMEDIATE; {_SCHEMA}"
+                              f"INSERT INTO meta VALUES ('schema_version', '{json.dumps(SCHEMA_VERSION)}');"
+                              f"INSERT INTO meta VALUES ('created_at', '{json.dumps(time.time())}'); COMMIT;")
+            return
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if "meta" in tables else None
+        if row is None:
+            raise ArchiveError(f"{self.path} is an SQLite database but not a poise archive (no schema version; "
+                               f"tables: {sorted(tables)}); choose another path")
+        version = json.loads(row[0])
+        if version > SCHEMA_VERSION:
+            raise ArchiveError(f"{self.path} has archive schema {version}, newer than this poise understands "
+                               f"({SCHEMA_VERSION}); upgrade poise to read it")
+        if not self.readonly:
+            con.execute("PRAGMA journal_mode = WAL")
+            con.execute("PRAGMA synchronous = FULL")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+            self._release_writer_lock()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Archive({str(self.path)!r}{', readonly=True' if self.readonly else ''})"
+
+    # -- transactions ---------------------------------------------------------------------------------
+    @contextmanager
+    def _tx(self, begin: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._con is None:
+                raise ArchiveError(f"{self!r} is closed")
+            if self._depth:  # nested: part of the enclosing transaction
+                self._depth += 1
+                try:
+                    yield self._con
+                finally:
+                    self._depth -= 1
+                return
+            self._con.execute(begin)
+            self._depth = 1
+            try:
+                yield self._con
+            except BaseException:
+                self._depth = 0
+                self._con.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            try:
+                self._con.execute("COMMIT")
+            except BaseException:
+                if self._con.in_transaction:
+                    self._con.execute("ROLLBACK")
+                raise
+
+    def _write(self):
+        if self.readonly:
+            raise ArchiveError(f"{self!r} is read-only; open it without readonly=True to write")
+        return self._tx("BEGIN IMMEDIATE")  # take the write lock up front: no upgrade deadlocks
+
+    def snapshot(self):
+        """Make several reads see one consistent state: `with archive.snapshot(): ...`."""
+        return self._tx("BEGIN")
+
+    # -- entries ------------------------------------------------------------------------------------
+    def add_entry(self, name: str, code: str, proposal: dict, parent_ids: list[int] | tuple[int, ...] = (),
+                  generation: int = 0, directive: str = "", status: str = "proposed",
+                  context_ids: list[int] | tuple[int, ...] = ()) -> int:
+        """Append a candidate; returns its id (0 for the first: the GRPO baseline). code="" records a
+        proposal not implemented yet (see `set_code`); context_ids are the entries shown to the proposer as
+        references (influences, not parents)."""
+        if status not in STATUSES:
+            raise ArchiveError(f"unknown status {status!r} for new entry {name!r}; choose one of {STATUSES}")
+        if not isinstance(proposal, dict):
+            raise ArchiveError(f"proposal of {name!r} must be a dict, got {type(proposal).__name__}")
+        parents = [int(p) for p in parent_ids]
+        context = [int(c) for c in context_ids]
+        proposal_json = _dumps(proposal, f"proposal of {name!r}", allow_nan=False)
+        now = time.time()
+        with self._write() as con:
+            for kind, ids in (("parent", parents), ("context entry", context)):
+                for p in ids:
+                    if con.execute("SELECT 1 FROM entries WHERE id = ?", (p,)).fetchone() is None:
+                        raise ArchiveError(f"{kind} {p} of new entry {name!r} is not in the archive; add it first")
+            new_id = con.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM entries").fetchone()[0]
+            con.execute(
+                "INSERT INTO entries (id, name, parent_ids, context_ids, generation, directive, proposal, code, code_hash, "
+                "status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (new_id, name, json.dumps(parents), json.dumps(context), int(generation), directive, proposal_json, code,
+                 code_hash(code), status, now, now))
+            self._log(con, "entry", new_id, {"name": name, "parent_ids": parents, "generation": generation,
+                                            "status": status})
+        return new_id
+
+    def _status(self, con, entry_id: int) -> str:
+        row = con.execute("SELECT status FROM entries WHERE id = ?", (entry_id,)).fetchone()
+        if row is None:
+            raise ArchiveError(f"entry {entry_id} is not in the archive {self.path}")
+        return row[0]
+
+    def set_status(self, entry_id: int, status: str, reason: str = "") -> None:
+        """Move an entry forward (see TRANSITIONS); the reason is kept on the entry and in the event log."""
+        with self._write() as con:
+            current = self._status(con, entry_id)
+            if status not in STATUSES:
+                raise ArchiveError(f"entry {entry_id}: unknown status {status!r} (current {current!r}); "
+                                   f"choose one of {STATUSES}")
+            if status not in TRANSITIONS[current]:
+                allowed = ", ".join(TRANSITIONS[current]) or "none (it is final)"
+                raise ArchiveError(f"entry {entry_id}: cannot move status from {current!r} to {status!r}; status "
+                                   f"only moves forward (allowed from {current!r}: {allowed})")
+            if status == "evaluated":
+                n = con.execute("SELECT COUNT(*) FROM evaluations WHERE entry_id = ?", (entry_id,)).fetchone()[0]
+                if n == 0:
+                    raise ArchiveError(f"entry {entry_id}: cannot mark 'evaluated' without any evaluation; "
+                                       f"add_evaluation first, or mark it 'failed'")
+            con.execute("UPDATE entries SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?",
+                        (status, reason, time.time(), entry_id))
+            self._log(con, "status", entry_id, {"from": current, "to": status, "reason": reason})
+
+    def set_code(self, entry_id: int, code: str, proposal: dict | None = None) -> None:
+        """Implement a proposed entry that was added with code="": sets code and code_hash, and optionally the
+        proposal as the implementer refined it. Once, and only while the entry is "proposed"."""
+        if not code:
+            raise ArchiveError(f"entry {entry_id}: set_code needs non-empty code")
+        proposal_json = None if proposal is None else _dumps(proposal, f"proposal of entry {entry_id}", allow_nan=False)
+        with self._write() as con:
+            status = self._status(con, entry_id)
+            old = con.execute("SELECT code FROM entries WHERE id = ?", (entry_id,)).fetchone()[0]
+            if old:
+                raise ArchiveError(f"entry {entry_id} already has code; code is set once (append-only). A new "
+                                   f"implementation is a new entry")
+            if status != "proposed":
+                raise ArchiveError(f"entry {entry_id} is {status!r}; code can only be set while it is 'proposed'")
+            con.execute("UPDATE entries SET code = ?, code_hash = ?, proposal = COALESCE(?, proposal), updated_at = ? "
+                        "WHERE id = ?", (code, code_hash(code), proposal_json, time.time(), entry_id))
+
+    def _set_once(self, entry_id: int, column: str, value: str, what: str) -> None:
+        with self._write() as con:
+            self._status(con, entry_id)
+            old = con.execute(f"SELECT {column} FROM entries WHERE id = ?", (entry_id,)).fetchone()[0]
+            if old is not None:
+                raise ArchiveError(f"entry {entry_id} already has a {what}; it is set once (append-only). "
+                                   f"Record follow-ups as events with archive.log(...)")
+            con.execute(f"UPDATE entries SET {column} = ?, updated_at = ? WHERE id = ?", (value, time.time(), entry_id))
+            if column == "reflection":
+                self._log(con, "reflection", entry_id, {})
+
+    def set_verification(self, entry_id: int, report: dict) -> None:
+        self._set_once(entry_id, "verification", _dumps(report, f"verification of entry {entry_id}"), "verification report")
+
+    def set_behaviour(self, entry_id: int, h: str) -> None:
+        self._set_once(entry_id, "behaviour", str(h), "behaviour hash")
+
+    def set_reflection(self, entry_id: int, reflection: dict) -> None:
+        self._set_once(entry_id, "reflection", _dumps(reflection, f"reflection of entry {entry_id}"), "reflection")
+
+    def add_cost(self, entry_id: int, **deltas: float) -> dict:
+        """Accumulate costs (wall_s=..., tokens=..., attempts=...): cost[k] += v. Returns the new totals."""
+        for k, v in deltas.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ArchiveError(f"entry {entry_id}: cost {k}={v!r} must be a finite number (costs add up)")
+        with self._write() as con:
+            self._status(con, entry_id)
+            cost = json.loads(con.execute("SELECT cost FROM entries WHERE id = ?", (entry_id,)).fetchone()[0])
+            for k, v in deltas.items():
+                cost[k] = cost.get(k, 0) + v
+            con.execute("UPDATE entries SET cost = ?, updated_at = ? WHERE id = ?",
+                        (json.dumps(cost), time.time(), entry_id))
+        return cost
+
+    # -- evaluations --------------------------------------------------------------------------------
+    def add_evaluation(self, entry_id: int, seed: int, fidelity: str, trajectory: list[dict], metrics: dict,
+                       wall_s: float, purpose: str = "search") -> int:
+        """Record one finished seed. Raises on a duplicate (entry, seed, fidelity), on bad metrics (see
+        `check_metrics`), or when the entry is not being evaluated."""
+        if purpose not in PURPOSES:
+            raise ArchiveError(f"entry {entry_id}: unknown evaluation purpose {purpose!r}; choose one of {PURPOSES}")
+        problem = check_metrics(metrics)
+        if problem:
+            raise ArchiveError(f"entry {entry_id} seed {seed}: impossible metrics ({problem}); mark the candidate "
+                               f"failed instead of recording them")
+        traj = _dumps(list(trajectory), f"trajectory of entry {entry_id}")  # NaN curves are evidence: kept
+        met = _dumps(metrics, f"metrics of entry {entry_id}", allow_nan=False)
+        with self._write() as con:
+            status = self._status(con, entry_id)
+            if status not in ("evaluating", "evaluated"):
+                raise ArchiveError(f"entry {entry_id} is {status!r}; set_status(id, 'evaluating') before adding "
+                                   f"evaluations")
+            try:
+                cur = con.execute(
+                    "INSERT INTO evaluations (entry_id, seed, purpose, fidelity, trajectory, metrics, wall_s, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (entry_id, int(seed), purpose, fidelity, traj, met, float(wall_s), time.time()))
+            except sqlite3.IntegrityError as e:
+                raise ArchiveError(f"entry {entry_id} already has an evaluation for seed {seed} at fidelity "
+                                   f"{fidelity!r}; evaluations are never overwritten (check has_evaluation first)") from e
+            con.execute("UPDATE entries SET updated_at = ? WHERE id = ?", (time.time(), entry_id))
+            self._log(con, "evaluation", entry_id, {"seed": int(seed), "fidelity": fidelity, "purpose": purpose,
+                                                   "overall": metrics["overall"], "wall_s": float(wall_s)})
+            return cur.lastrowid
+
+    def has_evaluation(self, entry_id: int, seed: int, fidelity: str) -> bool:
+        with self.snapshot() as con:
+            return con.execute("SELECT 1 FROM evaluations WHERE entry_id = ? AND seed = ? AND fidelity = ?",
+                               (entry_id, int(seed), fidelity)).fetchone() is not None
+
+    def evaluations(self, entry_id: int, purpose: str | None = None, trajectories: bool = True) -> list[Evaluation]:
+        with self.snapshot() as con:
+            evs = self._load_evaluations(con, [entry_id], trajectories).get(entry_id, [])
+        return [e for e in evs if purpose in (None, e.purpose)]
+
+    def _load_evaluations(self, con, ids: list[int] | None, trajectories: bool) -> dict[int, list[Evaluation]]:
+        traj = "trajectory" if trajectories else "NULL"
+        sql = f"SELECT id, entry_id, seed, purpose, fidelity, {traj}, metrics, wall_s, created_at FROM evaluations"
+        rows = (con.execute(sql + " ORDER BY id") if ids is None else
+                con.execute(sql + f" WHERE entry_id IN ({','.join('?' * len(ids))}) ORDER BY id", ids))
+        out: dict[int, list[Evaluation]] = {}
+        for r in rows:
+            out.setdefault(r[1], []).append(Evaluation(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else None,
+                                                       json.loads(r[6]), r[7], r[8]))
+        return out
+
+    # -- reading entries ----------------------------------------------------------------------------
+    _ENTRY_COLS = ("id, name, parent_ids, context_ids, generation, directive, proposal, code, code_hash, behaviour, "
+                   "verification, status, status_reason, reflection, cost, created_at, updated_at")
+
+    @staticmethod
+    def _entry(r) -> Entry:
+        def j(s):
+            return None if s is None else json.loads(s)
+        return Entry(r[0], r[1], json.loads(r[2]), json.loads(r[3]), r[4], r[5], json.loads(r[6]), r[7], r[8], r[9],
+                     j(r[10]), r[11], r[12], j(r[13]), json.loads(r[14]), r[15], r[16])
+
+    def _select(self, where: str = "", args: tuple = (), trajectories: bool = True) -> list[Entry]:
+        with self.snapshot() as con:
+            entries = [self._entry(r) for r in con.execute(f"SELECT {self._ENTRY_COLS} FROM entries {where} ORDER BY id",
+                                                           args)]
+            if entries:
+                evs = self._load_evaluations(con, None if not where else [e.id for e in entries], trajectories)
+                for e in entries:
+                    e.evaluations = evs.get(e.id, [])
+        return entries
+
+    def get(self, entry_id: int, trajectories: bool = True) -> Entry:
+        found = self._select("WHERE id = ?", (entry_id,), trajectories)
+        if not found:
+            raise ArchiveError(f"entry {entry_id} is not in the archive {self.path}")
+        return found[0]
+
+    def entries(self, status: str | None = None, trajectories: bool = True) -> list[Entry]:
+        """All entries (or those with one status), oldest first, with their evaluations. trajectories=False
+        skips the per-step curves (what `poise status` needs is the metrics)."""
+        if status is None:
+            return self._select(trajectories=trajectories)
+        if status not in STATUSES:
+            raise ArchiveError(f"unknown status {status!r}; choose one of {STATUSES}")
+        return self._select("WHERE status = ?", (status,), trajectories)
+
+    def in_flight(self) -> list[Entry]:
+        """Entries a resume must re-handle: proposed (verify), verified (evaluate), evaluating (finish the
+        seeds that have no evaluation yet)."""
+        return self._select(f"WHERE status IN ({','.join('?' * len(IN_FLIGHT))})", IN_FLIGHT)
+
+    def _find(self, column: str, value: str) -> Entry | None:
+        found = self._select(f"WHERE id = (SELECT MIN(id) FROM entries WHERE {column} = ?)", (value,), False)
+        return found[0] if found else None
+
+    def find_code(self, h: str) -> Entry | None:
+        """The earliest entry whose code has this `code_hash` (whatever its status), or None."""
+        return self._find("code_hash", h)
+
+    def find_behaviour(self, h: str) -> Entry | None:
+        """The earliest entry with this behaviour hash, or None."""
+        return self._find("behaviour", h)
+
+    def children(self, entry_id: int) -> list[Entry]:
+        """Entries whose first parent is `entry_id` (the genealogy tree), oldest first."""
+        return self._select("WHERE json_extract(parent_ids, '$[0]') = ?", (entry_id,), False)
+
+    def lineage(self, entry_id: int) -> list[Entry]:
+        """The chain of first parents from the root to `entry_id` (root first)."""
+        with self.snapshot() as con:
+            chain, cur = [], entry_id
+            while cur is not None:
+                r = con.execute("SELECT json_extract(parent_ids, '$[0]') FROM entries WHERE id = ?", (cur,)).fetchone()
+                if r is None:
+                    raise ArchiveError(f"entry {cur} is not in the archive {self.path}")
+                chain.append(cur)
+                cur = r[0]
+            by_id = {e.id: e for e in self._select(f"WHERE id IN ({','.join('?' * len(chain))})", tuple(chain), False)}
+        return [by_id[i] for i in reversed(chain)]
+
+    def depth(self, entry_id: int) -> int:
+        """Generations below the root along first parents (the baseline has depth 0)."""
+        return len(self.lineage(entry_id)) - 1
+
+    # -- events and meta ----------------------------------------------------------------------------
+    def _log(self, con, kind: str, entry_id: int | None, payload: dict) -> int:
+        cur = con.execute("INSERT INTO events (ts, entry_id, kind, payload) VALUES (?, ?, ?, ?)",
+                          (time.time(), entry_id, kind, _dumps(payload, f"payload of event {kind!r}")))
+        return cur.lastrowid
+
+    def log(self, kind: str, entry_id: int | None = None, **payload) -> int:
+        """Append an event (its own transaction); returns its id."""
+        with self._write() as con:
+            if entry_id is not None:
+                self._status(con, entry_id)
+            return self._log(con, kind, entry_id, payload)
+
+    def events(self, since_id: int = 0, kind: str | None = None, entry_id: int | None = None) -> list[Event]:
+        """Events with id > since_id, oldest first (poll with the last id seen)."""
+        sql, args = "SELECT id, ts, entry_id, kind, payload FROM events WHERE id > ?", [since_id]
+        if kind is not None:
+            sql, args = sql + " AND kind = ?", args + [kind]
+        if entry_id is not None:
+            sql, args = sql + " AND entry_id = ?", args + [entry_id]
+        with self.snapshot() as con:
+            return [Event(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in con.execute(sql + " ORDER BY id", args)]
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        with self.snapshot() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Set a run setting (JSON value). Changing one is allowed (e.g. a larger budget on resume) and logged."""
+        if key == "schema_version":
+            raise ArchiveError("schema_version is managed by the archive itself")
+        val = _dumps(value, f"meta {key!r}", allow_nan=False)
+        with self._write() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[0] == val:
+                return
+            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, val))
+            self._log(con, "meta", None, {"key": key, "old": None if row is None else json.loads(row[0]), "new": value})
+
+    def meta(self) -> dict[str, Any]:
+        with self.snapshot() as con:
+            return {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta ORDER BY key")}
+
+    def integrity_check(self) -> str:
+        """SQLite's own consistency check: "ok", or the problems it found."""
+        with self._lock:
+            rows = self._con.execute("PRAGMA integrity_check").fetchall()
+        return "\n".join(r[0] for r in rows)

@@ -1,0 +1,513 @@
+"""The closed loop: select -> propose -> implement -> verify -> evaluate -> reflect -> archive.
+
+    archive (SQLite) --select parent--> proposer --> implementer <--errors-- verifier (sandbox)
+         ^                                                                      |
+         +---- reflection <---- curves + held-out metrics <---- evaluation workers (sandbox)
+
+Everything a run knows lives in its archive, written as it happens, so a run stopped by Ctrl-C, a
+crash or SIGKILL resumes from the archive: candidates whose evaluation had finished are kept and never
+re-run; candidates in flight (proposed, verified or evaluating) are picked up again.
+
+Budget: ``budget`` candidates reach training (evaluated or failed there); proposals rejected by the
+verifier cost no training and do not count, but at most ``3 * budget`` proposals are made in all.
+
+Seeds: every search evaluation uses the same training seed (``eval_seed``), so candidates are compared
+on paired runs. After the search, the best ``reeval_top`` candidates and the baseline are trained again
+on fresh seeds and scored on the *confirmation* held-out set, disjoint from the one that selected them;
+only a candidate that beats the baseline there, with a confidence interval, is called a discovery.
+"""
+
+from __future__ import annotations
+
+import ast
+import concurrent.futures as cf
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from poise.agents import offline
+from poise.algorithms import builtin_source
+from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
+from poise.discovery.archive import Archive, ArchiveError, Entry, check_metrics
+from poise.discovery.objective import Objective, parse_directive
+from poise.discovery.selection import SelectionConfig, nodes_from_archive, select
+from poise.evaluation.metrics import diff_ci, mean_ci
+from poise.reflect.curves import Finding
+from poise.reflect.diagnose import Reflection, reflect
+from poise.sandbox.benchmark import hard_pass1
+from poise.verify.verifier import verify
+
+
+@dataclass
+class DiscoverConfig:
+    budget: int = 8
+    directive: str = ""
+    workers: int = 1
+    fidelity: str = "standard"
+    strategy: str = "lineage"  # lineage | greedy | random | tournament
+    search_seed: int = 0  # seeds parent selection and the proposer's exploration
+    eval_seed: int = 0  # the training seed of every search evaluation
+    proposals_per_round: int = 2
+    max_attempts: int = 3  # implement -> verify rounds before a proposal is rejected
+    reeval_top: int = 2
+    reeval_seeds: tuple[int, ...] = (1001, 1002, 1003)  # fresh seeds, never used by the search
+    eval_timeout_s: float | None = None  # per evaluation; None: 10x the fidelity's expected time
+    threads: int | None = None  # torch threads per worker; None: cores // workers
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["reeval_seeds"] = list(self.reeval_seeds)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DiscoverConfig":
+        d = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
+        if "reeval_seeds" in d:
+            d["reeval_seeds"] = tuple(d["reeval_seeds"])
+        return cls(**d)
+
+
+# the settings a resumed run must share with the run it continues (the budget may grow)
+_FIXED = ("fidelity", "directive", "strategy", "search_seed", "eval_seed", "reeval_seeds")
+_EXPECTED_S = {"smoke": 20.0, "standard": 150.0, "full": 600.0}
+
+
+class Events:
+    """What the loop reports as it goes; the CLI turns these into progress bars and lines."""
+
+    def message(self, text: str) -> None: ...
+    def eval_started(self, entry: Entry, seed: int, purpose: str) -> None: ...
+    def eval_step(self, entry_id: int, seed: int, step: int, row: dict) -> None: ...
+    def eval_finished(self, entry: Entry, seed: int, ok: bool, text: str) -> None: ...
+
+
+def code_hash(code: str) -> str:
+    lines = [ln.rstrip() for ln in code.strip().splitlines()]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _config_literal(code: str) -> str:
+    """CONFIG as written (a literal), read without executing the code: it is part of behaviour."""
+    try:
+        for node in ast.parse(code).body:
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "CONFIG" for t in node.targets):
+                return json.dumps(ast.literal_eval(node.value), sort_keys=True)
+    except (SyntaxError, ValueError):
+        pass
+    return "{}"
+
+
+@dataclass
+class Discovery:
+    entry_id: int
+    name: str
+    seeds: list[int]
+    overall: dict  # mean, lo, hi, n, std over the fresh seeds, on the confirmation set
+    length: dict
+    hard_pass1: dict
+    d_overall: dict  # difference vs the baseline, Welch 95% CI
+    d_length: dict
+    verdict: str  # "discovery" | "not confirmed"
+    reason: str
+
+
+@dataclass
+class RunSummary:
+    root: str
+    objective: str
+    evaluated: int
+    rejected: int
+    failed: int
+    best_search: list[tuple[int, str, float]]  # (id, name, objective scalar on the search set)
+    confirmed: list[Discovery] = field(default_factory=list)
+    baseline_confirm: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+class Loop:
+    def __init__(self, root: Path, cfg: DiscoverConfig, events: Events | None = None, resume: bool = False):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.archive = Archive(self.root / "archive.db")
+        self.events = events or Events()
+        stored = self.archive.get_meta("config")
+        if stored is not None:
+            if not resume:
+                raise ArchiveError(f"{self.root} already holds a discovery run; pass --resume to continue it, "
+                                   f"or choose another --out folder")
+            old = DiscoverConfig.from_dict(json.loads(stored))
+            for k in _FIXED:
+                if getattr(cfg, k) != getattr(old, k) and getattr(cfg, k) != getattr(DiscoverConfig(), k):
+                    raise ArchiveError(f"--{k.replace('_', '-')} differs from the run being resumed "
+                                       f"({getattr(cfg, k)!r} vs {getattr(old, k)!r}); a resumed run keeps its "
+                                       f"settings, start a new run to change it")
+            cfg = dataclasses.replace(old, budget=max(cfg.budget, old.budget), workers=cfg.workers,
+                                      threads=cfg.threads, eval_timeout_s=cfg.eval_timeout_s)
+        self.cfg = cfg
+        self.archive.set_meta("config", json.dumps(cfg.to_dict()))
+        self.objective: Objective = parse_directive(cfg.directive or None)
+        self.rng = random.Random(f"discover/{cfg.search_seed}/{len(self.archive.entries())}")
+        cores = os.cpu_count() or 1
+        self.threads = cfg.threads or max(1, cores // max(1, cfg.workers))
+        self.timeout = cfg.eval_timeout_s or 10 * _EXPECTED_S.get(cfg.fidelity, 300.0) * max(1, 2 // self.threads)
+        self.selection_cfg = SelectionConfig()
+        self.round = 0
+
+    # ------------------------------------------------------------------------------------------------
+    # archive views
+
+    def baseline(self) -> Entry:
+        return self.archive.get(0)
+
+    def _score(self, e: Entry) -> float | None:
+        if e.status != "evaluated":
+            return None
+        base = self.baseline()
+        m, b = _mean_metrics(self.archive, e.id, "search"), _mean_metrics(self.archive, base.id, "search")
+        if not m or not b:
+            return None
+        return self.objective.scalar(m, b)
+
+    def _node(self, e: Entry) -> offline.ArchiveNode:
+        refl = e.reflection or {}
+        return offline.ArchiveNode(
+            id=e.id, name=e.name, design=offline.design_of(e.proposal), status=e.status, score=self._score(e),
+            parent_id=e.parent_ids[0] if e.parent_ids else None, operator=(e.proposal or {}).get("operator", ""),
+            suggestions=list(refl.get("suggestions", [])), diagnosis=refl.get("diagnosis", ""),
+            metrics=_mean_metrics(self.archive, e.id, "search"))
+
+    def _features(self, e: Entry) -> list[float]:
+        d = offline.design_of(e.proposal) or offline.GRPO
+        return [float(d.scale != "std"), float(d.scale.startswith("bernoulli")), float(d.validity == "mask"),
+                float(d.all_fail != "zero"), float(d.length != "none"), min(d.length_coef, 3.0) / 3.0,
+                float(d.clip_high > 0.2), float(d.loss_agg != "token-mean"), float(d.entropy_coef > 0),
+                float(d.baseline != "group_mean")]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for e in self.archive.entries():
+            if e.id != 0:
+                out[e.status] = out.get(e.status, 0) + 1
+        return out
+
+    def _trained(self) -> int:
+        c = self.counts()
+        return c.get("evaluated", 0) + c.get("failed", 0) + c.get("evaluating", 0)
+
+    # ------------------------------------------------------------------------------------------------
+    # phases
+
+    def ensure_baseline(self) -> Entry:
+        if not self.archive.entries():
+            design = offline.GRPO
+            proposal = {"name": "GRPO", "hypothesis": "the starting point", "mechanism": "GRPO (group-normalised "
+                        "outcome advantages, PPO clip 0.2, token-mean)", "math": "A_i = (r_i - mean_g r) / "
+                        "(std_g r + eps)", "claims": design.claims(), "operator": "", "design":
+                        dataclasses.asdict(design), "author": "builtin"}
+            eid = self.archive.add_entry("GRPO", builtin_source("grpo"), proposal, [], 0, self.cfg.directive,
+                                         status="evaluating")
+            assert eid == 0
+            self.archive.log("baseline", eid)
+        return self.baseline()
+
+    def next_proposals(self) -> int:
+        """Select a parent and write the round's proposals into the archive as "proposed" entries."""
+        entries = self.archive.entries()
+        nodes = nodes_from_archive(self.archive, self._features, fidelity=self.cfg.fidelity)
+        if not nodes:
+            return 0
+        base = _mean_metrics(self.archive, 0, "search")
+        parent_id, scores = select(self.cfg.strategy, nodes, self.objective, base, self.selection_cfg,
+                                   self.rng, self.round)
+        self.round += 1
+        by_id = {e.id: e for e in entries}
+        parent = by_id[parent_id]
+        all_nodes = [self._node(e) for e in entries]
+        refs = self._references(parent, all_nodes)
+        props = offline.propose(self._node(parent), all_nodes, self.objective.weights(), self.cfg.proposals_per_round,
+                                self.rng, refs)
+        top = {s.node_id: s for s in scores}.get(parent_id)
+        self.archive.log("select", parent_id, strategy=self.cfg.strategy, round=self.round,
+                         score=dataclasses.asdict(top) if top is not None else None,
+                         references=[r.id for r in refs], proposals=[p.name for p in props])
+        self.events.message(f"round {self.round}: parent #{parent_id} {parent.name}"
+                            + (f" -> {', '.join(p.name for p in props)}" if props else " (no new proposal)"))
+        for p in props:
+            gen = parent.generation + 1
+            self.archive.add_entry(p.name, "", p.to_dict(), p.builds_on[:1], gen, self.cfg.directive,
+                                   context_ids=p.builds_on[1:])
+        return len(props)
+
+    def _references(self, parent: Entry, nodes: list[offline.ArchiveNode]) -> list[offline.ArchiveNode]:
+        """The tiered references: the Pareto front, a complementary node, an exploratory (failed) one."""
+        scored = [n for n in nodes if n.score is not None and n.id != parent.id]
+        scored.sort(key=lambda n: -n.score)
+        refs = scored[:2]  # the Pareto tier, approximated by the best by the objective
+        pm = self._node(parent).metrics
+        want = {k: w for k, w in self.objective.weights().items() if w > 0 and k in pm}
+        if want:  # complementary: the best node on the objective term where the parent is weakest vs the baseline
+            base = _mean_metrics(self.archive, 0, "search")
+            sign = lambda k: -1.0 if k == "length" else 1.0
+            weakest = min(want, key=lambda k: sign(k) * (pm[k] - base.get(k, pm[k])))
+            comp = max((n for n in scored if weakest in n.metrics), key=lambda n: sign(weakest) * n.metrics[weakest],
+                       default=None)
+            if comp is not None and comp not in refs:
+                refs.append(comp)
+        failed = [n for n in nodes if n.status in ("failed", "rejected")]
+        if failed:
+            refs.append(failed[-1])
+        return refs
+
+    def implement_and_verify(self, e: Entry) -> bool:
+        """Implementer <-> verifier, up to max_attempts. True when the entry is ready to train."""
+        proposal = offline.Proposal(**{k: v for k, v in e.proposal.items()
+                                       if k in {f.name for f in dataclasses.fields(offline.Proposal)}})
+        feedback: list[str] | None = None
+        attempts = []
+        for attempt in range(1, self.cfg.max_attempts + 1):
+            code, proposal = offline.implement(proposal, feedback)
+            report = verify(code, e.name, proposal.claims)
+            attempts.append({"attempt": attempt, "ok": report.ok, "stage": report.stage, "errors": report.errors})
+            if report.ok:
+                break
+            feedback = report.errors
+        self.archive.add_cost(e.id, verify_s=sum(0 for _ in attempts), attempts=len(attempts))
+        verification = {**report.to_dict(), "attempts": attempts}
+        self.archive.set_code(e.id, code, proposal.to_dict())
+        self.archive.set_verification(e.id, verification)
+        if not report.ok:
+            self.archive.set_status(e.id, "rejected", f"verification failed after {len(attempts)} attempt(s): "
+                                                      + "; ".join(report.errors)[:500])
+            self.events.message(f"#{e.id} {e.name} rejected: {report.errors[0] if report.errors else report.stage}")
+            return False
+        behaviour = report.behaviour + "|" + _config_literal(code)
+        twin = self.archive.find_code(code_hash(code))
+        if twin is not None and twin.id != e.id:
+            self.archive.set_status(e.id, "rejected", f"same code as #{twin.id} {twin.name}")
+            return False
+        twin = self.archive.find_behaviour(behaviour)
+        if twin is not None and twin.id != e.id:
+            self.archive.set_status(e.id, "rejected", f"behaves exactly like #{twin.id} {twin.name} on the probe "
+                                                      f"batches; not evaluated twice")
+            self.events.message(f"#{e.id} {e.name} is a duplicate of #{twin.id} {twin.name}")
+            return False
+        self.archive.set_behaviour(e.id, behaviour)
+        self.archive.set_status(e.id, "verified")
+        return True
+
+    def _evaluate(self, e: Entry, seed: int, purpose: str) -> tuple:
+        """Runs in a pool thread; the evaluation itself runs in a sandboxed child process."""
+        spec = AlgorithmSpec(name=f"c{e.id}", source=e.code or builtin_source("grpo"), origin=f"archive:#{e.id}")
+        split = "confirm" if purpose == "reeval" else "search"
+        res = run_evaluation(spec, self.cfg.fidelity, seed, threads=self.threads,
+                             on_step=lambda i, row: self.events.eval_step(e.id, seed, i, row),
+                             timeout_s=self.timeout, split=split)
+        return e, seed, purpose, res
+
+    def _record(self, e: Entry, seed: int, purpose: str, res) -> None:
+        fid = self.cfg.fidelity if purpose != "reeval" else self.cfg.fidelity + "/confirm"
+        if isinstance(res, EvalFailure):
+            reason = f"{res.kind}: {res.message}"
+            if purpose == "baseline":
+                raise RuntimeError(f"the GRPO baseline itself failed to evaluate ({reason}); this is a problem "
+                                   f"of the setup, not of a candidate: check `poise train --algorithm grpo "
+                                   f"--fidelity {self.cfg.fidelity}`")
+            if purpose == "search" and e.id != 0:
+                self.archive.set_status(e.id, "failed", reason[:2000])
+                self._reflect(self.archive.get(e.id), failure=reason)
+            else:
+                self.archive.log("eval_failed", e.id, seed=seed, purpose=purpose, reason=reason[:2000])
+            self.events.eval_finished(e, seed, False, reason.splitlines()[0][:200])
+            return
+        problem = check_metrics(res.metrics)
+        if problem is not None:
+            reason = f"impossible metrics: {problem}"
+            if purpose == "search" and e.id != 0:
+                self.archive.set_status(e.id, "failed", reason)
+            self.events.eval_finished(e, seed, False, reason)
+            return
+        self.archive.add_evaluation(e.id, seed, fid, res.trajectory, res.metrics, res.wall_s, purpose)
+        self.archive.add_cost(e.id, wall_s=res.wall_s)
+        if purpose == "search" and e.id != 0:
+            self.archive.set_status(e.id, "evaluated")
+            self._reflect(self.archive.get(e.id))
+        elif purpose == "baseline" and self.archive.get(0).status != "evaluated":
+            self.archive.set_status(0, "evaluated")
+            self._reflect(self.archive.get(0))
+        m = res.metrics
+        self.events.eval_finished(e, seed, True, f"Overall {m['overall']:.1f}, hard pass@1 {hard_pass1(m):.1f}, "
+                                                 f"length {m['length']:.1f}")
+
+    def _reflect(self, e: Entry, failure: str | None = None) -> None:
+        evs = self.archive.evaluations(e.id, purpose=None)
+        evs = [v for v in evs if v.purpose in ("search", "baseline")]
+        parent = None
+        if e.parent_ids:
+            pe = self.archive.get(e.parent_ids[0])
+            pevs = [v for v in self.archive.evaluations(pe.id) if v.purpose in ("search", "baseline")]
+            if pevs:
+                parent = {"name": pe.name, "trajectory": [v.trajectory for v in pevs],
+                          "metrics": [v.metrics for v in pevs]}
+        if failure is not None or not evs:
+            r = _failure_reflection(e, failure or "no evaluation finished")
+        else:
+            r = reflect(e.proposal or {}, [v.trajectory for v in evs], [v.metrics for v in evs], parent,
+                        self.objective.describe())
+        self.archive.set_reflection(e.id, r.to_dict())
+
+    # ------------------------------------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        t0 = time.time()
+        self.ensure_baseline()
+        for e in self.archive.in_flight():  # resume: a candidate that was training starts over
+            if e.status == "evaluating":
+                self.archive.log("resume", e.id, note="its evaluation was in flight and is run again")
+        jobs: dict[cf.Future, tuple[int, int]] = {}
+        max_proposals = 3 * self.cfg.budget
+        with cf.ThreadPoolExecutor(max_workers=self.cfg.workers) as pool:
+            def submit(entry: Entry, seed: int, purpose: str) -> None:
+                self.events.eval_started(entry, seed, purpose)
+                jobs[pool.submit(self._evaluate, entry, seed, purpose)] = (entry.id, seed)
+
+            base = self.baseline()
+            if not self.archive.has_evaluation(0, self.cfg.eval_seed, self.cfg.fidelity):
+                submit(base, self.cfg.eval_seed, "baseline")
+            while True:
+                # fill every free worker with a candidate, verifying as needed
+                while len(jobs) < self.cfg.workers:
+                    e = self._next_ready(max_proposals, busy={i for i, _ in jobs.values()})
+                    if e is None:
+                        break
+                    if self.archive.get(e.id).status != "evaluating":
+                        self.archive.set_status(e.id, "evaluating")
+                    submit(self.archive.get(e.id), self.cfg.eval_seed, "search")
+                if not jobs:
+                    break
+                done, _ = cf.wait(list(jobs), return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    jobs.pop(fut)
+                    e, seed, purpose, res = fut.result()
+                    self._record(e, seed, purpose, res)
+            self._reevaluate(pool, submit, jobs)
+        summary = self.summary()
+        summary.wall_s = time.time() - t0
+        (self.root / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2))
+        return summary
+
+    def _next_ready(self, max_proposals: int, busy: set[int]) -> Entry | None:
+        """The next entry to train: one that was training when the run stopped (resume) first, else a
+        proposed one that passes verification, proposing a new round when none is left."""
+        idle_rounds = 0
+        while True:
+            flight = [e for e in self.archive.in_flight() if e.id != 0 and e.id not in busy]
+            for e in flight:
+                if e.status == "evaluating":
+                    return e
+            if self._trained() >= self.cfg.budget:
+                return None
+            for e in flight:
+                if e.status == "verified" or self.implement_and_verify(e):
+                    return self.archive.get(e.id)
+            if len(self.archive.entries()) - 1 >= max_proposals:
+                self.events.message(f"stopping: {max_proposals} proposals made without filling the budget")
+                return None
+            if self.baseline().status != "evaluated":
+                return None  # nothing to select from until the baseline is scored
+            if self.next_proposals() == 0:
+                idle_rounds += 1
+                if idle_rounds >= 5:
+                    self.events.message("the proposer has no new design to offer; stopping early")
+                    return None
+
+    def _reevaluate(self, pool, submit, jobs) -> None:
+        top = self.top_candidates(self.cfg.reeval_top)
+        if not top or not self.cfg.reeval_seeds:
+            return
+        fid = self.cfg.fidelity + "/confirm"
+        todo = [(e, s) for e in [self.baseline()] + top for s in self.cfg.reeval_seeds
+                if not self.archive.has_evaluation(e.id, s, fid)]
+        if todo:
+            self.events.message(f"re-evaluating {', '.join(e.name for e in top)} and the baseline on "
+                                f"{len(self.cfg.reeval_seeds)} fresh seeds, on the confirmation held-out set")
+        pending = list(todo)
+        while pending or jobs:
+            while pending and len(jobs) < self.cfg.workers:
+                e, s = pending.pop(0)
+                submit(e, s, "reeval")
+            done, _ = cf.wait(list(jobs), return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                jobs.pop(fut)
+                e, seed, purpose, res = fut.result()
+                self._record(e, seed, purpose, res)
+
+    def top_candidates(self, k: int) -> list[Entry]:
+        scored = [(self._score(e), e) for e in self.archive.entries("evaluated") if e.id != 0]
+        scored = [(s, e) for s, e in scored if s is not None]
+        scored.sort(key=lambda t: (-t[0], t[1].id))
+        return [e for _, e in scored[:k]]
+
+    def summary(self) -> RunSummary:
+        c = self.counts()
+        best = [(e.id, e.name, round(self._score(e), 3)) for e in self.top_candidates(5)]
+        out = RunSummary(str(self.root), self.objective.describe(), c.get("evaluated", 0), c.get("rejected", 0),
+                         c.get("failed", 0), best)
+        fid = self.cfg.fidelity + "/confirm"
+        base = [v.metrics for v in self.archive.evaluations(0, "reeval") if v.fidelity == fid]
+        if len(base) >= 2:
+            out.baseline_confirm = _stats(base)
+            for e in self.top_candidates(self.cfg.reeval_top):
+                ms = [v.metrics for v in self.archive.evaluations(e.id, "reeval") if v.fidelity == fid]
+                if len(ms) >= 2:
+                    out.confirmed.append(self._confirm(e, ms, base))
+        return out
+
+    def _confirm(self, e: Entry, ms: list[dict], base: list[dict]) -> Discovery:
+        ov, bl = [m["overall"] for m in ms], [m["overall"] for m in base]
+        ln, bln = [m["length"] for m in ms], [m["length"] for m in base]
+        d_ov, d_ln = diff_ci(ov, bl), diff_ci(ln, bln)
+        tol = mean_ci(bl).half_width
+        if self.objective.weights().get("length", 0) > 0:
+            # shorter beyond noise, and the mean accuracy inside the baseline's own 95% CI or above it
+            ok = d_ln.hi < 0 and d_ov.mean >= -tol
+            reason = (f"length {d_ln.mean:+.1f} [{d_ln.lo:+.1f}, {d_ln.hi:+.1f}] tokens and Overall {d_ov.mean:+.1f} "
+                      f"[{d_ov.lo:+.1f}, {d_ov.hi:+.1f}] vs the baseline (its CI half-width {tol:.1f})")
+        else:
+            ok = d_ov.lo > 0
+            reason = f"Overall {d_ov.mean:+.1f} [{d_ov.lo:+.1f}, {d_ov.hi:+.1f}] vs the baseline"
+        return Discovery(e.id, e.name, list(self.cfg.reeval_seeds), mean_ci(ov).to_dict(), mean_ci(ln).to_dict(),
+                         mean_ci([hard_pass1(m) for m in ms]).to_dict(), d_ov.to_dict(), d_ln.to_dict(),
+                         "discovery" if ok else "not confirmed", reason)
+
+
+def _failure_reflection(e: Entry, reason: str) -> Reflection:
+    """A candidate that failed in training is evidence too: its children should not repeat it."""
+    head = reason.splitlines()[0][:300]
+    return Reflection(
+        findings=[Finding("failed", 1.0, head)], verdict="drop", worked=[], failed=[head],
+        diagnosis=(f"{e.name} passed verification on synthetic batches but failed in real training: {head}. "
+                   f"The mechanism ({(e.proposal or {}).get('mechanism', 'unknown')}) should not be reused as "
+                   f"written; a child should change how it handles the case that broke."),
+        suggestions=["revert"], summary=f"failed in training: {head[:120]}")
+
+
+def _mean_metrics(archive: Archive, entry_id: int, purpose: str) -> dict:
+    evs = [v for v in archive.evaluations(entry_id) if v.purpose in ("search", "baseline")]
+    if not evs:
+        return {}
+    ms = [v.metrics for v in evs]
+    return {"overall": sum(m["overall"] for m in ms) / len(ms), "length": sum(m["length"] for m in ms) / len(ms),
+            "validity": sum(m["validity"] for m in ms) / len(ms),
+            "hard_pass1": sum(hard_pass1(m) for m in ms) / len(ms)}
+
+
+def _stats(ms: list[dict]) -> dict:
+    return {"overall": mean_ci([m["overall"] for m in ms]).to_dict(),
+            "length": mean_ci([m["length"] for m in ms]).to_dict(),
+            "hard_pass1": mean_ci([hard_pass1(m) for m in ms]).to_dict(), "seeds": len(ms)}

@@ -1,0 +1,11 @@
+"""Reflection: read a trained candidate's learning curves and held-out metrics, and write the
+mechanism-level diagnosis that the archive stores and later proposals read (paper notes, section 7).
+
+    curves.py    pure detectors over per-step rows, and comparisons with a parent
+    diagnose.py  the Reflection (verdict, suggestions, diagnosis text) and a digest for proposers
+"""
+
+from poise.reflect.curves import TAGS, Finding, compare, detect_all
+from poise.reflect.diagnose import SUGGESTIONS, Reflection, evidence_digest, reflect
+
+__all__ = ["TAGS", "SUGGESTIONS", "Finding", "Reflection", "compare", "detect_all", "evidence_digest", "reflect"]

@@ -1,0 +1,110 @@
+"""The child side of ``poise.verify.sandbox``: ``python -P -m poise.verify._child REQUEST_FILE``.
+
+Order matters: read the request, import torch, the preloads and the target's module (unguarded: this
+is poise's own code), set the resource limits relative to that baseline, install the audit hook, and only then
+call the target, which is where candidate code runs. Messages go to the parent as JSON lines on a
+dedicated pipe; stdout and stderr are left to the target (a candidate's ``print`` cannot break the
+protocol).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import resource
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+from poise.verify.sandbox import describe, is_memory_error
+
+
+def _vm_size_bytes() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def apply_limits(limits: dict) -> list[str]:
+    """Set the rlimits, counted from now: what the interpreter, torch and the target's module already
+    use is the baseline, so a limit means the same thing whatever the torch build maps at import."""
+    applied = []
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    mb = 1024 * 1024
+    if limits.get("file_mb") is not None:
+        n = int(limits["file_mb"]) * mb
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
+        applied.append("rlimit-fsize")
+    if limits.get("memory_mb") is not None:
+        n = (_vm_size_bytes() or 0) + int(limits["memory_mb"]) * mb
+        resource.setrlimit(resource.RLIMIT_AS, (n, n))
+        applied.append("rlimit-as")
+    if limits.get("cpu_s") is not None:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        n = int(ru.ru_utime + ru.ru_stime) + 1 + int(limits["cpu_s"])
+        resource.setrlimit(resource.RLIMIT_CPU, (n, n + 1))  # soft: SIGXCPU; hard: SIGKILL a second later
+        applied.append("rlimit-cpu")
+    return applied
+
+
+def main(request_file: str) -> None:
+    req = json.loads(Path(request_file).read_text())
+    os.remove(request_file)
+    fd = int(req["fd"])
+    lock = threading.Lock()
+
+    def send(obj: dict) -> None:
+        data = (json.dumps(obj) + "\n").encode()
+        with lock:  # one message at a time, even when the target emits from several threads
+            while data:
+                data = data[os.write(fd, data):]
+
+    for p in req["sys_path"]:  # the caller's import path, so a target outside site-packages is found
+        if p not in sys.path:
+            sys.path.append(p)
+    try:
+        import torch
+
+        torch.set_num_threads(int(req["threads"]))
+        for name in req["preload"]:
+            importlib.import_module(name)
+        module, _, name = req["target"].partition(":")
+        target = getattr(importlib.import_module(module), name)
+        isolation = apply_limits(req["limits"])
+        from poise.verify import guard
+
+        guard.install(req["writable"])
+        isolation.append("audit-hook")
+    except BaseException as e:
+        send({"type": "error", "kind": "error", "message": f"the sandbox could not start {req['target']}: "
+              f"{describe(e)}", "traceback": traceback.format_exc()})
+        os._exit(1)
+    send({"type": "ready", "isolation": isolation})
+    try:
+        value = target(req["payload"], lambda msg: send({"type": "message", "data": msg}))
+        try:
+            send({"type": "result", "value": value})
+        except (TypeError, ValueError) as e:
+            send({"type": "error", "kind": "error", "traceback": "",
+                  "message": f"{req['target']} returned a value that is not JSON-serialisable ({e}); return a dict "
+                             f"of plain numbers, strings, lists and dicts"})
+    except BaseException as e:
+        send({"type": "error", "kind": "memory" if is_memory_error(e) else "error", "message": describe(e),
+              "traceback": traceback.format_exc()})
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    # skip interpreter shutdown: no atexit handler or finaliser the candidate left behind runs
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

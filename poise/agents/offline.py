@@ -90,8 +90,8 @@ class Design:
                 out.append("zero_mean_mixed")
             if self.all_fail == "zero":
                 out.append("all_fail_zero")
-        if self.all_fail == "push_invalid":
-            out.append("all_fail_push_down")
+        # push_invalid needs no claim of its own: the probe's all-fail groups are often all valid, where it
+        # rightly does nothing; zero_mean_mixed and correct_above_wrong still pin the rest of the estimator
         if (self.scale == "bernoulli" and self.baseline == "group_mean" and self.length == "none"):
             out.append("bernoulli_scale")
         return out

@@ -41,7 +41,7 @@ from poise.evaluation.metrics import diff_ci, mean_ci
 from poise.reflect.curves import Finding
 from poise.reflect.diagnose import Reflection, reflect
 from poise.sandbox.benchmark import hard_pass1
-from poise.verify.verifier import verify
+from poise.verify.verifier import VERIFY_LIMITS, verify
 
 
 @dataclass
@@ -58,6 +58,7 @@ class DiscoverConfig:
     reeval_top: int = 2
     reeval_seeds: tuple[int, ...] = (1001, 1002, 1003)  # fresh seeds, never used by the search
     eval_timeout_s: float | None = None  # per evaluation; None: 10x the fidelity's expected time
+    verify_timeout_s: float = 30.0  # per verification (synthetic batches take about a second)
     threads: int | None = None  # torch threads per worker; None: cores // workers
 
     def to_dict(self) -> dict:
@@ -136,19 +137,11 @@ class Loop:
         self.root.mkdir(parents=True, exist_ok=True)
         self.archive = Archive(self.root / "archive.db")
         self.events = events or Events()
-        stored = self.archive.get_meta("config")
-        if stored is not None:
-            if not resume:
-                raise ArchiveError(f"{self.root} already holds a discovery run; pass --resume to continue it, "
-                                   f"or choose another --out folder")
-            old = DiscoverConfig.from_dict(json.loads(stored))
-            for k in _FIXED:
-                if getattr(cfg, k) != getattr(old, k) and getattr(cfg, k) != getattr(DiscoverConfig(), k):
-                    raise ArchiveError(f"--{k.replace('_', '-')} differs from the run being resumed "
-                                       f"({getattr(cfg, k)!r} vs {getattr(old, k)!r}); a resumed run keeps its "
-                                       f"settings, start a new run to change it")
-            cfg = dataclasses.replace(old, budget=max(cfg.budget, old.budget), workers=cfg.workers,
-                                      threads=cfg.threads, eval_timeout_s=cfg.eval_timeout_s)
+        try:
+            cfg = self._settings(cfg, resume)
+        except BaseException:
+            self.archive.close()
+            raise
         self.cfg = cfg
         self.archive.set_meta("config", json.dumps(cfg.to_dict()))
         self.objective: Objective = parse_directive(cfg.directive or None)
@@ -157,7 +150,28 @@ class Loop:
         self.threads = cfg.threads or max(1, cores // max(1, cfg.workers))
         self.timeout = cfg.eval_timeout_s or 10 * _EXPECTED_S.get(cfg.fidelity, 300.0) * max(1, 2 // self.threads)
         self.selection_cfg = SelectionConfig()
-        self.round = 0
+        self.round = len(self.archive.events(kind="select"))
+
+    def _settings(self, cfg: DiscoverConfig, resume: bool) -> DiscoverConfig:
+        """The run's settings: a resumed run keeps the stored ones (only budget, workers and limits change)."""
+        stored = self.archive.get_meta("config")
+        if stored is None:
+            return cfg
+        if not resume:
+            raise ArchiveError(f"{self.root} already holds a discovery run; pass --resume to continue it, "
+                               f"or choose another --out folder")
+        old = DiscoverConfig.from_dict(json.loads(stored))
+        for k in _FIXED:
+            if getattr(cfg, k) != getattr(old, k) and getattr(cfg, k) != getattr(DiscoverConfig(), k):
+                raise ArchiveError(f"--{k.replace('_', '-')} differs from the run being resumed "
+                                   f"({getattr(cfg, k)!r} vs {getattr(old, k)!r}); a resumed run keeps its "
+                                   f"settings, start a new run to change it")
+        cfg = dataclasses.replace(old, budget=max(cfg.budget, old.budget), workers=cfg.workers,
+                                  threads=cfg.threads, eval_timeout_s=cfg.eval_timeout_s)
+        return cfg
+
+    def close(self) -> None:
+        self.archive.close()
 
     # ------------------------------------------------------------------------------------------------
     # archive views
@@ -272,7 +286,8 @@ class Loop:
         attempts = []
         for attempt in range(1, self.cfg.max_attempts + 1):
             code, proposal = offline.implement(proposal, feedback)
-            report = verify(code, e.name, proposal.claims)
+            report = verify(code, e.name, proposal.claims,
+                            dataclasses.replace(VERIFY_LIMITS, timeout_s=self.cfg.verify_timeout_s))
             attempts.append({"attempt": attempt, "ok": report.ok, "stage": report.stage, "errors": report.errors})
             if report.ok:
                 break
@@ -364,6 +379,13 @@ class Loop:
     # ------------------------------------------------------------------------------------------------
 
     def run(self) -> RunSummary:
+        """Run to the end of the budget and the re-evaluation; the archive is closed afterwards."""
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> RunSummary:
         t0 = time.time()
         self.ensure_baseline()
         for e in self.archive.in_flight():  # resume: a candidate that was training starts over
@@ -373,6 +395,7 @@ class Loop:
         max_proposals = 3 * self.cfg.budget
         with cf.ThreadPoolExecutor(max_workers=self.cfg.workers) as pool:
             def submit(entry: Entry, seed: int, purpose: str) -> None:
+                self.archive.log("eval_start", entry.id, seed=seed, purpose=purpose)
                 self.events.eval_started(entry, seed, purpose)
                 jobs[pool.submit(self._evaluate, entry, seed, purpose)] = (entry.id, seed)
 

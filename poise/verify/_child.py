@@ -53,7 +53,22 @@ def apply_limits(limits: dict) -> list[str]:
     return applied
 
 
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this child when the process that started it dies (Ctrl-C, SIGKILL, crash of
+    the loop), so no evaluation outlives the run that wanted it."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the parent still kills the group on its way out
+    if os.getppid() == 1:  # the parent died before the request above took effect
+        os._exit(1)
+
+
 def main(request_file: str) -> None:
+    die_with_parent()
     req = json.loads(Path(request_file).read_text())
     os.remove(request_file)
     fd = int(req["fd"])

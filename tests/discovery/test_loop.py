@@ -1,0 +1,155 @@
+"""The closed loop at smoke fidelity: real proposer, real sandboxed verifier and evaluation workers,
+real SQLite. Smoke numbers are not science; these tests check the machinery."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from poise.agents import offline
+from poise.discovery.archive import Archive
+from poise.discovery.loop import DiscoverConfig, Loop
+
+
+def _cfg(**kw):
+    base = dict(budget=2, fidelity="smoke", reeval_top=1, reeval_seeds=(1001, 1002), threads=1, verify_timeout_s=8)
+    base.update(kw)
+    return DiscoverConfig(**base)
+
+
+def test_a_run_leaves_a_complete_archive(tmp_path):
+    summary = Loop(tmp_path, _cfg(budget=3)).run()
+    a = Archive(tmp_path / "archive.db", readonly=True)
+    entries = a.entries()
+    trained = [e for e in entries if e.id != 0 and e.status in ("evaluated", "failed")]
+    assert len(trained) == 3 and summary.evaluated + summary.failed == 3
+    assert entries[0].name == "GRPO" and entries[0].status == "evaluated"
+    ids = {e.id for e in entries}
+    for e in trained:
+        assert e.parent_ids and e.parent_ids[0] in ids  # lineage
+        assert e.generation == a.get(e.parent_ids[0]).generation + 1
+        assert e.code and "def compute_advantages" in e.code
+        assert e.verification["ok"] and e.verification["checks"]  # the verifier's report
+        assert e.proposal["hypothesis"] and e.proposal["claims"]
+        assert e.reflection and e.reflection["diagnosis"]
+        if e.status == "evaluated":
+            ev = a.evaluations(e.id, "search")
+            assert len(ev) == 1 and len(ev[0].trajectory) == 3  # smoke: 3 RL steps, all curves kept
+    # the best candidate and the baseline were re-evaluated on the fresh seeds, on the confirmation set
+    best = summary.best_search[0][0]
+    for eid in (0, best):
+        seeds = sorted(v.seed for v in a.evaluations(eid, "reeval"))
+        assert seeds == [1001, 1002]
+    assert summary.confirmed and summary.confirmed[0].entry_id == best
+    assert (tmp_path / "summary.json").exists()
+    assert [ev for ev in a.events() if ev.kind == "select"]
+
+
+def test_a_second_run_in_the_same_folder_needs_resume(tmp_path):
+    Loop(tmp_path, _cfg(budget=1, reeval_top=0)).run()
+    with pytest.raises(Exception, match="--resume"):
+        Loop(tmp_path, _cfg(budget=1))
+    with pytest.raises(Exception, match="directive"):
+        Loop(tmp_path, _cfg(budget=1, directive="accurate and concise"), resume=True)
+
+
+def _eval_keys(path):
+    a = Archive(path, readonly=True)
+    try:
+        out = {}
+        for e in a.entries():
+            for v in a.evaluations(e.id):
+                out[(v.entry_id, v.seed, v.fidelity)] = (v.created_at, v.metrics["overall"])
+        starts = [(ev.entry_id, ev.payload.get("seed")) for ev in a.events() if ev.kind == "eval_start"]
+        return out, starts
+    finally:
+        a.close()
+
+
+def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
+    """Kill -9 the whole `poise discover` process group mid-run; `--resume` finishes the budget without
+    losing or re-running any finished evaluation."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "poise.cli", "discover", "--fidelity", "smoke", "--budget", "4", "--out", str(out),
+           "--reeval-top", "1", "--reeval-seeds", "2", "--threads", "1"]
+    p = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    before = {}
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if (out / "archive.db").exists():
+            try:
+                before, _ = _eval_keys(out / "archive.db")
+            except Exception:
+                continue
+            if len(before) >= 3:  # the baseline and at least two candidates finished
+                break
+        assert p.poll() is None, p.stderr.read().decode()
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert len(before) >= 3
+    before, starts_before = _eval_keys(out / "archive.db")
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    after, starts = _eval_keys(out / "archive.db")
+    for k, v in before.items():
+        assert after[k] == v  # kept, untouched
+    for (eid, seed, fid) in before:
+        assert starts.count((eid, seed)) == 1  # never started again
+    a = Archive(out / "archive.db", readonly=True)
+    trained = [e for e in a.entries() if e.id != 0 and e.status in ("evaluated", "failed")]
+    assert len(trained) == 4
+    assert not [e for e in a.in_flight() if e.status == "evaluating"]
+
+
+class _Saboteur(Loop):
+    """A loop whose implementer writes hostile code for its first proposals, then behaves."""
+
+    BAD = [
+        "import os\ndef compute_advantages(batch, cfg):\n    os.fork()\n    return batch.rewards\n",
+        "import torch\ndef compute_advantages(batch, cfg):\n    while True:\n        pass\n",
+        "import torch\ndef compute_advantages(batch, cfg):\n    torch.exp = None\n    return batch.rewards\n",
+        "def compute_advantages(batch, cfg)\n    return 1\n",
+        # passes every synthetic check, then yields NaN once a real batch is long
+        "import torch\nfrom poise.algorithms.base import group_mean, group_std, to_tokens\n"
+        "def compute_advantages(batch, cfg):\n"
+        "    s = batch.rewards.float()\n"
+        "    a = (s - group_mean(s, batch.group_ids)) / (group_std(s, batch.group_ids) + cfg.eps)\n"
+        "    if batch.max_len > 64:\n        a = a * float('nan')\n"
+        "    return to_tokens(a, batch.mask)\n",
+    ]
+
+    def implement_and_verify(self, e):
+        if self.BAD:
+            code = self.BAD.pop(0)
+            real = offline.implement
+            try:
+                offline.implement = lambda proposal, feedback=None: (code, proposal)
+                return super().implement_and_verify(e)
+            finally:
+                offline.implement = real
+        return super().implement_and_verify(e)
+
+
+def test_hostile_candidates_are_rejected_or_contained_and_the_loop_goes_on(tmp_path):
+    loop = _Saboteur(tmp_path, _cfg(budget=2, reeval_top=0))
+    loop.BAD = list(_Saboteur.BAD)
+    loop.run()
+    a = Archive(tmp_path / "archive.db", readonly=True)
+    es = {e.id: e for e in a.entries()}
+    rejected = [e for e in es.values() if e.status == "rejected"]
+    stages = [(e.verification["stage"], " ".join(e.verification["errors"])) for e in rejected]
+    assert len(rejected) == 4, stages
+    assert stages[0][0] == "static" and "`import os` is not allowed" in stages[0][1]  # the fork bomb
+    assert stages[1][0] == "timeout"  # the endless loop, killed from outside
+    assert stages[2][0] == "static" and "`.exp`" in stages[2][1]  # monkey-patching torch
+    assert stages[3][0] == "static" and "syntax error" in stages[3][1]
+    failed = [e for e in es.values() if e.status == "failed"]
+    assert failed and "non-finite" in failed[0].reflection["diagnosis"].lower() + str(failed[0].reflection)
+    # the budget was still filled, with a failure counting as a trained candidate
+    assert len([e for e in es.values() if e.status in ("evaluated", "failed") and e.id != 0]) == 2
+    assert os.path.exists(tmp_path / "archive.db") and a.integrity_check() in (True, "ok")

@@ -348,7 +348,9 @@ def propose(parent: ArchiveNode, nodes: list[ArchiveNode], objective_metrics: di
             why.append(f"the parent's reflection asks for {', '.join(sorted(op.answers & wanted))}")
         hit = [m for m in op.moves if objective_metrics.get(m, 0) > 0]
         if hit:
-            s += cfg.w_objective * max(objective_metrics[m] for m in hit)
+            # what a directive adds beyond accuracy (length for "concise") is what the user asked for: it
+            # counts fully, whatever its weight in the scalar score
+            s += cfg.w_objective * (1.0 + any(m != "overall" for m in hit))
             why.append(f"it targets {', '.join(sorted(hit))}, which the objective weighs")
         if gain:
             why.append(f"earlier children made this way moved the objective by {gain:+.2f} on average")

@@ -234,11 +234,12 @@ class Loop:
         """Select a parent and write the round's proposals into the archive as "proposed" entries."""
         entries = self.archive.entries()
         nodes = nodes_from_archive(self.archive, self._features, fidelity=self.cfg.fidelity)
-        if not nodes:
-            return 0
-        base = _mean_metrics(self.archive, 0, "search")
-        parent_id, scores = select(self.cfg.strategy, nodes, self.objective, base, self.selection_cfg,
-                                   self.rng, self.round)
+        if nodes:
+            base = _mean_metrics(self.archive, 0, "search")
+            parent_id, scores = select(self.cfg.strategy, nodes, self.objective, base, self.selection_cfg,
+                                       self.rng, self.round)
+        else:  # the first round, while the baseline trains: the root is the only possible parent
+            parent_id, scores = 0, []
         self.round += 1
         by_id = {e.id: e for e in entries}
         parent = by_id[parent_id]
@@ -441,8 +442,8 @@ class Loop:
             if len(self.archive.entries()) - 1 >= max_proposals:
                 self.events.message(f"stopping: {max_proposals} proposals made without filling the budget")
                 return None
-            if self.baseline().status != "evaluated":
-                return None  # nothing to select from until the baseline is scored
+            if self.baseline().status != "evaluated" and self.round > 0:
+                return None  # the first round proposes from the root while it trains; later ones need scores
             if self.next_proposals() == 0:
                 idle_rounds += 1
                 if idle_rounds >= 5:

@@ -202,6 +202,7 @@ def discover_cmd(
     reeval_seeds: int = typer.Option(3, "--reeval-seeds", min=0, help="fresh seeds for re-evaluating the best candidates"),
     reeval_top: int = typer.Option(2, "--reeval-top", min=0, help="how many of the best candidates to re-evaluate"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads per worker (default: cores / workers)"),
+    confirm: list[int] = typer.Option([], "--confirm", help="also re-evaluate this archive entry id (repeatable; with --resume)"),
 ) -> None:
     """Run the discovery loop: select, propose, implement, verify, evaluate, reflect; then confirm the best."""
     from poise.discovery.archive import ArchiveError
@@ -232,6 +233,7 @@ def discover_cmd(
         with _progress() as progress:
             events = _DiscoverEvents(progress, fid.rl.steps)
             loop = Loop(out, cfg, events, resume=resume)
+            loop.confirm_ids = list(confirm)
             console.print(f"[bold]poise discover[/] → {out} · budget {loop.cfg.budget} · {loop.objective.describe()} "
                           f"· {loop.cfg.workers} worker(s) × {loop.threads} thread(s) · strategy {loop.cfg.strategy}")
             events.start(loop.cfg.budget, loop._trained())

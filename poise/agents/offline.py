@@ -54,12 +54,10 @@ class Design:
     def tags(self) -> list[str]:
         """The compositional acronym parts, outermost (most recent kind of change) first, as the paper names them."""
         t = []
-        if self.length == "correct_gated":
-            t.append("DACE")
-        elif self.length == "correct":
-            t.append("CL")
-        elif self.length == "unconditional":
-            t.append("UL")
+        if self.length != "none":
+            # the weight is part of the name when it is not the operator's first choice (DACE2 = lambda 2)
+            lam = "" if self.length_coef in (0.5, 0.3) else f"{self.length_coef:g}".replace(".", "p")
+            t.append({"correct_gated": "DACE", "correct": "CL", "unconditional": "UL"}[self.length] + lam)
         if self.entropy_coef > 0:
             t.append("EB")
         if self.clip_high > 0.2:

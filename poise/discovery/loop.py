@@ -41,6 +41,7 @@ from poise.evaluation.metrics import diff_ci, mean_ci
 from poise.reflect.curves import Finding
 from poise.reflect.diagnose import Reflection, reflect
 from poise.sandbox.benchmark import hard_pass1
+from poise.verify.sandbox import kill_all
 from poise.verify.verifier import VERIFY_LIMITS, verify
 
 
@@ -151,6 +152,7 @@ class Loop:
         self.timeout = cfg.eval_timeout_s or 10 * _EXPECTED_S.get(cfg.fidelity, 300.0) * max(1, 2 // self.threads)
         self.selection_cfg = SelectionConfig()
         self.round = len(self.archive.events(kind="select"))
+        self.confirm_ids: list[int] = []  # entries to re-evaluate beside the top ones (poise discover --confirm)
 
     def _settings(self, cfg: DiscoverConfig, resume: bool) -> DiscoverConfig:
         """The run's settings: a resumed run keeps the stored ones (only budget, workers and limits change)."""
@@ -162,11 +164,14 @@ class Loop:
                                f"or choose another --out folder")
         old = DiscoverConfig.from_dict(json.loads(stored))
         for k in _FIXED:
+            if k == "reeval_seeds" and tuple(cfg.reeval_seeds[:len(old.reeval_seeds)]) == tuple(old.reeval_seeds):
+                continue  # more fresh seeds for the re-evaluation extend it; earlier ones are kept
             if getattr(cfg, k) != getattr(old, k) and getattr(cfg, k) != getattr(DiscoverConfig(), k):
                 raise ArchiveError(f"--{k.replace('_', '-')} differs from the run being resumed "
                                    f"({getattr(cfg, k)!r} vs {getattr(old, k)!r}); a resumed run keeps its "
                                    f"settings, start a new run to change it")
-        cfg = dataclasses.replace(old, budget=max(cfg.budget, old.budget), workers=cfg.workers,
+        seeds = cfg.reeval_seeds if len(cfg.reeval_seeds) > len(old.reeval_seeds) else old.reeval_seeds
+        cfg = dataclasses.replace(old, budget=max(cfg.budget, old.budget), workers=cfg.workers, reeval_seeds=seeds,
                                   threads=cfg.threads, eval_timeout_s=cfg.eval_timeout_s)
         return cfg
 
@@ -227,6 +232,13 @@ class Loop:
             eid = self.archive.add_entry("GRPO", builtin_source("grpo"), proposal, [], 0, self.cfg.directive,
                                          status="evaluating")
             assert eid == 0
+            # verified like every candidate: the report documents it, and its behaviour hash lets the loop
+            # recognise a proposal that is GRPO in disguise
+            report = verify(builtin_source("grpo"), "GRPO", design.claims(),
+                            dataclasses.replace(VERIFY_LIMITS, timeout_s=self.cfg.verify_timeout_s))
+            self.archive.set_verification(eid, report.to_dict())
+            if report.ok:
+                self.archive.set_behaviour(eid, report.behaviour + "|" + _config_literal(builtin_source("grpo")))
             self.archive.log("baseline", eid)
         return self.baseline()
 
@@ -394,7 +406,8 @@ class Loop:
                 self.archive.log("resume", e.id, note="its evaluation was in flight and is run again")
         jobs: dict[cf.Future, tuple[int, int]] = {}
         max_proposals = 3 * self.cfg.budget
-        with cf.ThreadPoolExecutor(max_workers=self.cfg.workers) as pool:
+        pool = cf.ThreadPoolExecutor(max_workers=self.cfg.workers)
+        try:
             def submit(entry: Entry, seed: int, purpose: str) -> None:
                 self.archive.log("eval_start", entry.id, seed=seed, purpose=purpose)
                 self.events.eval_started(entry, seed, purpose)
@@ -420,6 +433,12 @@ class Loop:
                     e, seed, purpose, res = fut.result()
                     self._record(e, seed, purpose, res)
             self._reevaluate(pool, submit, jobs)
+        except BaseException:
+            # Ctrl-C or a crash: stop the children now instead of waiting for them; what finished is archived
+            kill_all()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         summary = self.summary()
         summary.wall_s = time.time() - t0
         (self.root / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2))
@@ -451,7 +470,7 @@ class Loop:
                     return None
 
     def _reevaluate(self, pool, submit, jobs) -> None:
-        top = self.top_candidates(self.cfg.reeval_top)
+        top = self.to_confirm()
         if not top or not self.cfg.reeval_seeds:
             return
         fid = self.cfg.fidelity + "/confirm"
@@ -471,6 +490,18 @@ class Loop:
                 e, seed, purpose, res = fut.result()
                 self._record(e, seed, purpose, res)
 
+    def to_confirm(self) -> list[Entry]:
+        """The best ``reeval_top`` by the objective on the search set, plus any the user named (--confirm)."""
+        top = self.top_candidates(self.cfg.reeval_top)
+        for i in self.confirm_ids:
+            e = self.archive.get(i)
+            if e.status != "evaluated":
+                raise ArchiveError(f"--confirm {i}: entry #{i} {e.name} is {e.status}, not evaluated; only an "
+                                   f"evaluated candidate can be re-evaluated")
+            if e.id != 0 and all(e.id != t.id for t in top):
+                top.append(e)
+        return top
+
     def top_candidates(self, k: int) -> list[Entry]:
         scored = [(self._score(e), e) for e in self.archive.entries("evaluated") if e.id != 0]
         scored = [(s, e) for s, e in scored if s is not None]
@@ -486,7 +517,7 @@ class Loop:
         base = [v.metrics for v in self.archive.evaluations(0, "reeval") if v.fidelity == fid]
         if len(base) >= 2:
             out.baseline_confirm = _stats(base)
-            for e in self.top_candidates(self.cfg.reeval_top):
+            for e in self.to_confirm():
                 ms = [v.metrics for v in self.archive.evaluations(e.id, "reeval") if v.fidelity == fid]
                 if len(ms) >= 2:
                     out.confirmed.append(self._confirm(e, ms, base))

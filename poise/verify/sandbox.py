@@ -169,6 +169,7 @@ def run_sandboxed(target: str, payload: dict, limits: Limits = Limits(),
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=private,
                                     env=child_env(limits, private, env), pass_fds=(w,), start_new_session=True)
+        _LIVE.add(proc.pid)
         os.close(w)
         w = -1
         deadline = t0 + limits.timeout_s if math.isfinite(limits.timeout_s) else math.inf
@@ -187,6 +188,8 @@ def run_sandboxed(target: str, payload: dict, limits: Limits = Limits(),
         os.close(r)
         if proc is not None and proc.returncode is None:  # an exception here (a callback raised): still kill
             _end(proc, 0.0)
+        if proc is not None:
+            _LIVE.discard(proc.pid)
         if workdir is None:
             shutil.rmtree(private, ignore_errors=True)
 
@@ -247,6 +250,16 @@ def _end(proc: subprocess.Popen, wait_s: float) -> int:
     while _killpg(proc.pid) and time.monotonic() < t:
         time.sleep(0.01)
     return code
+
+
+_LIVE: set[int] = set()  # process groups of the children running now, for kill_all
+
+
+def kill_all() -> int:
+    """SIGKILL every sandboxed child this process has running (Ctrl-C of the loop: the children live in
+    their own sessions, so the terminal's SIGINT never reaches them). Returns how many were signalled;
+    the threads supervising them then see them die and return at once."""
+    return sum(_killpg(pgid) for pgid in list(_LIVE))
 
 
 def _killpg(pgid: int) -> bool:

@@ -114,6 +114,16 @@ class _Saboteur(Loop):
         "import torch\ndef compute_advantages(batch, cfg):\n    while True:\n        pass\n",
         "import torch\ndef compute_advantages(batch, cfg):\n    torch.exp = None\n    return batch.rewards\n",
         "def compute_advantages(batch, cfg)\n    return 1\n",
+        # GRPO in disguise: other names, same behaviour on the probe batches -> not evaluated twice
+        "import torch\nfrom poise.algorithms.base import group_mean, group_std, to_tokens\n"
+        "CONFIG = {'clip_low': 0.2, 'clip_high': 0.2, 'loss_agg': 'token-mean', 'kl_coef': 0.0}\n"
+        "def compute_advantages(batch, cfg):\n"
+        "    r = batch.rewards.float()\n"
+        "    g = batch.group_ids\n"
+        "    single = torch.bincount(g)[g] < 2\n"
+        "    mu = torch.where(single, torch.zeros_like(r), group_mean(r, g))\n"
+        "    sd = torch.where(single, torch.ones_like(r), group_std(r, g))\n"
+        "    return to_tokens((r - mu) / (sd + cfg.eps), batch.mask)\n",
         # passes every synthetic check, then yields NaN once a real batch is long
         "import torch\nfrom poise.algorithms.base import group_mean, group_std, to_tokens\n"
         "def compute_advantages(batch, cfg):\n"
@@ -136,20 +146,21 @@ class _Saboteur(Loop):
 
 
 def test_hostile_candidates_are_rejected_or_contained_and_the_loop_goes_on(tmp_path):
-    loop = _Saboteur(tmp_path, _cfg(budget=2, reeval_top=0))
+    loop = _Saboteur(tmp_path, _cfg(budget=3, reeval_top=0))  # at most 3 x budget proposals: 9
     loop.BAD = list(_Saboteur.BAD)
     loop.run()
     a = Archive(tmp_path / "archive.db", readonly=True)
     es = {e.id: e for e in a.entries()}
     rejected = [e for e in es.values() if e.status == "rejected"]
     stages = [(e.verification["stage"], " ".join(e.verification["errors"])) for e in rejected]
-    assert len(rejected) == 4, stages
+    assert len(rejected) == 5, stages
     assert stages[0][0] == "static" and "`import os` is not allowed" in stages[0][1]  # the fork bomb
     assert stages[1][0] == "timeout"  # the endless loop, killed from outside
     assert stages[2][0] == "static" and "`.exp`" in stages[2][1]  # monkey-patching torch
     assert stages[3][0] == "static" and "syntax error" in stages[3][1]
+    assert "behaves exactly like #0 GRPO" in rejected[4].status_reason
     failed = [e for e in es.values() if e.status == "failed"]
     assert failed and "non-finite" in failed[0].reflection["diagnosis"].lower() + str(failed[0].reflection)
     # the budget was still filled, with a failure counting as a trained candidate
-    assert len([e for e in es.values() if e.status in ("evaluated", "failed") and e.id != 0]) == 2
+    assert len([e for e in es.values() if e.status in ("evaluated", "failed") and e.id != 0]) == 3
     assert os.path.exists(tmp_path / "archive.db") and a.integrity_check() in (True, "ok")

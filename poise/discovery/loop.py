@@ -301,11 +301,12 @@ class Loop:
             code, proposal = offline.implement(proposal, feedback)
             report = verify(code, e.name, proposal.claims,
                             dataclasses.replace(VERIFY_LIMITS, timeout_s=self.cfg.verify_timeout_s))
-            attempts.append({"attempt": attempt, "ok": report.ok, "stage": report.stage, "errors": report.errors})
+            attempts.append({"attempt": attempt, "ok": report.ok, "stage": report.stage, "errors": report.errors,
+                             "wall_s": report.wall_s})
             if report.ok:
                 break
             feedback = report.errors
-        self.archive.add_cost(e.id, verify_s=sum(0 for _ in attempts), attempts=len(attempts))
+        self.archive.add_cost(e.id, verify_s=sum(a["wall_s"] for a in attempts), attempts=len(attempts))
         verification = {**report.to_dict(), "attempts": attempts}
         self.archive.set_code(e.id, code, proposal.to_dict())
         self.archive.set_verification(e.id, verification)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import ast
 import concurrent.futures as cf
 import dataclasses
-import hashlib
 import json
 import os
 import random
@@ -34,8 +33,8 @@ from typing import Callable
 from poise.agents import offline
 from poise.algorithms import builtin_source
 from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
-from poise.discovery.archive import Archive, ArchiveError, Entry, check_metrics
-from poise.discovery.objective import Objective, parse_directive
+from poise.discovery.archive import Archive, ArchiveError, Entry, check_metrics, code_hash
+from poise.discovery.objective import METRIC_KEYS, Objective, parse_directive
 from poise.discovery.selection import SelectionConfig, nodes_from_archive, select
 from poise.evaluation.metrics import diff_ci, mean_ci
 from poise.reflect.curves import Finding
@@ -87,11 +86,6 @@ class Events:
     def eval_started(self, entry: Entry, seed: int, purpose: str) -> None: ...
     def eval_step(self, entry_id: int, seed: int, step: int, row: dict) -> None: ...
     def eval_finished(self, entry: Entry, seed: int, ok: bool, text: str) -> None: ...
-
-
-def code_hash(code: str) -> str:
-    lines = [ln.rstrip() for ln in code.strip().splitlines()]
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def _config_literal(code: str) -> str:
@@ -151,6 +145,7 @@ class Loop:
         self.threads = cfg.threads or max(1, cores // max(1, cfg.workers))
         self.timeout = cfg.eval_timeout_s or 10 * _EXPECTED_S.get(cfg.fidelity, 300.0) * max(1, 2 // self.threads)
         self.selection_cfg = SelectionConfig()
+        self.verify_limits = dataclasses.replace(VERIFY_LIMITS, timeout_s=cfg.verify_timeout_s)
         self.round = len(self.archive.events(kind="select"))
         self.confirm_ids: list[int] = []  # entries to re-evaluate beside the top ones (poise discover --confirm)
 
@@ -187,8 +182,7 @@ class Loop:
     def _score(self, e: Entry) -> float | None:
         if e.status != "evaluated":
             return None
-        base = self.baseline()
-        m, b = _mean_metrics(self.archive, e.id, "search"), _mean_metrics(self.archive, base.id, "search")
+        m, b = _search_means(e), _search_means(self.baseline())
         if not m or not b:
             return None
         return self.objective.scalar(m, b)
@@ -199,7 +193,7 @@ class Loop:
             id=e.id, name=e.name, design=offline.design_of(e.proposal), status=e.status, score=self._score(e),
             parent_id=e.parent_ids[0] if e.parent_ids else None, operator=(e.proposal or {}).get("operator", ""),
             suggestions=list(refl.get("suggestions", [])), diagnosis=refl.get("diagnosis", ""),
-            metrics=_mean_metrics(self.archive, e.id, "search"))
+            metrics=_search_means(e))
 
     def _features(self, e: Entry) -> list[float]:
         d = offline.design_of(e.proposal) or offline.GRPO
@@ -210,7 +204,7 @@ class Loop:
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for e in self.archive.entries():
+        for e in self.archive.entries(trajectories=False):
             if e.id != 0:
                 out[e.status] = out.get(e.status, 0) + 1
         return out
@@ -235,7 +229,7 @@ class Loop:
             # verified like every candidate: the report documents it, and its behaviour hash lets the loop
             # recognise a proposal that is GRPO in disguise
             report = verify(builtin_source("grpo"), "GRPO", design.claims(),
-                            dataclasses.replace(VERIFY_LIMITS, timeout_s=self.cfg.verify_timeout_s))
+                            self.verify_limits)
             self.archive.set_verification(eid, report.to_dict())
             if report.ok:
                 self.archive.set_behaviour(eid, report.behaviour + "|" + _config_literal(builtin_source("grpo")))
@@ -247,7 +241,7 @@ class Loop:
         entries = self.archive.entries()
         nodes = nodes_from_archive(self.archive, self._features, fidelity=self.cfg.fidelity)
         if nodes:
-            base = _mean_metrics(self.archive, 0, "search")
+            base = _search_means(self.baseline())
             parent_id, scores = select(self.cfg.strategy, nodes, self.objective, base, self.selection_cfg,
                                        self.rng, self.round)
         else:  # the first round, while the baseline trains: the root is the only possible parent
@@ -279,7 +273,7 @@ class Loop:
         pm = self._node(parent).metrics
         want = {k: w for k, w in self.objective.weights().items() if w > 0 and k in pm}
         if want:  # complementary: the best node on the objective term where the parent is weakest vs the baseline
-            base = _mean_metrics(self.archive, 0, "search")
+            base = _search_means(self.baseline())
             sign = lambda k: -1.0 if k == "length" else 1.0
             weakest = min(want, key=lambda k: sign(k) * (pm[k] - base.get(k, pm[k])))
             comp = max((n for n in scored if weakest in n.metrics), key=lambda n: sign(weakest) * n.metrics[weakest],
@@ -300,7 +294,7 @@ class Loop:
         for attempt in range(1, self.cfg.max_attempts + 1):
             code, proposal = offline.implement(proposal, feedback)
             report = verify(code, e.name, proposal.claims,
-                            dataclasses.replace(VERIFY_LIMITS, timeout_s=self.cfg.verify_timeout_s))
+                            self.verify_limits)
             attempts.append({"attempt": attempt, "ok": report.ok, "stage": report.stage, "errors": report.errors,
                              "wall_s": report.wall_s})
             if report.ok:
@@ -374,12 +368,11 @@ class Loop:
                                                  f"length {m['length']:.1f}")
 
     def _reflect(self, e: Entry, failure: str | None = None) -> None:
-        evs = self.archive.evaluations(e.id, purpose=None)
-        evs = [v for v in evs if v.purpose in ("search", "baseline")]
+        evs = e.search_evaluations()
         parent = None
         if e.parent_ids:
             pe = self.archive.get(e.parent_ids[0])
-            pevs = [v for v in self.archive.evaluations(pe.id) if v.purpose in ("search", "baseline")]
+            pevs = pe.search_evaluations()
             if pevs:
                 parent = {"name": pe.name, "trajectory": [v.trajectory for v in pevs],
                           "metrics": [v.metrics for v in pevs]}
@@ -553,14 +546,11 @@ def _failure_reflection(e: Entry, reason: str) -> Reflection:
         suggestions=["revert"], summary=f"failed in training: {head[:120]}")
 
 
-def _mean_metrics(archive: Archive, entry_id: int, purpose: str) -> dict:
-    evs = [v for v in archive.evaluations(entry_id) if v.purpose in ("search", "baseline")]
-    if not evs:
+def _search_means(e: Entry) -> dict:
+    """Mean over its search (and baseline) seeds of each objective metric; {} before any finished."""
+    if not e.search_evaluations():
         return {}
-    ms = [v.metrics for v in evs]
-    return {"overall": sum(m["overall"] for m in ms) / len(ms), "length": sum(m["length"] for m in ms) / len(ms),
-            "validity": sum(m["validity"] for m in ms) / len(ms),
-            "hard_pass1": sum(hard_pass1(m) for m in ms) / len(ms)}
+    return {k: e.mean_metric(k) for k in METRIC_KEYS}
 
 
 def _stats(ms: list[dict]) -> dict:

@@ -268,6 +268,8 @@ class ArchiveNode:
     suggestions: list[str] = field(default_factory=list)  # from its reflection
     diagnosis: str = ""
     metrics: dict = field(default_factory=dict)
+    mechanism: str = ""  # the proposal's one-line mechanism (what an LLM proposer reads)
+    ideas: list[str] = field(default_factory=list)  # an LLM reflector's free-text suggestions
 
 
 @dataclass
@@ -290,8 +292,8 @@ class Proposal:
 
 
 def design_of(node_proposal: dict | None) -> Design | None:
-    if not node_proposal or "design" not in node_proposal:
-        return None
+    if not node_proposal or not node_proposal.get("design"):
+        return None  # not the offline proposer's (an LLM's free-form proposal has no design)
     try:
         return Design(**node_proposal["design"])
     except TypeError:

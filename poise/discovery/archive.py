@@ -22,6 +22,10 @@ Tables (schema version `SCHEMA_VERSION`, kept in `meta`):
                  UNIQUE(entry_id, seed, fidelity): one row per finished seed
     events       id, ts, entry_id (or NULL), kind, payload (JSON): an append-only log for the CLI
     meta         key, value (JSON): run settings (fidelity, directive, search seed, strategy, ...)
+    llm_calls    id, ts, entry_id (or NULL), role, provider, model, cache_key, prompt (JSON messages), response,
+                 tokens_in, tokens_out, cost_usd (NULL: price unknown), latency_s, attempts, cached (0/1),
+                 ok (0/1), error: one row per LLM call, the run's accounting and its response cache (schema 2;
+                 a schema-1 archive gains the table when opened for writing)
 
 Append-only rules (enforced in Python with clear messages, and by SQLite triggers as a backstop):
 entries, evaluations and events are never deleted; an entry's identity (name, parents, context,
@@ -54,6 +58,8 @@ API (all writes raise `ArchiveError` with the entry, the problem and the fix):
     get_meta(key, default=None) / set_meta(key, value) / meta() -> dict
     snapshot()                                    `with archive.snapshot():` several reads, one consistent state
     integrity_check() -> "ok" | problems
+    add_llm_call(**row) -> id; llm_cached(cache_key) -> row | None; llm_calls(entry_id=None) -> rows;
+    llm_spent() -> (tokens, usd)                  the agents' calls (`poise.agents.llm`)
     code_hash(code) -> str                        (module function) sha256 of whitespace-normalised code
     Entry.mean_metric(key) / metric_ci(key) / metrics_by_seed   over the "search" and "baseline" evaluations;
                                                   keys "overall", "hard_pass1", "length", "validity"
@@ -84,7 +90,7 @@ from typing import Any, Iterator
 from poise.discovery.objective import metric_value
 from poise.evaluation.metrics import CI, mean_ci
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SELECT_EVENT = "select"  # one per round, entry_id = the parent chosen
 STATUSES = ("proposed", "verified", "evaluating", "evaluated", "rejected", "failed")
 IN_FLIGHT = ("proposed", "verified", "evaluating")
@@ -282,6 +288,36 @@ CREATE TRIGGER events_no_delete BEFORE DELETE ON events
 CREATE TRIGGER events_no_update BEFORE UPDATE ON events
     BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: events are never changed'); END;
 """
+# added in schema 2; `IF NOT EXISTS` so that it also upgrades a schema-1 archive in place
+_SCHEMA_LLM = """
+CREATE TABLE IF NOT EXISTS llm_calls (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    entry_id INTEGER REFERENCES entries(id),
+    role TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    cache_key TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    response TEXT NOT NULL,
+    tokens_in INTEGER NOT NULL,
+    tokens_out INTEGER NOT NULL,
+    cost_usd REAL,
+    latency_s REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    cached INTEGER NOT NULL,
+    ok INTEGER NOT NULL,
+    error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS llm_calls_key ON llm_calls(cache_key);
+CREATE INDEX IF NOT EXISTS llm_calls_entry ON llm_calls(entry_id);
+CREATE TRIGGER IF NOT EXISTS llm_calls_no_delete BEFORE DELETE ON llm_calls
+    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: LLM calls are never deleted'); END;
+CREATE TRIGGER IF NOT EXISTS llm_calls_no_update BEFORE UPDATE ON llm_calls
+    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: LLM calls are never changed'); END;
+"""
+_LLM_COLUMNS = ("ts", "entry_id", "role", "provider", "model", "cache_key", "prompt", "response", "tokens_in",
+                "tokens_out", "cost_usd", "latency_s", "attempts", "cached", "ok", "error")
 
 
 def _dumps(obj, what: str, allow_nan: bool = True) -> str:
@@ -370,9 +406,10 @@ class Archive:
             con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA synchronous = FULL")
             # executescript commits any open transaction first, so the script carries its own.
-            con.executescript(f"BEGIN IMMEDIATE; {_SCHEMA}"
+            con.executescript(f"BEGIN IMMEDIATE; {_SCHEMA}{_SCHEMA_LLM}"
                               f"INSERT INTO meta VALUES ('schema_version', '{json.dumps(SCHEMA_VERSION)}');"
                               f"INSERT INTO meta VALUES ('created_at', '{json.dumps(time.time())}'); COMMIT;")
+            self._has_llm = True
             return
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if "meta" in tables else None
         if row is None:
@@ -385,6 +422,11 @@ class Archive:
         if not self.readonly:
             con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA synchronous = FULL")
+            if version < SCHEMA_VERSION:  # schema 1 -> 2: the LLM call table, nothing else changes
+                con.executescript(f"BEGIN IMMEDIATE; {_SCHEMA_LLM}"
+                                  f"UPDATE meta SET value = '{json.dumps(SCHEMA_VERSION)}' WHERE key = 'schema_version';"
+                                  f"COMMIT;")
+        self._has_llm = "llm_calls" in tables or not self.readonly
 
     def close(self) -> None:
         with self._lock:
@@ -716,6 +758,52 @@ class Archive:
     def meta(self) -> dict[str, Any]:
         with self.snapshot() as con:
             return {k: json.loads(v) for k, v in con.execute("SELECT key, value FROM meta ORDER BY key")}
+
+    # -- LLM calls ----------------------------------------------------------------------------------
+    def add_llm_call(self, **row: Any) -> int:
+        """Record one LLM call (see the llm_calls table); every column but ts is required."""
+        row.setdefault("ts", time.time())
+        missing = set(_LLM_COLUMNS) - set(row) - {"entry_id", "cost_usd", "error"}
+        unknown = set(row) - set(_LLM_COLUMNS)
+        if missing or unknown:
+            raise ArchiveError(f"LLM call record: missing {sorted(missing)}, unknown {sorted(unknown)}")
+        row.setdefault("entry_id", None)
+        row.setdefault("cost_usd", None)
+        row.setdefault("error", "")
+        with self._write() as con:
+            if row["entry_id"] is not None:
+                self._status(con, row["entry_id"])
+            cur = con.execute(f"INSERT INTO llm_calls ({', '.join(_LLM_COLUMNS)}) VALUES "
+                              f"({', '.join('?' * len(_LLM_COLUMNS))})", [row[c] for c in _LLM_COLUMNS])
+            return cur.lastrowid
+
+    def llm_cached(self, cache_key: str) -> dict | None:
+        """The earliest successful, paid-for call with this key (its response is the cached answer)."""
+        if not self._has_llm:
+            return None
+        with self.snapshot() as con:
+            r = con.execute(f"SELECT id, {', '.join(_LLM_COLUMNS)} FROM llm_calls WHERE cache_key = ? AND ok = 1 "
+                            f"AND cached = 0 ORDER BY id LIMIT 1", (cache_key,)).fetchone()
+        return None if r is None else dict(zip(("id",) + _LLM_COLUMNS, r))
+
+    def llm_calls(self, entry_id: int | None = None) -> list[dict]:
+        """Every recorded LLM call (oldest first), or those made for one entry."""
+        if not self._has_llm:
+            return []
+        sql, args = f"SELECT id, {', '.join(_LLM_COLUMNS)} FROM llm_calls", ()
+        if entry_id is not None:
+            sql, args = sql + " WHERE entry_id = ?", (entry_id,)
+        with self.snapshot() as con:
+            return [dict(zip(("id",) + _LLM_COLUMNS, r)) for r in con.execute(sql + " ORDER BY id", args)]
+
+    def llm_spent(self) -> tuple[int, float]:
+        """Tokens and dollars paid so far (cached answers cost nothing; unknown prices count as 0 dollars)."""
+        if not self._has_llm:
+            return 0, 0.0
+        with self.snapshot() as con:
+            t, usd = con.execute("SELECT COALESCE(SUM(tokens_in + tokens_out), 0), COALESCE(SUM(cost_usd), 0) "
+                                 "FROM llm_calls WHERE cached = 0").fetchone()
+        return int(t), float(usd)
 
     def integrity_check(self) -> str:
         """SQLite's own consistency check: "ok", or the problems it found."""

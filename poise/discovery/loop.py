@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Callable
 
 from poise.agents import offline
+from poise.agents.llm import BudgetExhausted
+from poise.agents.roles import AgentFailure, Agents, AgentsConfig, ProposalContext
 from poise.algorithms import builtin_source
 from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
 from poise.discovery.archive import Archive, ArchiveError, Entry, check_metrics, code_hash
@@ -41,7 +43,7 @@ from poise.reflect.curves import Finding
 from poise.reflect.diagnose import Reflection, reflect
 from poise.sandbox.benchmark import hard_pass1
 from poise.verify.sandbox import kill_all
-from poise.verify.verifier import VERIFY_LIMITS, verify
+from poise.verify.verifier import VERIFY_LIMITS, VerificationReport, verify
 
 
 @dataclass
@@ -60,6 +62,7 @@ class DiscoverConfig:
     eval_timeout_s: float | None = None  # per evaluation; None: 10x the fidelity's expected time
     verify_timeout_s: float = 30.0  # per verification (synthetic batches take about a second)
     threads: int | None = None  # torch threads per worker; None: cores // workers
+    agents: AgentsConfig = field(default_factory=AgentsConfig)  # who plays each role (LLMs or offline)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -71,6 +74,11 @@ class DiscoverConfig:
         d = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
         if "reeval_seeds" in d:
             d["reeval_seeds"] = tuple(d["reeval_seeds"])
+        if isinstance(d.get("agents"), dict):
+            a = {k: v for k, v in d["agents"].items() if k in {f.name for f in dataclasses.fields(AgentsConfig)}}
+            if a.get("price") is not None:
+                a["price"] = tuple(a["price"])
+            d["agents"] = AgentsConfig(**a)
         return cls(**d)
 
 
@@ -148,6 +156,12 @@ class Loop:
         self.verify_limits = dataclasses.replace(VERIFY_LIMITS, timeout_s=cfg.verify_timeout_s)
         self.round = len(self.archive.events(kind="select"))
         self.confirm_ids: list[int] = []  # entries to re-evaluate beside the top ones (poise discover --confirm)
+        try:
+            self.agents = Agents(cfg.agents, ledger=self.archive, on_retry=self.events.message)
+        except BaseException:
+            self.archive.close()
+            raise
+        self.llm_spent = False  # set when the LLM budget runs out: no new LLM work, finish what is in flight
 
     def _settings(self, cfg: DiscoverConfig, resume: bool) -> DiscoverConfig:
         """The run's settings: a resumed run keeps the stored ones (only budget, workers and limits change)."""
@@ -166,8 +180,10 @@ class Loop:
                                    f"({getattr(cfg, k)!r} vs {getattr(old, k)!r}); a resumed run keeps its "
                                    f"settings, start a new run to change it")
         seeds = cfg.reeval_seeds if len(cfg.reeval_seeds) > len(old.reeval_seeds) else old.reeval_seeds
+        # the agents may change on resume (a larger LLM budget, another model); unset, the stored ones continue
+        agents = cfg.agents if cfg.agents != AgentsConfig() else old.agents
         cfg = dataclasses.replace(old, budget=max(cfg.budget, old.budget), workers=cfg.workers, reeval_seeds=seeds,
-                                  threads=cfg.threads, eval_timeout_s=cfg.eval_timeout_s)
+                                  threads=cfg.threads, eval_timeout_s=cfg.eval_timeout_s, agents=agents)
         return cfg
 
     def close(self) -> None:
@@ -193,7 +209,8 @@ class Loop:
             id=e.id, name=e.name, design=offline.design_of(e.proposal), status=e.status, score=self._score(e),
             parent_id=e.parent_ids[0] if e.parent_ids else None, operator=(e.proposal or {}).get("operator", ""),
             suggestions=list(refl.get("suggestions", [])), diagnosis=refl.get("diagnosis", ""),
-            metrics=_search_means(e))
+            metrics=_search_means(e), mechanism=(e.proposal or {}).get("mechanism", ""),
+            ideas=list(refl.get("ideas", [])))
 
     def _features(self, e: Entry) -> list[float]:
         d = offline.design_of(e.proposal) or offline.GRPO
@@ -251,25 +268,44 @@ class Loop:
         parent = by_id[parent_id]
         all_nodes = [self._node(e) for e in entries]
         refs = self._references(parent, all_nodes)
-        props = offline.propose(self._node(parent), all_nodes, self.objective.weights(), self.cfg.proposals_per_round,
-                                self.rng, refs)
+        ctx = ProposalContext(parent=self._node(parent), parent_code=parent.code, parent_math=(parent.proposal or {})
+                              .get("math", ""), nodes=all_nodes, references=refs, objective_text=self.objective.describe(),
+                              objective_weights=self.objective.weights(), baseline_metrics=_search_means(self.baseline()),
+                              n=self.cfg.proposals_per_round, round=self.round, rng=self.rng)
+        failure = None
+        try:
+            props = self.agents.propose(ctx)
+        except BudgetExhausted as e:
+            props, failure = [], str(e)
+            self.llm_spent = True
+            self.events.message(f"{e}: no new proposals; finishing what is in flight")
+        except AgentFailure as e:
+            props, failure = [], e.reason
+            self.archive.log("agent_failed", parent_id, role=e.role, reason=e.reason[:2000], answer=e.answer[:4000],
+                             round=self.round)
+            self.events.message(f"round {self.round}: the proposer failed: {e.reason[:200]}")
+        usage = self.agents.take_usage()
         top = {s.node_id: s for s in scores}.get(parent_id)
         self.archive.log("select", parent_id, strategy=self.cfg.strategy, round=self.round,
                          score=dataclasses.asdict(top) if top is not None else None,
-                         references=[r.id for r in refs], proposals=[p.name for p in props])
+                         references=[r.id for _, r in refs], tiers=[t for t, _ in refs],
+                         proposals=[p.name for p in props], proposer_failure=failure, llm=usage.as_cost())
         self.events.message(f"round {self.round}: parent #{parent_id} {parent.name}"
                             + (f" -> {', '.join(p.name for p in props)}" if props else " (no new proposal)"))
         for p in props:
             gen = parent.generation + 1
-            self.archive.add_entry(p.name, "", p.to_dict(), p.builds_on[:1], gen, self.cfg.directive,
-                                   context_ids=p.builds_on[1:])
+            eid = self.archive.add_entry(p.name, "", p.to_dict(), p.builds_on[:1], gen, self.cfg.directive,
+                                         context_ids=p.builds_on[1:])
+            if usage.calls or usage.tokens:  # the proposer's call, shared by the proposals it produced
+                self.archive.add_cost(eid, **{k: v / len(props) for k, v in usage.as_cost().items()})
         return len(props)
 
-    def _references(self, parent: Entry, nodes: list[offline.ArchiveNode]) -> list[offline.ArchiveNode]:
-        """The tiered references: the Pareto front, a complementary node, an exploratory (failed) one."""
+    def _references(self, parent: Entry, nodes: list[offline.ArchiveNode]) -> list[tuple[str, offline.ArchiveNode]]:
+        """The tiered references: (tier, node) for the Pareto front, a complementary node, an exploratory
+        (failed or rejected) one."""
         scored = [n for n in nodes if n.score is not None and n.id != parent.id]
         scored.sort(key=lambda n: -n.score)
-        refs = scored[:2]  # the Pareto tier, approximated by the best by the objective
+        refs = [("pareto", n) for n in scored[:2]]  # the Pareto tier, approximated by the best by the objective
         pm = self._node(parent).metrics
         want = {k: w for k, w in self.objective.weights().items() if w > 0 and k in pm}
         if want:  # complementary: the best node on the objective term where the parent is weakest vs the baseline
@@ -278,11 +314,11 @@ class Loop:
             weakest = min(want, key=lambda k: sign(k) * (pm[k] - base.get(k, pm[k])))
             comp = max((n for n in scored if weakest in n.metrics), key=lambda n: sign(weakest) * n.metrics[weakest],
                        default=None)
-            if comp is not None and comp not in refs:
-                refs.append(comp)
+            if comp is not None and all(comp.id != r.id for _, r in refs):
+                refs.append(("complementary", comp))
         failed = [n for n in nodes if n.status in ("failed", "rejected")]
         if failed:
-            refs.append(failed[-1])
+            refs.append(("exploratory", failed[-1]))
         return refs
 
     def implement_and_verify(self, e: Entry) -> bool:
@@ -291,18 +327,50 @@ class Loop:
                                        if k in {f.name for f in dataclasses.fields(offline.Proposal)}})
         feedback: list[str] | None = None
         attempts = []
-        for attempt in range(1, self.cfg.max_attempts + 1):
-            code, proposal = offline.implement(proposal, feedback)
-            report = verify(code, e.name, proposal.claims,
-                            self.verify_limits)
-            attempts.append({"attempt": attempt, "ok": report.ok, "stage": report.stage, "errors": report.errors,
-                             "wall_s": report.wall_s})
-            if report.ok:
-                break
-            feedback = report.errors
+        parent = self.archive.get(e.parent_ids[0], trajectories=False) if e.parent_ids else self.baseline()
+        code, report = "", None
+        try:
+            for attempt in range(1, self.cfg.max_attempts + 1):
+                try:
+                    code, proposal = self.agents.implement(proposal, feedback, entry_id=e.id, attempt=attempt,
+                                                           parent_name=parent.name, parent_code=parent.code,
+                                                           previous_code=code)
+                except AgentFailure as f:
+                    attempts.append({"attempt": attempt, "ok": False, "stage": "implement", "errors": [f.reason],
+                                     "wall_s": 0.0, "answer": f.answer[:4000]})
+                    feedback = [f.reason]
+                    continue
+                report = verify(code, e.name, proposal.claims, self.verify_limits)
+                if report.ok:  # the tests pass: does the code implement the stated math? (LLM verifier only)
+                    try:
+                        review = self.agents.review(proposal, code, report.checks, entry_id=e.id, attempt=attempt)
+                    except AgentFailure as f:
+                        review = (False, [f"the semantic verifier gave no verdict: {f.reason}"])
+                    if review is not None:
+                        report.checks.append({"name": "semantic", "ok": review[0], "message": "; ".join(review[1])})
+                        if not review[0]:
+                            report.ok, report.stage = False, "semantic"
+                            report.errors = ["the code does not implement the proposal's math: " + r
+                                             for r in (review[1] or ["(no reason given)"])]
+                attempts.append({"attempt": attempt, "ok": report.ok, "stage": report.stage, "errors": report.errors,
+                                 "wall_s": report.wall_s})
+                if report.ok:
+                    break
+                feedback = report.errors
+        except BudgetExhausted as b:
+            # no money for another attempt: the entry stays proposed, so a resumed run with more budget picks it up
+            self.llm_spent = True
+            self._charge(e.id)
+            self.archive.log("llm_budget", e.id, reason=str(b), attempts=attempts)
+            self.events.message(f"#{e.id} {e.name}: {b}; left as proposed")
+            return False
+        self._charge(e.id)
         self.archive.add_cost(e.id, verify_s=sum(a["wall_s"] for a in attempts), attempts=len(attempts))
+        if attempts[-1]["stage"] == "implement":  # the last attempt produced no code to verify
+            report = VerificationReport(ok=False, stage="implement", errors=attempts[-1]["errors"])
         verification = {**report.to_dict(), "attempts": attempts}
-        self.archive.set_code(e.id, code, proposal.to_dict())
+        if code:
+            self.archive.set_code(e.id, code, proposal.to_dict())
         self.archive.set_verification(e.id, verification)
         if not report.ok:
             self.archive.set_status(e.id, "rejected", f"verification failed after {len(attempts)} attempt(s): "
@@ -323,6 +391,12 @@ class Loop:
         self.archive.set_behaviour(e.id, behaviour)
         self.archive.set_status(e.id, "verified")
         return True
+
+    def _charge(self, entry_id: int) -> None:
+        """Book the LLM use since the last booking on the entry's cost."""
+        usage = self.agents.take_usage()
+        if usage.calls or usage.tokens or usage.seconds:
+            self.archive.add_cost(entry_id, **usage.as_cost())
 
     def _evaluate(self, e: Entry, seed: int, purpose: str) -> tuple:
         """Runs in a pool thread; the evaluation itself runs in a sandboxed child process."""
@@ -379,8 +453,16 @@ class Loop:
         if failure is not None or not evs:
             r = _failure_reflection(e, failure or "no evaluation finished")
         else:
-            r = reflect(e.proposal or {}, [v.trajectory for v in evs], [v.metrics for v in evs], parent,
-                        self.objective.describe())
+            trajs, ms = [v.trajectory for v in evs], [v.metrics for v in evs]
+            r = reflect(e.proposal or {}, trajs, ms, parent, self.objective.describe())
+            if not self.llm_spent:
+                try:
+                    r = self.agents.reflect(r, e.proposal or {}, trajs, ms, parent, self.objective.describe(),
+                                            entry_id=e.id, name=e.name)
+                except BudgetExhausted as b:
+                    self.llm_spent = True
+                    r = dataclasses.replace(r, llm_error=str(b))
+                self._charge(e.id)
         self.archive.set_reflection(e.id, r.to_dict())
 
     # ------------------------------------------------------------------------------------------------
@@ -450,8 +532,10 @@ class Loop:
             if self._trained() >= self.cfg.budget:
                 return None
             for e in flight:
-                if e.status == "verified" or self.implement_and_verify(e):
+                if e.status == "verified" or (not self.llm_spent and self.implement_and_verify(e)):
                     return self.archive.get(e.id)
+            if self.llm_spent:
+                return None  # the LLM budget is spent: train what is verified, propose nothing new
             if len(self.archive.entries()) - 1 >= max_proposals:
                 self.events.message(f"stopping: {max_proposals} proposals made without filling the budget")
                 return None

@@ -110,8 +110,11 @@ class Reflection:
     worked: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     diagnosis: str = ""
-    suggestions: list[str] = field(default_factory=list)
+    suggestions: list[str] = field(default_factory=list)  # machine-readable tags the offline proposer reads
     summary: str = ""
+    ideas: list[str] = field(default_factory=list)  # an LLM reflector's suggestions, in words
+    author: str = "offline"  # "offline" or the model that wrote the diagnosis
+    llm_error: str = ""  # why an LLM reflector's diagnosis is missing, when it failed
 
     def tags(self) -> list[str]:
         return [f.tag for f in self.findings]
@@ -119,14 +122,16 @@ class Reflection:
     def to_dict(self) -> dict:
         return {"findings": [f.to_dict() for f in self.findings], "verdict": self.verdict,
                 "worked": list(self.worked), "failed": list(self.failed), "diagnosis": self.diagnosis,
-                "suggestions": list(self.suggestions), "summary": self.summary}
+                "suggestions": list(self.suggestions), "summary": self.summary, "ideas": list(self.ideas),
+                "author": self.author, "llm_error": self.llm_error}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Reflection":
         return cls(findings=[Finding.from_dict(f) for f in d.get("findings", [])], verdict=d.get("verdict", "fix"),
                    worked=list(d.get("worked", [])), failed=list(d.get("failed", [])),
                    diagnosis=d.get("diagnosis", ""), suggestions=list(d.get("suggestions", [])),
-                   summary=d.get("summary", ""))
+                   summary=d.get("summary", ""), ideas=list(d.get("ideas", [])), author=d.get("author", "offline"),
+                   llm_error=d.get("llm_error", ""))
 
 
 # --- inputs ---------------------------------------------------------------------------------------

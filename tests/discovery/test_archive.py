@@ -81,7 +81,7 @@ def test_round_trip_of_every_field(arc):
         assert r.evaluations(i, purpose="reeval")[0].metrics["overall"] == 60.0
         assert r.get(0).name == "GRPO" and r.get(0).parent_id is None
         assert r.get_meta("settings") == {"strategy": "lineage", "seeds": [0, 1]}
-        assert r.get_meta("missing", 7) == 7 and r.meta()["schema_version"] == 1
+        assert r.get_meta("missing", 7) == 7 and r.meta()["schema_version"] == 2
         kinds = [ev.kind for ev in r.events()]
         assert kinds.count("entry") == 2 and kinds.count("evaluation") == 3 and "reflection" in kinds
         status_ev = [ev for ev in r.events(kind="status") if ev.payload["to"] == "verified" and ev.entry_id == i]

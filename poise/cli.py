@@ -203,8 +203,23 @@ def discover_cmd(
     reeval_top: int = typer.Option(2, "--reeval-top", min=0, help="how many of the best candidates to re-evaluate"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads per worker (default: cores / workers)"),
     confirm: list[int] = typer.Option([], "--confirm", help="also re-evaluate this archive entry id (repeatable; with --resume)"),
+    llm: str = typer.Option("", "--llm", help="LLM for every agent role: [provider:]model[@base_url], e.g. "
+                            "openai:gpt-4.1-mini, anthropic:claude-sonnet-4-5, openai:MODEL@http://localhost:8000/v1"),
+    role: list[str] = typer.Option([], "--role", help="one role's agent: ROLE=MODEL or ROLE=offline; roles: proposer, "
+                                   "implementer, verifier, reflector (repeatable)"),
+    llm_budget_tokens: Optional[int] = typer.Option(None, "--llm-budget-tokens", min=1,
+                                                    help="stop LLM calls after this many tokens (whole run)"),
+    llm_budget_usd: Optional[float] = typer.Option(None, "--llm-budget-usd", min=0.0,
+                                                   help="stop LLM calls after this many dollars (needs --llm-price)"),
+    llm_price: str = typer.Option("", "--llm-price", help="IN,OUT: $ per million input and output tokens"),
+    llm_timeout: float = typer.Option(120.0, "--llm-timeout", min=1.0, help="seconds per LLM request"),
+    llm_max_tokens: int = typer.Option(2048, "--llm-max-tokens", min=16, help="longest LLM answer, in tokens"),
+    llm_key_env: Optional[str] = typer.Option(None, "--llm-key-env",
+                                              help="environment variable holding the API key (default: OPENAI_API_KEY "
+                                                   "or ANTHROPIC_API_KEY)"),
 ) -> None:
     """Run the discovery loop: select, propose, implement, verify, evaluate, reflect; then confirm the best."""
+    from poise.agents.llm import LLMError
     from poise.discovery.archive import ArchiveError
     from poise.discovery.loop import DiscoverConfig, Loop
     from poise.evaluation.fidelity import get_fidelity
@@ -225,10 +240,12 @@ def discover_cmd(
             out = Path("runs") / time.strftime("discover-%Y%m%d-%H%M%S")
     elif resume and not (out / "archive.db").exists():
         _fail(f"--resume: {out} holds no archive.db; start a new run without --resume")
+    agents = _agents_config(llm, role, llm_budget_tokens, llm_budget_usd, llm_price, llm_timeout, llm_max_tokens,
+                            llm_key_env)
     cfg = DiscoverConfig(budget=budget, directive=directive.strip(), workers=workers, fidelity=fid.name,
                          strategy=strategy, search_seed=seed,
                          reeval_seeds=tuple(range(1000 + 1, 1000 + reeval_seeds + 1)), reeval_top=reeval_top,
-                         threads=threads)
+                         threads=threads, agents=agents)
     try:
         with _progress() as progress:
             events = _DiscoverEvents(progress, fid.rl.steps)
@@ -236,15 +253,46 @@ def discover_cmd(
             loop.confirm_ids = list(confirm)
             console.print(f"[bold]poise discover[/] → {out} · budget {loop.cfg.budget} · {loop.objective.describe()} "
                           f"· {loop.cfg.workers} worker(s) × {loop.threads} thread(s) · strategy {loop.cfg.strategy}")
+            if loop.cfg.agents.uses_llm:
+                console.print(f"agents: {loop.agents.describe()} · LLM budget {loop.agents.budget.describe()}")
             events.start(loop.cfg.budget, loop._trained())
             summary = loop.run()
-    except ArchiveError as e:
+    except (ArchiveError, ValueError, LLMError) as e:
         _fail(str(e))
     except KeyboardInterrupt:
         err.print(f"[yellow]stopped.[/] Finished evaluations are in {out / 'archive.db'}; "
                   f"continue with: poise discover --resume --out {out}")
         raise typer.Exit(130)
     _print_discovery(summary)
+
+
+def _agents_config(llm, roles, budget_tokens, budget_usd, price, timeout, max_tokens, key_env):
+    from poise.agents.roles import ROLES, AgentsConfig
+
+    parsed = {}
+    for r in roles:
+        name, sep, spec = r.partition("=")
+        if not sep or not spec.strip():
+            _fail(f"--role {r!r}: expected ROLE=MODEL or ROLE=offline, e.g. --role reflector=offline")
+        if name.strip() not in ROLES:
+            _fail(f"--role {r!r}: unknown role {name.strip()!r}; the roles are {', '.join(ROLES)}")
+        parsed[name.strip()] = spec.strip()
+    p = None
+    if price:
+        try:
+            p = tuple(float(x) for x in price.split(","))
+            assert len(p) == 2 and min(p) >= 0
+        except (ValueError, AssertionError):
+            _fail(f"--llm-price {price!r}: expected IN,OUT in $ per million tokens, e.g. --llm-price 0.4,1.6")
+    cfg = AgentsConfig(llm=llm.strip(), roles=parsed, budget_tokens=budget_tokens, budget_usd=budget_usd, price=p,
+                       timeout_s=timeout, max_tokens=max_tokens, key_env=key_env)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        _fail(str(e))
+    if (budget_tokens or budget_usd or price) and not cfg.uses_llm:
+        _fail("--llm-budget-*/--llm-price apply to LLM agents: also pass --llm MODEL (or --role ROLE=MODEL)")
+    return cfg
 
 
 class _DiscoverEvents:
@@ -300,7 +348,69 @@ def _print_discovery(summary) -> None:
             t.add_row(f"#{d.entry_id} {d.name}", f(d.overall), f(d.hard_pass1), f(d.length), g(d.d_overall),
                       g(d.d_length), ("[green]" if d.verdict == "discovery" else "[yellow]") + d.verdict + "[/]")
         console.print(t)
+    if summary.llm:
+        _print_llm_usage(summary.llm)
     console.print(f"archive: {summary.root}/archive.db · summary: {summary.root}/summary.json")
+
+
+def _print_llm_usage(usage: dict) -> None:
+    t = Table(title="LLM use")
+    for c in ("role", "calls", "from cache", "failed", "tokens in", "tokens out", "cost", "seconds"):
+        t.add_column(c, justify="left" if c == "role" else "right")
+    for role, u in sorted(usage.items(), key=lambda kv: kv[0] == "total"):
+        cost = f"${u['usd']:.4f}" if u["price_known"] else "unknown"
+        t.add_row(role, str(u["calls"]), str(u["cached"]), str(u["failed"]), f"{u['tokens_in']:,}",
+                  f"{u['tokens_out']:,}", cost, f"{u['seconds']:.1f}", style="bold" if role == "total" else None)
+    console.print(t)
+
+
+@app.command("status")
+def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise discover` (or its archive.db)")) -> None:
+    """Show a discovery run: its candidates, their search results and costs, and the LLM use. Safe while it runs."""
+    from poise.agents.llm import usage_by_role
+    from poise.discovery.archive import Archive, ArchiveError
+
+    path = run / "archive.db" if run.is_dir() or run.suffix != ".db" else run
+    if not path.exists():
+        _fail(f"no archive at {path}: pass the folder of a `poise discover` run (it holds archive.db)")
+    try:
+        a = Archive(path, readonly=True)
+    except ArchiveError as e:
+        _fail(str(e))
+    try:
+        with a.snapshot():
+            entries = a.entries(trajectories=False)
+            calls = a.llm_calls()
+            cfg = json.loads(a.get_meta("config") or "{}")
+            agent_failures = a.events(kind="agent_failed")
+    finally:
+        a.close()
+    counts: dict[str, int] = {}
+    for e in entries[1:]:
+        counts[e.status] = counts.get(e.status, 0) + 1
+    console.print(f"[bold]{run}[/] · budget {cfg.get('budget', '?')} · fidelity {cfg.get('fidelity', '?')} · "
+                  + " · ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    t = Table(title="candidates (search set, one seed each)")
+    for c in ("id", "name", "parent", "gen", "status", "Overall", "length", "LLM tokens", "LLM $", "note"):
+        t.add_column(c, justify="right" if c in ("id", "parent", "gen", "Overall", "length", "LLM tokens", "LLM $")
+                     else "left")
+    for e in entries:
+        evs = e.search_evaluations()
+        ov = f"{e.mean_metric('overall'):.1f}" if evs else ""
+        ln = f"{e.mean_metric('length'):.1f}" if evs else ""
+        tok = e.cost.get("llm_tokens")
+        usd = e.cost.get("llm_usd")
+        note = e.status_reason.splitlines()[0][:70] if e.status_reason else ""
+        colour = {"evaluated": "green", "rejected": "yellow", "failed": "red"}.get(e.status, "cyan")
+        t.add_row(str(e.id), e.name, str(e.parent_ids[0]) if e.parent_ids else "", str(e.generation),
+                  f"[{colour}]{e.status}[/]", ov, ln, f"{tok:,.0f}" if tok else "", f"{usd:.4f}" if usd else "", note)
+    console.print(t)
+    if agent_failures:
+        last = agent_failures[-1].payload
+        console.print(f"[yellow]{len(agent_failures)} agent step(s) failed[/]; the last ({last.get('role')}): "
+                      f"{str(last.get('reason', ''))[:200]}")
+    if calls:
+        _print_llm_usage(usage_by_role(calls))
 
 
 def main() -> None:

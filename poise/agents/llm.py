@@ -343,3 +343,23 @@ def cache_key(spec: ModelSpec, system: str, messages: list[dict], key: str, temp
               max_tokens: int) -> str:
     blob = json.dumps([spec.provider, spec.model, key, temperature, max_tokens, system, messages], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def usage_by_role(calls: list[dict]) -> dict[str, dict]:
+    """Sum recorded calls (``Archive.llm_calls()``) per role, plus "total": paid calls, answers from the cache,
+    failed calls, tokens in and out, dollars (None when a price is unknown) and seconds."""
+    out: dict[str, dict] = {}
+    for c in calls:
+        for key in (c["role"], "total"):
+            u = out.setdefault(key, {"calls": 0, "cached": 0, "failed": 0, "tokens_in": 0, "tokens_out": 0,
+                                     "usd": 0.0, "price_known": True, "seconds": 0.0})
+            u["cached"] += c["cached"]
+            u["calls"] += 1 - c["cached"]
+            u["failed"] += 1 - c["ok"]
+            u["tokens_in"] += c["tokens_in"]
+            u["tokens_out"] += c["tokens_out"]
+            u["seconds"] += c["latency_s"]
+            if c["cost_usd"] is None and not c["cached"]:
+                u["price_known"] = False
+            u["usd"] += c["cost_usd"] or 0.0
+    return out

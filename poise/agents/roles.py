@@ -247,6 +247,8 @@ class Agents:
             except BudgetExhausted:
                 raise
             except LLMError as e:
+                if e.kind in ("auth", "not_found", "setup"):
+                    raise  # a configuration problem: every later call would fail the same way, so stop the run
                 raise AgentFailure(role, f"the LLM call failed: {e}", answer) from None
             self.usage.add(reply)
             answer = reply.text

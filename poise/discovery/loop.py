@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from poise.agents import offline
-from poise.agents.llm import BudgetExhausted
+from poise.agents.llm import BudgetExhausted, usage_by_role
 from poise.agents.roles import AgentFailure, Agents, AgentsConfig, ProposalContext
 from poise.algorithms import builtin_source
 from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
@@ -84,6 +84,7 @@ class DiscoverConfig:
 
 # the settings a resumed run must share with the run it continues (the budget may grow)
 _FIXED = ("fidelity", "directive", "strategy", "search_seed", "eval_seed", "reeval_seeds")
+MAX_PROPOSER_FAILURES = 3  # an LLM proposer failing this many rounds in a row is not going to recover
 _EXPECTED_S = {"smoke": 20.0, "standard": 150.0, "full": 600.0}
 
 
@@ -132,6 +133,7 @@ class RunSummary:
     confirmed: list[Discovery] = field(default_factory=list)
     baseline_confirm: dict = field(default_factory=dict)
     wall_s: float = 0.0
+    llm: dict = field(default_factory=dict)  # usage per agent role and in total (empty when no LLM was used)
 
 
 class Loop:
@@ -162,6 +164,7 @@ class Loop:
             self.archive.close()
             raise
         self.llm_spent = False  # set when the LLM budget runs out: no new LLM work, finish what is in flight
+        self.proposer_failures = 0  # consecutive rounds in which an LLM proposer gave nothing usable
 
     def _settings(self, cfg: DiscoverConfig, resume: bool) -> DiscoverConfig:
         """The run's settings: a resumed run keeps the stored ones (only budget, workers and limits change)."""
@@ -272,6 +275,9 @@ class Loop:
                               .get("math", ""), nodes=all_nodes, references=refs, objective_text=self.objective.describe(),
                               objective_weights=self.objective.weights(), baseline_metrics=_search_means(self.baseline()),
                               n=self.cfg.proposals_per_round, round=self.round, rng=self.rng)
+        if self.agents.llms["proposer"] is not None:
+            self.events.message(f"round {self.round}: asking {self.agents.llms['proposer'].spec.label} for "
+                                f"{ctx.n} proposal(s) from #{parent_id} {parent.name}")
         failure = None
         try:
             props = self.agents.propose(ctx)
@@ -284,6 +290,7 @@ class Loop:
             self.archive.log("agent_failed", parent_id, role=e.role, reason=e.reason[:2000], answer=e.answer[:4000],
                              round=self.round)
             self.events.message(f"round {self.round}: the proposer failed: {e.reason[:200]}")
+        self.proposer_failures = self.proposer_failures + 1 if failure else 0
         usage = self.agents.take_usage()
         top = {s.node_id: s for s in scores}.get(parent_id)
         self.archive.log("select", parent_id, strategy=self.cfg.strategy, round=self.round,
@@ -541,6 +548,10 @@ class Loop:
                 return None
             if self.baseline().status != "evaluated" and self.round > 0:
                 return None  # the first round proposes from the root while it trains; later ones need scores
+            if self.proposer_failures >= MAX_PROPOSER_FAILURES:
+                self.events.message(f"stopping: the proposer failed {self.proposer_failures} rounds in a row (see "
+                                    f"the agent_failed events for its answers)")
+                return None
             if self.next_proposals() == 0:
                 idle_rounds += 1
                 if idle_rounds >= 5:
@@ -590,7 +601,7 @@ class Loop:
         c = self.counts()
         best = [(e.id, e.name, round(self._score(e), 3)) for e in self.top_candidates(5)]
         out = RunSummary(str(self.root), self.objective.describe(), c.get("evaluated", 0), c.get("rejected", 0),
-                         c.get("failed", 0), best)
+                         c.get("failed", 0), best, llm=usage_by_role(self.archive.llm_calls()))
         fid = self.cfg.fidelity + "/confirm"
         base = [v.metrics for v in self.archive.evaluations(0, "reeval") if v.fidelity == fid]
         if len(base) >= 2:

@@ -419,3 +419,27 @@ def test_threads_share_one_archive(arc):
     for t in threads:
         t.join()
     assert len(arc.evaluations(base)) == 40
+
+
+def test_a_schema_1_archive_is_read_as_it_is_and_upgraded_when_written(tmp_path):
+    """The archive shipped from before LLM accounting (schema 1): readable unchanged, and opening it for
+    writing adds the llm_calls table and nothing else."""
+    import shutil
+    from pathlib import Path
+
+    src = Path(__file__).parents[2] / "benchmarks" / "results" / "discover_concise.db"
+    path = tmp_path / "archive.db"
+    shutil.copy(src, path)
+    with Archive(path, readonly=True) as r:
+        assert r.meta()["schema_version"] == 1
+        assert r.llm_calls() == [] and r.llm_spent() == (0, 0.0)
+        before = [(e.id, e.name, e.status, e.code_hash) for e in r.entries(trajectories=False)]
+    with Archive(path) as w:
+        assert w.meta()["schema_version"] == 2
+        w.add_llm_call(role="proposer", provider="openai", model="m", cache_key="k", prompt="[]", response="r",
+                       tokens_in=3, tokens_out=4, latency_s=0.1, attempts=1, cached=0, ok=1)
+        assert [(e.id, e.name, e.status, e.code_hash) for e in w.entries(trajectories=False)] == before
+        assert w.llm_spent() == (7, 0.0) and w.llm_cached("k")["response"] == "r"
+        with pytest.raises(Exception, match="append-only"):
+            w._con.execute("DELETE FROM llm_calls")
+        assert w.integrity_check() == "ok"

@@ -351,14 +351,15 @@ class Loop:
                 if report.ok:  # the tests pass: does the code implement the stated math? (LLM verifier only)
                     try:
                         review = self.agents.review(proposal, code, report.checks, entry_id=e.id, attempt=attempt)
+                        errors = ["the code does not implement the proposal's math: " + r
+                                  for r in ((review or (True, []))[1] or ["(no reason given)"])]
                     except AgentFailure as f:
-                        review = (False, [f"the semantic verifier gave no verdict: {f.reason}"])
+                        # strict: no verdict is not a pass, so unreviewed code never trains
+                        review, errors = (False, [f.reason]), [f"the semantic verifier gave no verdict ({f.reason})"]
                     if review is not None:
                         report.checks.append({"name": "semantic", "ok": review[0], "message": "; ".join(review[1])})
                         if not review[0]:
-                            report.ok, report.stage = False, "semantic"
-                            report.errors = ["the code does not implement the proposal's math: " + r
-                                             for r in (review[1] or ["(no reason given)"])]
+                            report.ok, report.stage, report.errors = False, "semantic", errors
                 attempts.append({"attempt": attempt, "ok": report.ok, "stage": report.stage, "errors": report.errors,
                                  "wall_s": report.wall_s})
                 if report.ok:

@@ -122,3 +122,29 @@ def test_budget_runs_out_mid_run_then_resume_reuses_the_cache(tmp_path):
         assert hit["role"] == "implementer" and hit["tokens_in"] == 0
         paid = [c["cache_key"] for c in calls if not c["cached"]]
         assert len(paid) == len(set(paid))  # no question was paid for twice
+
+
+def test_the_semantic_verifier_sends_a_mismatch_back_to_the_implementer(tmp_path):
+    team = good_team({"LLM-AV-GRPO": CODES["LLM-AV-GRPO"]})
+    said = {"n": 0}
+
+    def respond(provider, body):
+        if role_of(provider, body) == "verifier":
+            said["n"] += 1
+            if said["n"] == 1:
+                return Answer('{"verdict": "mismatch", "reasons": ["the math divides by sqrt(p(1-p)); line 12 does not"]}')
+            if said["n"] in (2, 3):
+                return Answer("Looks fine to me!")  # no verdict, twice: that attempt fails too
+        return team(provider, body)
+
+    with FakeLLM(respond) as srv:
+        Loop(tmp_path, _cfg(srv.spec(), budget=1, proposals_per_round=1, max_attempts=3)).run()
+    a = Archive(tmp_path / "archive.db", readonly=True)
+    e = [x for x in a.entries() if x.name == "LLM-AV-GRPO"][0]
+    att = e.verification["attempts"]
+    assert [x["stage"] for x in att] == ["semantic", "semantic", "passed"] and e.status == "evaluated"
+    assert "does not implement the proposal's math: the math divides" in att[0]["errors"][0]
+    assert "gave no verdict" in att[1]["errors"][0]
+    impl = [c for c in a.llm_calls(e.id) if c["role"] == "implementer"]
+    assert "line 12 does not" in json.loads(impl[1]["prompt"])[-1]["content"]
+    a.close()

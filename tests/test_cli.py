@@ -65,3 +65,34 @@ def test_unknown_algorithm_and_fidelity_are_clear_errors(tmp_path):
     r = poise("train", "-a", str(d), cwd=tmp_path)
     assert r.returncode == 2 and "must be a Python file" in r.stderr
     assert not (tmp_path / "runs").exists()  # nothing is written for a refused command
+
+
+def test_llm_options_are_checked_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-dummy-for-option-checks")
+    cases = [
+        (["--role", "critic=offline"], "unknown role 'critic'"),
+        (["--role", "reflector"], "expected ROLE=MODEL"),
+        (["--llm", "gemini:pro"], "unknown provider 'gemini'"),
+        (["--llm", "openai:m@http://127.0.0.1:9/v1", "--role", "implementer=offline"], "needs an LLM implementer"),
+        (["--llm", "openai:gpt-x", "--llm-budget-usd", "1"], "--llm-price"),
+        (["--llm", "openai:gpt-x", "--llm-price", "cheap"], "expected IN,OUT"),
+        (["--llm-budget-tokens", "100"], "also pass --llm"),
+    ]
+    for args, words in cases:
+        r = poise("discover", "--fidelity", "smoke", "--out", str(tmp_path / "run"), *args, cwd=tmp_path)
+        assert r.returncode == 2 and words in r.stderr, (args, r.stderr)
+        assert not (tmp_path / "run").exists(), args  # refused before a run folder exists
+    env_missing = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    r = subprocess.run([sys.executable, "-m", "poise.cli", "discover", "--fidelity", "smoke", "--out",
+                        str(tmp_path / "run2"), "--llm", "openai:gpt-x", "--budget", "1", "--reeval-top", "0"],
+                       cwd=tmp_path, env=env_missing, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "set OPENAI_API_KEY" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_status_of_a_missing_or_foreign_run_is_a_clear_error(tmp_path):
+    r = poise("status", str(tmp_path / "nothing"), cwd=tmp_path)
+    assert r.returncode == 2 and "no archive at" in r.stderr
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "archive.db").write_text("not a database")
+    r = poise("status", str(tmp_path / "bad"), cwd=tmp_path)
+    assert r.returncode == 2 and "not a poise archive" in r.stderr

@@ -193,8 +193,17 @@ class AgentsConfig:
             raise ValueError(f"--role {sorted(unknown)[0]}=...: unknown role; the roles are {', '.join(ROLES)}")
         for role in ROLES:
             s = self.spec_for(role)
-            if s != "offline":
-                ModelSpec.parse(s)
+            if s == "offline":
+                continue
+            spec = ModelSpec.parse(s, self.key_env)
+            try:
+                spec.api_key()  # a missing key is found now, not after the baseline has trained
+            except LLMError as e:
+                raise ValueError(str(e)) from None
+            if self.budget_usd is not None and self.price is None and not spec.is_local:
+                raise ValueError(f"--llm-budget-usd needs the price of {spec.label}: pass --llm-price IN,OUT ($ per "
+                                 f"million input and output tokens), or cap tokens with --llm-budget-tokens; an "
+                                 f"unknown price is never counted as free")
         if self.spec_for("proposer") != "offline" and self.spec_for("implementer") == "offline":
             raise ValueError("an LLM proposer needs an LLM implementer: the offline implementer writes code only for "
                              "the offline proposer's designs (set --llm, or --role implementer=MODEL)")

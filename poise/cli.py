@@ -391,9 +391,9 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
     console.print(f"[bold]{run}[/] · budget {cfg.get('budget', '?')} · fidelity {cfg.get('fidelity', '?')} · "
                   + " · ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     t = Table(title="candidates (search set, one seed each)")
-    for c in ("id", "name", "parent", "gen", "status", "Overall", "length", "LLM tokens", "LLM $", "note"):
-        t.add_column(c, justify="right" if c in ("id", "parent", "gen", "Overall", "length", "LLM tokens", "LLM $")
-                     else "left")
+    numeric = ("id", "parent", "gen", "Overall", "length", "LLM tokens", "LLM $", "LLM s")
+    for c in ("id", "name", "parent", "gen", "status", "Overall", "length", "LLM tokens", "LLM $", "LLM s", "note"):
+        t.add_column(c, justify="right" if c in numeric else "left")
     for e in entries:
         evs = e.search_evaluations()
         ov = f"{e.mean_metric('overall'):.1f}" if evs else ""
@@ -403,7 +403,8 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
         note = e.status_reason.splitlines()[0][:70] if e.status_reason else ""
         colour = {"evaluated": "green", "rejected": "yellow", "failed": "red"}.get(e.status, "cyan")
         t.add_row(str(e.id), e.name, str(e.parent_ids[0]) if e.parent_ids else "", str(e.generation),
-                  f"[{colour}]{e.status}[/]", ov, ln, f"{tok:,.0f}" if tok else "", f"{usd:.4f}" if usd else "", note)
+                  f"[{colour}]{e.status}[/]", ov, ln, f"{tok:,.0f}" if tok else "", f"{usd:.4f}" if usd else "",
+                  f"{e.cost['llm_s']:.1f}" if e.cost.get("llm_s") else "", note)
     console.print(t)
     if agent_failures:
         last = agent_failures[-1].payload

@@ -336,8 +336,12 @@ class Loop:
         attempts = []
         parent = self.archive.get(e.parent_ids[0], trajectories=False) if e.parent_ids else self.baseline()
         code, report = "", None
+        llm = self.agents.llms["implementer"]
         try:
             for attempt in range(1, self.cfg.max_attempts + 1):
+                if llm is not None:  # LLM calls can take minutes: say what is happening
+                    self.events.message(f"#{e.id} {e.name}: implementing with {llm.spec.label}"
+                                        + (f" (attempt {attempt}, with the verifier's errors)" if attempt > 1 else ""))
                 try:
                     code, proposal = self.agents.implement(proposal, feedback, entry_id=e.id, attempt=attempt,
                                                            parent_name=parent.name, parent_code=parent.code,

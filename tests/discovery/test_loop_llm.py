@@ -31,10 +31,11 @@ def _files_contain(root, needle: str) -> list[str]:
     return [str(p) for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
 
 
-def test_an_llm_run_end_to_end(tmp_path, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_an_llm_run_end_to_end(provider, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY", KEY)
     with FakeLLM(good_team(CODES)) as srv:
-        summary = Loop(tmp_path, _cfg(srv.spec())).run()
+        summary = Loop(tmp_path, _cfg(srv.spec(provider))).run()
         roles = [role_of(r["provider"], r["body"]) for r in srv.requests]
     assert summary.evaluated == 2
     assert set(roles) == {"proposer", "implementer", "verifier", "reflector"}
@@ -42,17 +43,17 @@ def test_an_llm_run_end_to_end(tmp_path, monkeypatch):
     for name in CODES:
         (e,) = [x for x in a.entries() if x.name == name]
         assert e.status == "evaluated" and e.code.strip() == CODES[name].strip()
-        assert e.proposal["operator"] == "llm" and e.proposal["author"].startswith("openai:fake-model")
+        assert e.proposal["operator"] == "llm" and e.proposal["author"].startswith(f"{provider}:fake-model")
         checks = {c["name"]: c for c in e.verification["checks"]}
         assert checks["semantic"]["ok"] and checks["claim: correct_above_wrong"]["ok"]
-        assert e.reflection["author"].startswith("openai:") and "kept the signal alive" in e.reflection["diagnosis"]
+        assert e.reflection["author"].startswith(provider) and "kept the signal alive" in e.reflection["diagnosis"]
         # accounting: the candidate's share of the proposer's call, its implementer, verifier and reflector calls
         assert e.cost["llm_calls"] > 2 and e.cost["llm_tokens"] > 0 and e.cost["llm_s"] >= 0
         assert {c["role"] for c in a.llm_calls(e.id)} == {"implementer", "verifier", "reflector"}
     assert sum(c["tokens_in"] + c["tokens_out"] for c in a.llm_calls()) == a.llm_spent()[0] > 0
     a.close()
     # the key went to the server in every request, and into no file of the run
-    assert all(KEY in r["headers"]["authorization"] for r in srv.requests)
+    assert all(KEY in r["headers"].get("authorization", r["headers"].get("x-api-key", "")) for r in srv.requests)
     assert _files_contain(tmp_path, KEY) == []
     assert _files_contain(tmp_path, "DO-NOT-LEAK") == []
 

@@ -352,18 +352,8 @@ class Loop:
                     feedback = [f.reason]
                     continue
                 report = verify(code, e.name, proposal.claims, self.verify_limits)
-                if report.ok:  # the tests pass: does the code implement the stated math? (LLM verifier only)
-                    try:
-                        review = self.agents.review(proposal, code, report.checks, entry_id=e.id, attempt=attempt)
-                        errors = ["the code does not implement the proposal's math: " + r
-                                  for r in ((review or (True, []))[1] or ["(no reason given)"])]
-                    except AgentFailure as f:
-                        # strict: no verdict is not a pass, so unreviewed code never trains
-                        review, errors = (False, [f.reason]), [f"the semantic verifier gave no verdict ({f.reason})"]
-                    if review is not None:
-                        report.checks.append({"name": "semantic", "ok": review[0], "message": "; ".join(review[1])})
-                        if not review[0]:
-                            report.ok, report.stage, report.errors = False, "semantic", errors
+                if report.ok:
+                    self._semantic_review(report, proposal, code, e.id, attempt)
                 attempts.append({"attempt": attempt, "ok": report.ok, "stage": report.stage, "errors": report.errors,
                                  "wall_s": report.wall_s})
                 if report.ok:
@@ -403,6 +393,27 @@ class Loop:
         self.archive.set_behaviour(e.id, behaviour)
         self.archive.set_status(e.id, "verified")
         return True
+
+    def _semantic_review(self, report: VerificationReport, proposal: offline.Proposal, code: str, entry_id: int,
+                         attempt: int) -> None:
+        """The tests passed: does the code implement the stated math? Only an LLM verifier answers this; its
+        verdict becomes a check, and a mismatch fails the attempt with the verifier's reasons."""
+        try:
+            review = self.agents.review(proposal, code, report.checks, entry_id=entry_id, attempt=attempt)
+        except AgentFailure as f:
+            # strict: no verdict is not a pass, so unreviewed code never trains
+            report.checks.append({"name": "semantic", "ok": False, "message": f.reason})
+            report.ok, report.stage, report.errors = False, "semantic", [f"the semantic verifier gave no verdict "
+                                                                         f"({f.reason})"]
+            return
+        if review is None:  # no LLM verifier: the property tests are the check
+            return
+        ok, reasons = review
+        report.checks.append({"name": "semantic", "ok": ok, "message": "; ".join(reasons)})
+        if not ok:
+            report.ok, report.stage = False, "semantic"
+            report.errors = ["the code does not implement the proposal's math: " + r
+                             for r in (reasons or ["(no reason given)"])]
 
     def _charge(self, entry_id: int) -> None:
         """Book the LLM use since the last booking on the entry's cost."""

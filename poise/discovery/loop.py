@@ -216,7 +216,10 @@ class Loop:
             ideas=list(refl.get("ideas", [])))
 
     def _features(self, e: Entry) -> list[float]:
-        d = offline.design_of(e.proposal) or offline.GRPO
+        """Where an entry sits in mechanism space, for the GP and diversity terms of selection."""
+        d = offline.design_of(e.proposal)
+        if d is None:
+            return _claimed_features(e)
         return [float(d.scale != "std"), float(d.scale.startswith("bernoulli")), float(d.validity == "mask"),
                 float(d.all_fail != "zero"), float(d.length != "none"), min(d.length_coef, 3.0) / 3.0,
                 float(d.clip_high > 0.2), float(d.loss_agg != "token-mean"), float(d.entropy_coef > 0),
@@ -644,6 +647,20 @@ class Loop:
         return Discovery(e.id, e.name, list(self.cfg.reeval_seeds), mean_ci(ov).to_dict(), mean_ci(ln).to_dict(),
                          mean_ci([hard_pass1(m) for m in ms]).to_dict(), d_ov.to_dict(), d_ln.to_dict(),
                          "discovery" if ok else "not confirmed", reason)
+
+
+def _claimed_features(e: Entry) -> list[float]:
+    """The same axes as an offline design's, for a free-form (LLM) entry: read from the properties it
+    claimed, which the verifier tested, and from its CONFIG literal (read without running the code).
+    What no claim reveals (a changed baseline, the length coefficient) stays at GRPO's value."""
+    claims = set((e.proposal or {}).get("claims", []))
+    cfg = json.loads(_config_literal(e.code or ""))
+    num = lambda k, default: cfg[k] if isinstance(cfg.get(k), (int, float)) else default
+    length = bool(claims & {"length_term_correct_only", "shorter_correct_preferred"})
+    return [float("bernoulli_scale" in claims), float("bernoulli_scale" in claims),
+            float("invalid_below_valid" in claims), float("all_fail_push_down" in claims), float(length),
+            1.0 / 3.0 if length else 0.0, float(num("clip_high", 0.2) > 0.2),
+            float(cfg.get("loss_agg", "token-mean") != "token-mean"), float(num("entropy_coef", 0.0) > 0), 0.0]
 
 
 def _failure_reflection(e: Entry, reason: str) -> Reflection:

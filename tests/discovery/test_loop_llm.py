@@ -1,6 +1,7 @@
 """The closed loop with LLM agents, through the real SDK clients and a loopback server: every role,
 the accounting, a budget running out mid-run, a resume that reuses the cache, and no key on disk."""
 
+import dataclasses
 import json
 
 import pytest
@@ -149,3 +150,28 @@ def test_the_semantic_verifier_sends_a_mismatch_back_to_the_implementer(tmp_path
     impl = [c for c in a.llm_calls(e.id) if c["role"] == "implementer"]
     assert "line 12 does not" in json.loads(impl[1]["prompt"])[-1]["content"]
     a.close()
+
+
+def test_free_form_entries_are_placed_in_mechanism_space_by_their_claims_and_config(tmp_path):
+    """The selection's GP and diversity terms need features; an LLM entry has no offline design, so they
+    come from what it claimed (and was tested to do) and from its CONFIG literal."""
+    from poise.agents import offline
+    from poise.discovery.loop import _claimed_features
+
+    class E:  # the two fields _claimed_features reads
+        def __init__(self, claims, code):
+            self.proposal, self.code = {"claims": claims, "design": {}}, code
+
+    grpo_like = _claimed_features(E(["correct_above_wrong"], "def compute_advantages(batch, cfg):\n    pass\n"))
+    assert grpo_like == [0.0] * 10
+    vm_av = _claimed_features(E(["bernoulli_scale", "invalid_below_valid"], "CONFIG = {'clip_high': 0.28}\n"))
+    assert vm_av[:3] == [1.0, 1.0, 1.0] and vm_av[6] == 1.0
+    # an offline design with the same mechanisms lands on the same axes
+    loop = Loop(tmp_path, _cfg("openai:x@http://127.0.0.1:9/v1"))
+    try:
+        d = offline.Design(scale="bernoulli", validity="mask", clip_high=0.28)
+        e = E([], "")
+        e.proposal = {"design": dataclasses.asdict(d)}
+        assert loop._features(e)[:3] == vm_av[:3] and loop._features(e)[6] == 1.0
+    finally:
+        loop.close()

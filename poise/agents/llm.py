@@ -125,6 +125,21 @@ def redact(text: str) -> str:
     return text
 
 
+def price_of(spec: ModelSpec, price: tuple[float, float] | None) -> tuple[float, float] | None:
+    """$ per million (input, output) tokens: the one given, else 0 for a loopback server, else unknown."""
+    if price is not None:
+        return price
+    return (0.0, 0.0) if spec.is_local else None
+
+
+def check_priced(spec: ModelSpec, price: tuple[float, float] | None, max_usd: float | None) -> None:
+    """A dollar budget needs a known price: an unknown one is never counted as free."""
+    if max_usd is not None and price_of(spec, price) is None:
+        raise ValueError(f"--llm-budget-usd needs the price of {spec.label}: pass --llm-price IN,OUT ($ per million "
+                         f"input and output tokens), or cap tokens with --llm-budget-tokens; an unknown price is "
+                         f"never counted as free")
+
+
 @dataclass
 class LLMConfig:
     timeout_s: float = 120.0  # one HTTP request
@@ -195,15 +210,10 @@ class LLM:
     _token_param: str = field(default="max_tokens", repr=False)
 
     def __post_init__(self):
-        if self.budget.max_usd is not None and self.price() is None:
-            raise ValueError(f"--llm-budget-usd needs the price of {self.spec.label}: pass --llm-price IN,OUT "
-                             f"($ per million input and output tokens), or cap tokens with --llm-budget-tokens; "
-                             f"an unknown price is never counted as free")
+        check_priced(self.spec, self.cfg.price, self.budget.max_usd)
 
     def price(self) -> tuple[float, float] | None:
-        if self.cfg.price is not None:
-            return self.cfg.price
-        return (0.0, 0.0) if self.spec.is_local else None
+        return price_of(self.spec, self.cfg.price)
 
     def cost(self, tokens_in: int, tokens_out: int) -> float | None:
         p = self.price()

@@ -22,6 +22,7 @@ asking and keeps what it has.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import re
@@ -32,7 +33,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from poise.agents import offline
-from poise.agents.llm import LLM, Budget, BudgetExhausted, LLMConfig, LLMError, ModelSpec
+from poise.agents.llm import LLM, Budget, BudgetExhausted, LLMConfig, LLMError, ModelSpec, check_priced
 from poise.agents.parse import ParseError, extract_code, extract_json
 
 ROLES = ("proposer", "implementer", "verifier", "reflector")
@@ -51,6 +52,7 @@ class AgentFailure(RuntimeError):
 # Prompts
 
 
+@functools.cache  # read once: the files ship with the package and do not change during a run
 def load_prompt(role: str) -> tuple[str, str]:
     """(system, user template) of ``prompts/<role>.md``: a '## system' and a '## user' section."""
     text = resources.files("poise.agents").joinpath("prompts", f"{role}.md").read_text()
@@ -68,6 +70,7 @@ def render(template: str, **values: Any) -> str:
     return re.sub(r"\{\{(\w+)\}\}", lambda m: str(values[m.group(1)]), template)
 
 
+@functools.cache
 def literature() -> str:
     return resources.files("poise.agents").joinpath("prompts", "literature.md").read_text().strip()
 
@@ -190,7 +193,8 @@ class AgentsConfig:
     def validate(self) -> None:
         unknown = set(self.roles) - set(ROLES)
         if unknown:
-            raise ValueError(f"--role {sorted(unknown)[0]}=...: unknown role; the roles are {', '.join(ROLES)}")
+            raise ValueError(f"--role {sorted(unknown)[0]}=...: unknown role {sorted(unknown)[0]!r}; the roles are "
+                             f"{', '.join(ROLES)}")
         for role in ROLES:
             s = self.spec_for(role)
             if s == "offline":
@@ -200,10 +204,7 @@ class AgentsConfig:
                 spec.api_key()  # a missing key is found now, not after the baseline has trained
             except LLMError as e:
                 raise ValueError(str(e)) from None
-            if self.budget_usd is not None and self.price is None and not spec.is_local:
-                raise ValueError(f"--llm-budget-usd needs the price of {spec.label}: pass --llm-price IN,OUT ($ per "
-                                 f"million input and output tokens), or cap tokens with --llm-budget-tokens; an "
-                                 f"unknown price is never counted as free")
+            check_priced(spec, self.price, self.budget_usd)
         if self.spec_for("proposer") != "offline" and self.spec_for("implementer") == "offline":
             raise ValueError("an LLM proposer needs an LLM implementer: the offline implementer writes code only for "
                              "the offline proposer's designs (set --llm, or --role implementer=MODEL)")

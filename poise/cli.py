@@ -349,6 +349,7 @@ def _print_discovery(summary) -> None:
     if summary.llm:
         _print_llm_usage(summary.llm)
     console.print(f"archive: {summary.root}/archive.db · summary: {summary.root}/summary.json")
+    console.print(f"look at it: poise status {summary.root} · poise report {summary.root}")
 
 
 def _print_llm_usage(usage: dict) -> None:
@@ -362,54 +363,222 @@ def _print_llm_usage(usage: dict) -> None:
     console.print(t)
 
 
+def _load_run(run: Path, trajectories: bool = True):
+    from poise.report.view import RunError, RunView
+
+    try:
+        return RunView.load(run, trajectories=trajectories)
+    except RunError as e:
+        _fail(str(e))
+
+
+def _candidate(view, entry_id: int):
+    from poise.report.view import RunError
+
+    try:
+        return view.get(entry_id)
+    except RunError as e:
+        _fail(str(e))
+
+
 @app.command("status")
 def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise discover` (or its archive.db)")) -> None:
-    """Show a discovery run: its candidates, their search results and costs, and the LLM use. Safe while it runs."""
-    from poise.agents.llm import usage_by_role
-    from poise.discovery.archive import Archive, ArchiveError
+    """Show a discovery run: candidates, search and confirmation results with CIs, the Pareto front, the
+    budget and LLM use. Safe while the run is going."""
+    from poise.report.view import pm
 
-    path = run / "archive.db" if run.is_dir() or run.suffix != ".db" else run
-    if not path.exists():
-        _fail(f"no archive at {path}: pass the folder of a `poise discover` run (it holds archive.db)")
-    try:
-        a = Archive(path, readonly=True)
-    except ArchiveError as e:
-        _fail(str(e))
-    try:
-        with a.snapshot():
-            entries = a.entries(trajectories=False)
-            calls = a.llm_calls()
-            cfg = json.loads(a.get_meta("config") or "{}")
-            agent_failures = a.events(kind="agent_failed")
-    finally:
-        a.close()
-    counts: dict[str, int] = {}
-    for e in entries[1:]:
-        counts[e.status] = counts.get(e.status, 0) + 1
-    console.print(f"[bold]{run}[/] · budget {cfg.get('budget', '?')} · fidelity {cfg.get('fidelity', '?')} · "
+    view = _load_run(run, trajectories=False)
+    cfg, b = view.config, view.budget()
+    counts = view.counts()
+    console.print(f"[bold]{run}[/] · budget {b['budget'] or '?'} · fidelity {cfg.get('fidelity', '?')} · "
                   + " · ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    t = Table(title="candidates (search set, one seed each)")
-    numeric = ("id", "parent", "gen", "Overall", "length", "LLM tokens", "LLM $", "LLM s")
-    for c in ("id", "name", "parent", "gen", "status", "Overall", "length", "LLM tokens", "LLM $", "LLM s", "note"):
-        t.add_column(c, justify="right" if c in numeric else "left")
-    for e in entries:
-        evs = e.search_evaluations()
-        ov = f"{e.mean_metric('overall'):.1f}" if evs else ""
-        ln = f"{e.mean_metric('length'):.1f}" if evs else ""
-        tok = e.cost.get("llm_tokens")
-        usd = e.cost.get("llm_usd")
-        note = e.status_reason.splitlines()[0][:70] if e.status_reason else ""
-        colour = {"evaluated": "green", "rejected": "yellow", "failed": "red"}.get(e.status, "cyan")
-        t.add_row(str(e.id), e.name, str(e.parent_ids[0]) if e.parent_ids else "", str(e.generation),
-                  f"[{colour}]{e.status}[/]", ov, ln, f"{tok:,.0f}" if tok else "", f"{usd:.4f}" if usd else "",
-                  f"{e.cost['llm_s']:.1f}" if e.cost.get("llm_s") else "", note)
+    console.print(view.objective.describe())
+    uses_llm = bool(view.llm_calls)
+    t = Table(title=f"candidates · search set: seed {cfg.get('eval_seed', 0)}, one each · confirmation: fresh seeds, "
+                    f"mean ± 95% CI (n)")
+    cols = ["id", "name", "parent", "gen", "status", "objective", "Overall", "Δ GRPO", "length", "confirm Overall",
+            "verdict", "train min"] + (["LLM tokens", "LLM $", "LLM s"] if uses_llm else []) + ["note"]
+    left = ("name", "status", "verdict", "note")
+    for c in cols:
+        t.add_column(c, justify="left" if c in left else "right")
+    base = view.baseline.search
+    for c in view.candidates:
+        e, s = c.entry, c.search
+        ov = f"{s['overall']:.1f}" if s else ""
+        d = f"{s['overall'] - base['overall']:+.1f}" if s and base and c.id != 0 else ""
+        ln = f"{s['length']:.1f}" if s else ""
+        conf = pm(c.confirmation.overall) if c.confirmation else (
+            pm(view.baseline_confirm.get("overall")) if c.id == 0 else "")
+        verdict = ""
+        if c.confirmation:
+            verdict = ("[green]" if c.confirmation.verdict == "discovery" else "[yellow]") + c.confirmation.verdict + "[/]"
+        colour = {"evaluated": "green", "rejected": "yellow", "failed": "red"}.get(c.status, "cyan")
+        train_min = sum(v.wall_s for v in e.evaluations) / 60
+        row = [str(c.id), ("* " if c.pareto else "") + e.name, "" if e.parent_id is None else str(e.parent_id),
+               str(e.generation), f"[{colour}]{c.status}[/]", "" if c.score is None else f"{c.score:.2f}", ov, d, ln,
+               conf, verdict, f"{train_min:.1f}" if e.evaluations else ""]
+        if uses_llm:
+            tok, usd, sec = e.cost.get("llm_tokens"), e.cost.get("llm_usd"), e.cost.get("llm_s")
+            row += [f"{tok:,.0f}" if tok else "", f"{usd:.4f}" if usd else "", f"{sec:.1f}" if sec else ""]
+        row.append(e.status_reason.splitlines()[0][:70] if e.status_reason else "")
+        t.add_row(*row)
     console.print(t)
-    if agent_failures:
-        last = agent_failures[-1].payload
-        console.print(f"[yellow]{len(agent_failures)} agent step(s) failed[/]; the last ({last.get('role')}): "
+    front = view.pareto_front()
+    console.print("Pareto front (*): " + (", ".join(f"#{c.id} {c.name}" for c in front) or "none yet"))
+    noise = view.noise()
+    if noise is not None:
+        console.print(f"GRPO's seed-to-seed 95% half-width on Overall: ±{noise:.1f}; single-seed search gaps below "
+                      f"it are noise")
+    spent = (f"budget: trained {b['trained']}/{b['budget']} · proposals {b['proposals']}/{b['max_proposals']}"
+             + (f" · {b['in_flight']} in flight" if b["in_flight"] else "") + f" · training {b['train_s'] / 60:.1f} min")
+    if b["llm"]:
+        u = b["llm"]
+        spent += f" · LLM {u['tokens_in'] + u['tokens_out']:,} tokens"
+        if b["llm_budget_tokens"]:
+            spent += f" of {b['llm_budget_tokens']:,}"
+        spent += f", ${u['usd']:.4f}" if u["price_known"] else ", cost unknown"
+        if b["llm_budget_usd"]:
+            spent += f" of ${b['llm_budget_usd']:g}"
+    console.print(spent)
+    failures = [ev for ev in view.events if ev.kind == "agent_failed"]
+    if failures:
+        last = failures[-1].payload
+        console.print(f"[yellow]{len(failures)} agent step(s) failed[/]; the last ({last.get('role')}): "
                       f"{str(last.get('reason', ''))[:200]}")
-    if calls:
-        _print_llm_usage(usage_by_role(calls))
+    if uses_llm:
+        _print_llm_usage(view.llm_usage())
+
+
+@app.command("show")
+def show_cmd(run: Path = typer.Argument(..., help="a run folder from `poise discover`"),
+             entry_id: int = typer.Argument(..., metavar="ID", help="the candidate's id (see `poise status RUN`)"),
+             plot: Optional[Path] = typer.Option(None, "--plot", help="where to write the curves plot "
+                                                 "(default: RUN/plots/candidate-ID.png)")) -> None:
+    """One candidate: its proposal, code diff against its parent, verification, curves (a plot file) and
+    reflection."""
+    import difflib
+
+    from rich.syntax import Syntax
+
+    from poise.report.plots import plot_lineage
+    from poise.report.view import pm
+
+    view = _load_run(run)
+    c = _candidate(view, entry_id)
+    e, p = c.entry, c.entry.proposal or {}
+    parent = view.parent(c)
+    console.rule(f"[bold]#{c.id} {c.name}[/] · {c.status} · generation {e.generation}"
+                 + (f" · parent #{parent.id} {parent.name}" if parent else ""))
+    if e.status_reason:
+        console.print(f"[yellow]{e.status_reason}[/]")
+    console.print("[bold]Proposal[/]")
+    for key in ("hypothesis", "mechanism", "math", "expected_dynamics", "rationale", "author"):
+        if p.get(key):
+            console.print(f"  [dim]{key.replace('_', ' ')}:[/] {p[key]}", highlight=False)
+    if p.get("claims"):
+        console.print(f"  [dim]claims:[/] {', '.join(map(str, p['claims']))}")
+    if c.search:
+        s, bs = c.search, view.baseline.search
+        console.print(f"[bold]Search set[/] (one seed): Overall {s['overall']:.1f} (GRPO {bs['overall']:.1f}), hard "
+                      f"pass@1 {s['hard_pass1']:.1f}, length {s['length']:.1f}, validity {s['validity']:.1f}"
+                      + (f", objective {c.score:.2f}" if c.score is not None else "") + (" · on the Pareto front"
+                                                                                        if c.pareto else ""))
+    if c.confirmation:
+        d = c.confirmation
+        console.print(f"[bold]Confirmation[/] ({d.overall['n']} fresh seeds): Overall {pm(d.overall)}, length "
+                      f"{pm(d.length)} · {d.verdict}: {d.reason}")
+    v = e.verification
+    console.print("[bold]Verification[/]" + (f": {'passed' if v.get('ok') else 'failed'} at {v.get('stage')}"
+                                              if v else ": not verified yet"))
+    for ch in (v or {}).get("checks", []):
+        mark = "[green]✓[/]" if ch.get("ok") else "[red]✗[/]"
+        console.print(f"  {mark} {ch.get('name')}" + (f" — {ch.get('message')}" if ch.get("message") else ""),
+                      highlight=False)
+    for a in (v or {}).get("attempts", [])[:-1]:
+        console.print(f"  attempt {a.get('attempt')}: {a.get('stage')} — {'; '.join(map(str, a.get('errors', [])))[:300]}",
+                      highlight=False)
+    console.print("[bold]Code[/]" + (f" (diff against #{parent.id} {parent.name})" if parent else ""))
+    if parent:
+        diff = "\n".join(difflib.unified_diff(parent.entry.code.splitlines(), e.code.splitlines(),
+                                              f"#{parent.id} {parent.name}", f"#{c.id} {c.name}", lineterm=""))
+        console.print(Syntax(diff, "diff", word_wrap=True) if diff else "  (the same code as its parent)")
+    else:
+        console.print(Syntax(e.code, "python", word_wrap=True))
+    r = e.reflection
+    console.print("[bold]Reflection[/]" + (f": {r.get('verdict')} · {r.get('summary', '')}" if r else ": none yet"),
+                  highlight=False)
+    if r:
+        console.print(f"  {r.get('diagnosis', '')}", highlight=False)
+        for f in r.get("findings", []):
+            console.print(f"  - {f.get('tag')}: {f.get('evidence')}", highlight=False)
+    mine = [ev.trajectory for ev in e.search_evaluations() if ev.trajectory]
+    if mine:
+        groups = {f"#{c.id} {c.name}": mine}
+        if parent is not None:
+            theirs = [ev.trajectory for ev in parent.entry.search_evaluations() if ev.trajectory]
+            if theirs:
+                groups[f"parent #{parent.id} {parent.name}"] = theirs
+        out = plot or view.root / "plots" / f"candidate-{c.id}.png"
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            plot_lineage(groups, out, dpi=110)
+        except OSError as ex:
+            _fail(f"cannot write the curves plot to {out} ({ex.strerror}); choose another path with --plot")
+        console.print(f"curves (beside its parent): {out}")
+
+
+@app.command("export")
+def export_cmd(run: Path = typer.Argument(..., help="a run folder from `poise discover`"),
+               entry_id: int = typer.Argument(..., metavar="ID", help="the candidate's id (see `poise status RUN`)"),
+               out: Optional[Path] = typer.Option(None, "--out", "-o", help="the file to write (default: "
+                                                  "./<name>.py in the current folder)"),
+               force: bool = typer.Option(False, "--force", help="overwrite an existing file")) -> None:
+    """Write a candidate as a standalone algorithm file (the built-ins' interface, its provenance in the
+    docstring), ready for `poise train --algorithm FILE`."""
+    import re
+
+    from poise.report.export import export_source
+
+    view = _load_run(run, trajectories=False)
+    c = _candidate(view, entry_id)
+    if not c.entry.code.strip():
+        _fail(f"#{c.id} {c.name} has no code yet ({c.status}); export a candidate that was implemented")
+    if out is None:
+        out = Path(re.sub(r"[^A-Za-z0-9_]+", "_", c.name.lower()).strip("_") + ".py")
+    if out.suffix != ".py":
+        _fail(f"--out {out}: the file must end in .py, so that `poise train --algorithm {out.with_suffix('.py')}` "
+              f"can load it")
+    if out.exists() and not force:
+        _fail(f"{out} exists; pass --force to overwrite it, or choose another --out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(export_source(view, c))
+    except OSError as ex:
+        _fail(f"cannot write {out} ({ex.strerror}); choose another --out")
+    if c.status != "evaluated":
+        err.print(f"[yellow]note:[/] #{c.id} {c.name} is {c.status}, not evaluated; its docstring says so")
+    console.print(f"wrote {out} (#{c.id} {c.name}); train it with: poise train --algorithm {out} --seeds 3")
+
+
+@app.command("report")
+def report_cmd(run: Path = typer.Argument(..., help="a run folder from `poise discover`"),
+               out: Optional[Path] = typer.Option(None, "--out", "-o", help="the HTML file (default: "
+                                                  "RUN/report.html)")) -> None:
+    """One self-contained HTML report of a run: genealogy tree, leaderboard with CIs against GRPO, curves
+    beside the parent's, code diffs and reflections. Opens offline."""
+    from poise.report.html import write_report
+
+    t0 = time.time()
+    view = _load_run(run)
+    path = out or view.root / "report.html"
+    if path.suffix.lower() not in (".html", ".htm"):
+        _fail(f"--out {path}: the report is one HTML file; give a path ending in .html")
+    try:
+        write_report(view, path)
+    except OSError as ex:
+        _fail(f"cannot write the report to {path} ({ex.strerror}); choose another path with --out")
+    console.print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB, {len(view.candidates)} entries, "
+                  f"{time.time() - t0:.1f} s) · open it in a browser; it needs no network")
 
 
 def main() -> None:

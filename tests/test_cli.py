@@ -96,3 +96,94 @@ def test_status_of_a_missing_or_foreign_run_is_a_clear_error(tmp_path):
     (tmp_path / "bad" / "archive.db").write_text("not a database")
     r = poise("status", str(tmp_path / "bad"), cwd=tmp_path)
     assert r.returncode == 2 and "not a poise archive" in r.stderr
+
+
+# -- the views on a run: status, show, export, report ------------------------------------------------
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from tests.report import fake_run
+    root = tmp_path_factory.mktemp("views")
+    return {"fake": fake_run.build(root / "fake"), "shipped": fake_run.shipped(root / "shipped")}
+
+
+def _wide(*args, cwd):
+    env = {**os.environ, "COLUMNS": "220"}
+    return subprocess.run([sys.executable, "-m", "poise.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_status_shows_candidates_front_confirmation_and_budget(runs, tmp_path):
+    r = _wide("status", str(runs["shipped"]), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "DACE-VM-LOO-GRPO" in r.stdout and "92.1 ± 1.7 (n=5)" in r.stdout  # GRPO on 5 fresh seeds
+    assert "discovery" in r.stdout and "Pareto front (*): #8 DACE-VM-LOO-GRPO, #7 CL-LOO-GRPO, #4 DACE-GRPO" in r.stdout
+    assert "budget: trained 8/8 · proposals 8/24" in r.stdout and "±1.7" in r.stdout
+    r = _wide("status", str(runs["fake"]), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for text in ("rejected", "failed", "proposed", "1 in flight", "advantages are NaN", "1 agent step(s) failed"):
+        assert text in r.stdout, text
+
+
+def test_show_prints_proposal_diff_verification_reflection_and_writes_the_plot(runs, tmp_path):
+    r = _wide("show", str(runs["shipped"]), "8", "--plot", str(tmp_path / "c8.png"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "#8 DACE-VM-LOO-GRPO" in r.stdout and "parent #5 DACE-LOO-GRPO" in r.stdout
+    assert "hypothesis:" in r.stdout and "Verification: passed" in r.stdout and "claim:" in r.stdout
+    assert "--- #5 DACE-LOO-GRPO" in r.stdout and "+++ #8 DACE-VM-LOO-GRPO" in r.stdout  # the code as a diff
+    assert "Reflection:" in r.stdout and "Confirmation (5 fresh seeds)" in r.stdout
+    assert (tmp_path / "c8.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = _wide("show", str(runs["fake"]), "4", cwd=tmp_path)  # rejected: no curves, but the reasons
+    assert r.returncode == 0 and "verification failed after 3 attempts" in r.stdout and "attempt 1" in r.stdout
+    assert "curves" not in r.stdout.split("Reflection")[-1]
+
+
+def test_export_writes_a_file_that_poise_train_runs(runs, tmp_path, smoke_policy):
+    r = _wide("export", str(runs["shipped"]), "8", "-o", str(tmp_path / "vm.py"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "vm.py").read_text()
+    assert "DACE-VM-LOO-GRPO: exported from a poise discovery run" in text
+    r2 = _wide("export", str(runs["shipped"]), "8", "-o", str(tmp_path / "vm.py"), cwd=tmp_path)
+    assert r2.returncode == 2 and "exists; pass --force" in r2.stderr
+    r3 = poise("train", "-a", str(tmp_path / "vm.py"), "-f", "smoke", "-o", str(tmp_path / "runs"), "--threads", "1",
+               cwd=tmp_path)
+    assert r3.returncode == 0, r3.stdout + r3.stderr
+    assert "Overall" in r3.stdout
+
+
+def test_export_default_name_and_unimplemented_entry(runs, tmp_path):
+    r = _wide("export", str(runs["fake"]), "1", cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "av_grpo.py").is_file()
+    r = _wide("export", str(runs["fake"]), "6", cwd=tmp_path)  # proposed, never implemented
+    assert r.returncode == 2 and "has no code yet" in r.stderr
+
+
+def test_report_writes_one_html_file(runs, tmp_path):
+    out = tmp_path / "r.html"
+    r = _wide("report", str(runs["shipped"]), "-o", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text().startswith("<!DOCTYPE html>") and "9 entries" in r.stdout
+    r = _wide("report", str(runs["shipped"]), "-o", str(tmp_path / "r.pdf"), cwd=tmp_path)
+    assert r.returncode == 2 and "ending in .html" in r.stderr
+
+
+@pytest.mark.parametrize("cmd", [["status"], ["show", "ID"], ["export", "ID"], ["report"]])
+def test_every_view_gives_a_clear_error_on_a_missing_or_corrupt_run_or_unknown_id(runs, tmp_path, cmd):
+    def call(run, entry="1"):
+        args = [cmd[0], str(run)] + ([entry] if len(cmd) > 1 else [])
+        return _wide(*args, cwd=tmp_path)
+
+    r = call(tmp_path / "missing")
+    assert r.returncode == 2 and "no archive at" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = call(tmp_path / "empty")
+    assert r.returncode == 2 and "holds no archive.db" in r.stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    data = (runs["shipped"] / "archive.db").read_bytes()
+    (bad / "archive.db").write_bytes(data[:4096] + b"\0" * 4096)  # a valid header, garbage after it
+    r = call(bad)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "damaged" in r.stderr or "not a usable poise archive" in r.stderr, r.stderr
+    if len(cmd) > 1:
+        r = call(runs["fake"], "99")
+        assert r.returncode == 2 and "no candidate #99" in r.stderr and "ids are 0..6" in r.stderr

@@ -36,12 +36,12 @@ from poise.agents.roles import AgentFailure, Agents, AgentsConfig, ProposalConte
 from poise.algorithms import builtin_source
 from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
 from poise.discovery.archive import Archive, ArchiveError, Entry, check_metrics, code_hash
-from poise.discovery.objective import METRIC_KEYS, Objective, parse_directive
+from poise.discovery.confirm import Discovery, confirm, confirm_fidelity, confirm_metrics, search_means, stats
+from poise.discovery.objective import Objective, parse_directive
 from poise.discovery.selection import SelectionConfig, nodes_from_archive, select
-from poise.evaluation.metrics import diff_ci, mean_ci
 from poise.reflect.curves import Finding
 from poise.reflect.diagnose import Reflection, reflect
-from poise.sandbox.benchmark import hard_pass1
+from poise.sandbox.task import hard_pass1
 from poise.verify.sandbox import kill_all
 from poise.verify.verifier import VERIFY_LIMITS, VerificationReport, verify
 
@@ -106,20 +106,6 @@ def _config_literal(code: str) -> str:
     except (SyntaxError, ValueError):
         pass
     return "{}"
-
-
-@dataclass
-class Discovery:
-    entry_id: int
-    name: str
-    seeds: list[int]
-    overall: dict  # mean, lo, hi, n, std over the fresh seeds, on the confirmation set
-    length: dict
-    hard_pass1: dict
-    d_overall: dict  # difference vs the baseline, Welch 95% CI
-    d_length: dict
-    verdict: str  # "discovery" | "not confirmed"
-    reason: str
 
 
 @dataclass
@@ -201,7 +187,7 @@ class Loop:
     def _score(self, e: Entry) -> float | None:
         if e.status != "evaluated":
             return None
-        m, b = _search_means(e), _search_means(self.baseline())
+        m, b = search_means(e), search_means(self.baseline())
         if not m or not b:
             return None
         return self.objective.scalar(m, b)
@@ -212,7 +198,7 @@ class Loop:
             id=e.id, name=e.name, design=offline.design_of(e.proposal), status=e.status, score=self._score(e),
             parent_id=e.parent_ids[0] if e.parent_ids else None, operator=(e.proposal or {}).get("operator", ""),
             suggestions=list(refl.get("suggestions", [])), diagnosis=refl.get("diagnosis", ""),
-            metrics=_search_means(e), mechanism=(e.proposal or {}).get("mechanism", ""),
+            metrics=search_means(e), mechanism=(e.proposal or {}).get("mechanism", ""),
             ideas=list(refl.get("ideas", [])))
 
     def _features(self, e: Entry) -> list[float]:
@@ -264,7 +250,7 @@ class Loop:
         entries = self.archive.entries()
         nodes = nodes_from_archive(self.archive, self._features, fidelity=self.cfg.fidelity)
         if nodes:
-            base = _search_means(self.baseline())
+            base = search_means(self.baseline())
             parent_id, scores = select(self.cfg.strategy, nodes, self.objective, base, self.selection_cfg,
                                        self.rng, self.round)
         else:  # the first round, while the baseline trains: the root is the only possible parent
@@ -276,7 +262,7 @@ class Loop:
         refs = self._references(parent, all_nodes)
         ctx = ProposalContext(parent=self._node(parent), parent_code=parent.code, parent_math=(parent.proposal or {})
                               .get("math", ""), nodes=all_nodes, references=refs, objective_text=self.objective.describe(),
-                              objective_weights=self.objective.weights(), baseline_metrics=_search_means(self.baseline()),
+                              objective_weights=self.objective.weights(), baseline_metrics=search_means(self.baseline()),
                               n=self.cfg.proposals_per_round, round=self.round, rng=self.rng)
         if self.agents.llms["proposer"] is not None:
             self.events.message(f"round {self.round}: asking {self.agents.llms['proposer'].spec.label} for "
@@ -319,7 +305,7 @@ class Loop:
         pm = self._node(parent).metrics
         want = {k: w for k, w in self.objective.weights().items() if w > 0 and k in pm}
         if want:  # complementary: the best node on the objective term where the parent is weakest vs the baseline
-            base = _search_means(self.baseline())
+            base = search_means(self.baseline())
             sign = lambda k: -1.0 if k == "length" else 1.0
             weakest = min(want, key=lambda k: sign(k) * (pm[k] - base.get(k, pm[k])))
             comp = max((n for n in scored if weakest in n.metrics), key=lambda n: sign(weakest) * n.metrics[weakest],
@@ -581,7 +567,7 @@ class Loop:
         top = self.to_confirm()
         if not top or not self.cfg.reeval_seeds:
             return
-        fid = self.cfg.fidelity + "/confirm"
+        fid = confirm_fidelity(self.cfg.fidelity)
         todo = [(e, s) for e in [self.baseline()] + top for s in self.cfg.reeval_seeds
                 if not self.archive.has_evaluation(e.id, s, fid)]
         if todo:
@@ -621,32 +607,14 @@ class Loop:
         best = [(e.id, e.name, round(self._score(e), 3)) for e in self.top_candidates(5)]
         out = RunSummary(str(self.root), self.objective.describe(), c.get("evaluated", 0), c.get("rejected", 0),
                          c.get("failed", 0), best, llm=usage_by_role(self.archive.llm_calls()))
-        fid = self.cfg.fidelity + "/confirm"
-        base = [v.metrics for v in self.archive.evaluations(0, "reeval") if v.fidelity == fid]
+        base = confirm_metrics(self.baseline(), self.cfg.fidelity)
         if len(base) >= 2:
-            out.baseline_confirm = _stats(base)
+            out.baseline_confirm = stats(base)
             for e in self.to_confirm():
-                ms = [v.metrics for v in self.archive.evaluations(e.id, "reeval") if v.fidelity == fid]
+                ms = confirm_metrics(e, self.cfg.fidelity)
                 if len(ms) >= 2:
-                    out.confirmed.append(self._confirm(e, ms, base))
+                    out.confirmed.append(confirm(e.id, e.name, ms, base, self.objective, list(self.cfg.reeval_seeds)))
         return out
-
-    def _confirm(self, e: Entry, ms: list[dict], base: list[dict]) -> Discovery:
-        ov, bl = [m["overall"] for m in ms], [m["overall"] for m in base]
-        ln, bln = [m["length"] for m in ms], [m["length"] for m in base]
-        d_ov, d_ln = diff_ci(ov, bl), diff_ci(ln, bln)
-        tol = mean_ci(bl).half_width
-        if self.objective.weights().get("length", 0) > 0:
-            # shorter beyond noise, and the mean accuracy inside the baseline's own 95% CI or above it
-            ok = d_ln.hi < 0 and d_ov.mean >= -tol
-            reason = (f"length {d_ln.mean:+.1f} [{d_ln.lo:+.1f}, {d_ln.hi:+.1f}] tokens and Overall {d_ov.mean:+.1f} "
-                      f"[{d_ov.lo:+.1f}, {d_ov.hi:+.1f}] vs the baseline (its CI half-width {tol:.1f})")
-        else:
-            ok = d_ov.lo > 0
-            reason = f"Overall {d_ov.mean:+.1f} [{d_ov.lo:+.1f}, {d_ov.hi:+.1f}] vs the baseline"
-        return Discovery(e.id, e.name, list(self.cfg.reeval_seeds), mean_ci(ov).to_dict(), mean_ci(ln).to_dict(),
-                         mean_ci([hard_pass1(m) for m in ms]).to_dict(), d_ov.to_dict(), d_ln.to_dict(),
-                         "discovery" if ok else "not confirmed", reason)
 
 
 def _claimed_features(e: Entry) -> list[float]:
@@ -672,16 +640,3 @@ def _failure_reflection(e: Entry, reason: str) -> Reflection:
                    f"The mechanism ({(e.proposal or {}).get('mechanism', 'unknown')}) should not be reused as "
                    f"written; a child should change how it handles the case that broke."),
         suggestions=["revert"], summary=f"failed in training: {head[:120]}")
-
-
-def _search_means(e: Entry) -> dict:
-    """Mean over its search (and baseline) seeds of each objective metric; {} before any finished."""
-    if not e.search_evaluations():
-        return {}
-    return {k: e.mean_metric(k) for k in METRIC_KEYS}
-
-
-def _stats(ms: list[dict]) -> dict:
-    return {"overall": mean_ci([m["overall"] for m in ms]).to_dict(),
-            "length": mean_ci([m["length"] for m in ms]).to_dict(),
-            "hard_pass1": mean_ci([hard_pass1(m) for m in ms]).to_dict(), "seeds": len(ms)}

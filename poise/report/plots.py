@@ -37,3 +37,43 @@ def plot_curves(groups: dict[str, list[list[dict]]], path: Path, keys=CURVE_KEYS
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+LINEAGE_KEYS = ("reward", "accuracy", "entropy", "response_length", "kl")
+
+
+def plot_lineage(groups: dict[str, list[list[dict]]], path: Path | None = None, keys=LINEAGE_KEYS,
+                 dpi: int = 80) -> bytes:
+    """A candidate's learning curves beside its parent's: one small panel per key, in one row, one line
+    per label (mean over seeds). Returns the PNG bytes, and writes them to `path` when given."""
+    import io
+
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    # a bare Figure with fixed margins: no pyplot state, and one draw instead of tight_layout's two
+    # (the report draws one of these per candidate)
+    fig = Figure(figsize=(2.7 * len(keys), 2.3))
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.12, top=0.88, wspace=0.28)
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    styles = ({"color": "#1f77b4", "lw": 1.5}, {"color": "#999999", "lw": 1.2, "ls": "--"})
+    for ax, key in zip(axes, keys):
+        for style, (name, trajs) in zip(styles, groups.items()):
+            trajs = [t for t in trajs if t and key in t[0]]
+            if not trajs:
+                continue
+            n = min(len(t) for t in trajs)
+            y = np.array([[row[key] for row in t[:n]] for t in trajs], dtype=float).mean(0)
+            ax.plot(np.arange(n), y, label=name, **style)
+        ax.set_title(key.replace("_", " "), fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    data = buf.getvalue()
+    if path is not None:
+        Path(path).write_bytes(data)
+    return data

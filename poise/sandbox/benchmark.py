@@ -14,7 +14,7 @@ import torch
 
 from poise.evaluation.metrics import OVERALL_WEIGHTS, mean_pass_at_k, overall
 from poise.sandbox.model import TinyGPT, generate
-from poise.sandbox.task import TIERS, Tier, decode, grade, held_out_set
+from poise.sandbox.task import HARD_TIERS, TIERS, Tier, decode, grade, hard_pass1, held_out_set  # noqa: F401 (re-exported)
 from poise.sandbox.trainer import build_prompts
 
 
@@ -86,15 +86,6 @@ def evaluate_tier(model: TinyGPT, tier: Tier, cfg: EvalConfig, gen: torch.Genera
                 row[f"pass@{k}"] = 100 * mean_pass_at_k(counts, k)
     row["score"] = row["pass@1"] if greedy else row[f"pass@{n}"]
     return row
-
-
-HARD_TIERS = tuple(t.name for t in TIERS if t.metric == "pass@k")  # the sparse-reward tiers
-
-
-def hard_pass1(metrics: dict) -> float:
-    """Mean pass@1 (temperature 1) over the pass@k tiers: the sparse-reward signal itself, which moves
-    even where pass@32 is near its ceiling."""
-    return sum(metrics["tiers"][t]["pass@1"] for t in HARD_TIERS) / len(HARD_TIERS)
 
 
 def evaluate_policy(model: TinyGPT, cfg: EvalConfig, seed: int = 0) -> dict:

@@ -64,6 +64,15 @@ TIERS: tuple[Tier, ...] = (
     Tier("minerva", 3, 5, 9, 0.4, "greedy", 0.15),
     Tier("olympiad", 5, 7, 9, 0.4, "greedy", 0.15),
 )
+HARD_TIERS = tuple(t.name for t in TIERS if t.metric == "pass@k")  # the sparse-reward tiers
+
+
+def hard_pass1(metrics: dict) -> float:
+    """Mean pass@1 (temperature 1) over the pass@k tiers of a held-out result: the sparse-reward signal
+    itself, which moves even where pass@32 is near its ceiling."""
+    return sum(metrics["tiers"][t]["pass@1"] for t in HARD_TIERS) / len(HARD_TIERS)
+
+
 TIER_BY_NAME = {t.name: t for t in TIERS}
 
 

@@ -1,0 +1,80 @@
+"""Held-out confirmation: is a candidate better than the baseline on data that played no part in
+selecting it?
+
+The search compares candidates on one training seed and the search held-out set, which is what chose
+them, so their search scores are optimistic. A candidate counts as a *discovery* only when, re-trained
+on fresh seeds and scored on the disjoint confirmation set, it beats the baseline with a 95% Welch
+confidence interval on the difference:
+
+- an accuracy objective: Overall higher, the interval above 0;
+- an objective that weighs length ("concise"): length lower, the interval below 0, with mean Overall
+  inside the baseline's own 95% interval or above it.
+
+Pure functions of the archive's numbers, so the loop, `poise status` and the report agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from poise.discovery.objective import METRIC_KEYS, Objective
+from poise.evaluation.metrics import diff_ci, mean_ci
+from poise.sandbox.task import hard_pass1
+
+
+@dataclass
+class Discovery:
+    entry_id: int
+    name: str
+    seeds: list[int]
+    overall: dict  # mean, lo, hi, n, std over the fresh seeds, on the confirmation set
+    length: dict
+    hard_pass1: dict
+    d_overall: dict  # difference vs the baseline, Welch 95% CI
+    d_length: dict
+    verdict: str  # "discovery" | "not confirmed"
+    reason: str
+
+
+def search_means(entry) -> dict:
+    """Mean over an archive entry's search (or baseline) seeds of each objective metric; {} before any
+    has finished."""
+    if not entry.search_evaluations():
+        return {}
+    return {k: entry.mean_metric(k) for k in METRIC_KEYS}
+
+
+def confirm_fidelity(fidelity: str) -> str:
+    """The fidelity label under which re-evaluations on the confirmation set are archived."""
+    return fidelity + "/confirm"
+
+
+def confirm_metrics(entry, fidelity: str) -> list[dict]:
+    """An entry's held-out results from its re-evaluations on the confirmation set."""
+    fid = confirm_fidelity(fidelity)
+    return [v.metrics for v in entry.evaluations if v.purpose == "reeval" and v.fidelity == fid]
+
+
+def stats(ms: list[dict]) -> dict:
+    return {"overall": mean_ci([m["overall"] for m in ms]).to_dict(),
+            "length": mean_ci([m["length"] for m in ms]).to_dict(),
+            "hard_pass1": mean_ci([hard_pass1(m) for m in ms]).to_dict(), "seeds": len(ms)}
+
+
+def confirm(entry_id: int, name: str, ms: list[dict], base: list[dict], objective: Objective,
+            seeds: list[int]) -> Discovery:
+    """The verdict on one candidate's confirmation results `ms` against the baseline's `base`."""
+    ov, bl = [m["overall"] for m in ms], [m["overall"] for m in base]
+    ln, bln = [m["length"] for m in ms], [m["length"] for m in base]
+    d_ov, d_ln = diff_ci(ov, bl), diff_ci(ln, bln)
+    tol = mean_ci(bl).half_width
+    if objective.weights().get("length", 0) > 0:
+        ok = d_ln.hi < 0 and d_ov.mean >= -tol
+        reason = (f"length {d_ln.mean:+.1f} [{d_ln.lo:+.1f}, {d_ln.hi:+.1f}] tokens and Overall {d_ov.mean:+.1f} "
+                  f"[{d_ov.lo:+.1f}, {d_ov.hi:+.1f}] vs the baseline (its CI half-width {tol:.1f})")
+    else:
+        ok = d_ov.lo > 0
+        reason = f"Overall {d_ov.mean:+.1f} [{d_ov.lo:+.1f}, {d_ov.hi:+.1f}] vs the baseline"
+    return Discovery(entry_id, name, list(seeds), mean_ci(ov).to_dict(), mean_ci(ln).to_dict(),
+                     mean_ci([hard_pass1(m) for m in ms]).to_dict(), d_ov.to_dict(), d_ln.to_dict(),
+                     "discovery" if ok else "not confirmed", reason)

@@ -1,0 +1,85 @@
+"""`poise export`: an archived candidate as a standalone algorithm file.
+
+The file is the candidate's code as the verifier and the trainer ran it, byte for byte below a
+docstring that records where it came from: the run, its lineage, the proposal, the verification, and
+what it scored (search set, and confirmation on fresh seeds when it was re-evaluated). It has the
+built-ins' interface, so `poise train --algorithm FILE` trains it as it stands.
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+
+from poise.discovery.archive import code_hash
+from poise.report.view import Candidate, RunView
+
+
+def _docstring_span(code: str) -> tuple[str, int] | None:
+    """(text, last line) of the code's own module docstring, if it has one."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None
+    first = tree.body[0] if tree.body else None
+    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)):
+        return None
+    last = code.splitlines()[first.end_lineno - 1]
+    if last.encode()[first.end_col_offset:].strip():  # more code on the docstring's last line: leave it where it is
+        return None
+    return first.value.value, first.end_lineno
+
+
+def _quote(text: str) -> str:
+    """Text that can sit inside a triple-quoted docstring unchanged when read back."""
+    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+
+
+def provenance(view: RunView, c: Candidate) -> list[str]:
+    e, p = c.entry, c.entry.proposal or {}
+    lineage = []
+    x: Candidate | None = c
+    while x is not None:
+        lineage.append(f"#{x.id} {x.name}")
+        x = view.parent(x)
+    lines = [f"{c.name}: exported from a poise discovery run.", "",
+             f"run:        {view.root}", f"entry:      #{c.id} (generation {e.generation}, status {c.status})",
+             f"lineage:    {' <- '.join(lineage)}",
+             f"directive:  {view.config.get('directive') or '(none: accuracy)'}",
+             f"code hash:  {code_hash(e.code)}", f"exported:   {time.strftime('%Y-%m-%d %H:%M:%S')}", ""]
+    for key in ("hypothesis", "mechanism", "math", "expected_dynamics"):
+        if p.get(key):
+            lines.append(f"{key.replace('_', ' ')}: {p[key]}")
+    if p.get("claims"):
+        lines.append("claims (tested by the verifier): " + ", ".join(map(str, p["claims"])))
+    v = e.verification or {}
+    if v:
+        lines.append(f"verification: {'passed' if v.get('ok') else 'FAILED'} at stage {v.get('stage', '?')}, "
+                     f"{sum(1 for ch in v.get('checks', []) if ch.get('ok'))}/{len(v.get('checks', []))} checks")
+    if c.search:
+        s, b = c.search, view.baseline.search
+        lines.append(f"search set (1 training seed, the set that selected it): Overall {s['overall']:.1f} "
+                     f"(GRPO {b['overall']:.1f}), length {s['length']:.1f} tokens (GRPO {b['length']:.1f})")
+    d = c.confirmation
+    if d is not None:
+        lines.append(f"confirmation set, {d.overall['n']} fresh seeds: {d.verdict}; {d.reason}")
+    elif c.id != 0:
+        lines.append("not re-evaluated on fresh seeds: its search result is a single seed, and optimistic")
+    if e.status != "evaluated":
+        lines.append(f"WARNING: this candidate is {c.status}" + (f": {e.status_reason.splitlines()[0]}"
+                                                                 if e.status_reason else ""))
+    return lines
+
+
+def export_source(view: RunView, c: Candidate) -> str:
+    """The module text: provenance docstring, then the archived code (its own docstring folded into ours,
+    since only the first string of a module is its docstring and `from __future__` must follow it)."""
+    code = c.entry.code
+    lines = provenance(view, c)
+    own = _docstring_span(code)
+    if own is not None:
+        text, end = own
+        lines += ["", "The candidate's own docstring:", "", *text.strip().splitlines()]
+        code = "\n".join(code.splitlines()[end:]).lstrip("\n") + ("\n" if code.endswith("\n") else "")
+    doc = "\n".join(_quote(ln).rstrip() for ln in lines)
+    return f'"""{doc}\n"""\n\n{code}' + ("" if code.endswith("\n") else "\n")

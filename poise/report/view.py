@@ -1,0 +1,184 @@
+"""A discovery run, read for people: the numbers behind `poise status`, `show`, `export` and `report`.
+
+A `RunView` is one consistent snapshot of a run's archive, opened read-only, so it is safe while the
+run is going. It derives what the views share, the same way the loop does: each candidate's objective
+score on the search set, the Pareto front, the confirmation results on fresh seeds, and the budget
+spent. A missing or corrupt run folder, or an unknown id, raises `RunError` with the fix in its message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from poise.agents.llm import usage_by_role
+from poise.discovery.archive import Archive, ArchiveError, Entry, Event
+from poise.discovery.confirm import Discovery, confirm, confirm_metrics, search_means, stats
+from poise.discovery.objective import Objective, parse_directive
+from poise.discovery.selection import pareto_ranks
+from poise.evaluation.metrics import CI
+
+IN_FLIGHT = ("proposed", "verified", "evaluating")
+
+
+def pm(d: dict | None) -> str:
+    """'mean ± 95% half-width (n=seeds)' of a CI dict; just the mean where the interval is undefined."""
+    if not d:
+        return ""
+    return f"{CI(**d)} (n={d['n']})" if d["n"] >= 2 else str(CI(**d))
+
+
+class RunError(ValueError):
+    """A run folder or entry id that cannot be shown; the message names the problem and the fix."""
+
+
+@dataclass
+class Candidate:
+    """One archive entry with what the views derive from it."""
+
+    entry: Entry
+    search: dict  # mean over its search seeds of overall, hard_pass1, length, validity ({} before any)
+    score: float | None  # the objective's scalar on the search set; None unless evaluated
+    pareto: bool = False  # on the first Pareto front of the evaluated entries
+    confirmation: Discovery | None = None  # re-evaluated on fresh seeds, against the baseline
+
+    @property
+    def id(self) -> int:
+        return self.entry.id
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def status(self) -> str:
+        return self.entry.status
+
+
+@dataclass
+class RunView:
+    root: Path
+    config: dict
+    objective: Objective
+    candidates: list[Candidate]
+    llm_calls: list[dict]
+    events: list[Event]
+    baseline_confirm: dict = field(default_factory=dict)  # GRPO's stats on the confirmation set (>= 2 seeds)
+
+    # -- loading ------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, run: Path | str, trajectories: bool = True) -> RunView:
+        run = Path(run)
+        if not run.exists():
+            raise RunError(f"no archive at {run}: pass the folder of a `poise discover` run (it holds archive.db)")
+        path = run if run.is_file() else run / "archive.db"
+        if not path.exists():
+            raise RunError(f"{run} is not a discovery run folder: it holds no archive.db. Pass the folder that "
+                           f"`poise discover --out` wrote (default runs/discover-<time>)")
+        try:
+            a = Archive(path, readonly=True)
+        except ArchiveError as e:
+            raise RunError(f"{e}. The run folder is damaged or not a poise run") from None
+        try:
+            with a.snapshot():
+                entries = a.entries(trajectories=trajectories)
+                calls = a.llm_calls()
+                events = a.events()
+                config = json.loads(a.get_meta("config") or "{}")
+        except (sqlite3.DatabaseError, ValueError, TypeError, KeyError) as e:
+            raise RunError(f"{path} cannot be read ({type(e).__name__}: {e}); the archive is damaged. "
+                           f"Finished evaluations may be recoverable with `sqlite3 {path} .recover`") from None
+        finally:
+            a.close()
+        if not entries:
+            raise RunError(f"{path} holds no entries yet: the run has not written its baseline. Wait for it, "
+                           f"or start the run again")
+        objective = parse_directive(config.get("directive") or None)
+        return cls.build(path.parent, config, objective, entries, calls, events)
+
+    @classmethod
+    def build(cls, root: Path, config: dict, objective: Objective, entries: list[Entry], calls: list[dict],
+              events: list[Event]) -> RunView:
+        base = entries[0]
+        bm = search_means(base)
+        cands = []
+        for e in entries:
+            m = search_means(e)
+            score = objective.scalar(m, bm) if e.status == "evaluated" and m and bm else None
+            cands.append(Candidate(e, m, score))
+        scored = [c for c in cands if c.score is not None]
+        for c, r in zip(scored, pareto_ranks([objective.vector(c.search) for c in scored])):
+            c.pareto = r == 1
+        view = cls(root, config, objective, cands, calls, events)
+        fidelity = config.get("fidelity", "standard")
+        bc = confirm_metrics(base, fidelity)
+        if len(bc) >= 2:
+            view.baseline_confirm = stats(bc)
+            for c in cands[1:]:
+                ms = confirm_metrics(c.entry, fidelity)
+                if len(ms) >= 2:
+                    seeds = [v.seed for v in c.entry.evaluations if v.purpose == "reeval"]
+                    c.confirmation = confirm(c.id, c.name, ms, bc, objective, seeds)
+        return view
+
+    # -- lookups ------------------------------------------------------------------------------------
+    @property
+    def baseline(self) -> Candidate:
+        return self.candidates[0]
+
+    def get(self, entry_id: int) -> Candidate:
+        for c in self.candidates:
+            if c.id == entry_id:
+                return c
+        ids = [c.id for c in self.candidates]
+        raise RunError(f"no candidate #{entry_id} in {self.root}: its ids are {ids[0]}..{ids[-1]} "
+                       f"(see `poise status {self.root}`)")
+
+    def parent(self, c: Candidate) -> Candidate | None:
+        pid = c.entry.parent_id
+        return self.get(pid) if pid is not None and any(x.id == pid for x in self.candidates) else None
+
+    def children(self, c: Candidate) -> list[Candidate]:
+        return [x for x in self.candidates if x.entry.parent_id == c.id]
+
+    def leaderboard(self) -> list[Candidate]:
+        """Evaluated candidates, the baseline included, best objective score first."""
+        return sorted((c for c in self.candidates if c.score is not None), key=lambda c: (-c.score, c.id))
+
+    def pareto_front(self) -> list[Candidate]:
+        return [c for c in self.leaderboard() if c.pareto]
+
+    # -- what was spent -----------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.candidates[1:]:
+            out[c.status] = out.get(c.status, 0) + 1
+        return out
+
+    def budget(self) -> dict:
+        """Candidates trained against the budget, proposals against their cap, and the cost so far."""
+        n = self.counts()
+        trained = n.get("evaluated", 0) + n.get("failed", 0) + n.get("evaluating", 0)
+        budget = int(self.config.get("budget", 0) or 0)
+        train_s = sum(v.wall_s for c in self.candidates for v in c.entry.evaluations)
+        agents = self.config.get("agents") or {}
+        return {"budget": budget, "trained": trained, "proposals": len(self.candidates) - 1,
+                "max_proposals": 3 * budget, "in_flight": sum(n.get(s, 0) for s in IN_FLIGHT),
+                "train_s": train_s, "llm": self.llm_usage().get("total"),
+                "llm_budget_tokens": agents.get("budget_tokens"), "llm_budget_usd": agents.get("budget_usd")}
+
+    def llm_usage(self) -> dict[str, dict]:
+        """LLM use per agent role and in "total" ({} when no LLM was used)."""
+        return usage_by_role(self.llm_calls)
+
+    def noise(self) -> float | None:
+        """The baseline's seed-to-seed 95% half-width of Overall on the confirmation set: how far apart
+        two single-seed search results may be by chance alone. None until the baseline was re-evaluated."""
+        if not self.baseline_confirm:
+            return None
+        o = self.baseline_confirm["overall"]
+        h = (o["hi"] - o["lo"]) / 2
+        return h if math.isfinite(h) else None

@@ -1,0 +1,125 @@
+import json
+import sqlite3
+
+import pytest
+
+from poise.discovery.archive import Archive
+from poise.report.view import RunError, RunView, pm
+from tests.report import fake_run
+
+
+@pytest.fixture
+def run(tmp_path):
+    return fake_run.build(tmp_path / "run")
+
+
+def test_scores_front_and_confirmation_follow_the_objective(run):
+    v = RunView.load(run)
+    assert [c.name for c in v.leaderboard()] == ["AV-GRPO", fake_run.HOSTILE, "GRPO", "DACE-GRPO"]
+    assert [c.score for c in v.leaderboard()] == [94.0, 92.0, 90.0, 89.0]  # default objective: Overall
+    assert [c.name for c in v.pareto_front()] == ["AV-GRPO"]  # (Overall, hard pass@1): it dominates the rest
+    av = v.get(1)
+    d = av.confirmation
+    assert d is not None and d.verdict == "discovery" and d.overall["n"] == 3
+    assert d.d_overall["mean"] == pytest.approx(4.0) and d.d_overall["lo"] > 0
+    assert v.baseline_confirm["seeds"] == 3 and v.noise() == pytest.approx(2.484, abs=0.01)
+    assert v.get(2).confirmation is None  # never re-evaluated
+    assert v.get(4).score is None and v.get(5).score is None  # rejected, failed
+
+
+def test_a_concise_directive_changes_the_ranking(tmp_path):
+    v = RunView.load(fake_run.build(tmp_path / "run", directive="accurate and concise"))
+    # DACE-GRPO is 25% shorter than GRPO and within 2 points: the length term lifts it above GRPO
+    names = [c.name for c in v.leaderboard()]
+    assert names.index("DACE-GRPO") < names.index("GRPO")
+    assert "DACE-GRPO" in [c.name for c in v.pareto_front()]
+
+
+def test_budget_counts_what_was_trained_and_what_is_in_flight(run):
+    b = RunView.load(run).budget()
+    assert (b["budget"], b["trained"], b["proposals"], b["max_proposals"], b["in_flight"]) == (4, 4, 6, 12, 1)
+    assert b["train_s"] == pytest.approx(2.0 * 10)  # 4 search + 6 re-evaluation seeds, 2 s each
+    assert b["llm"] is None
+
+
+def test_counts_lineage_and_children(run):
+    v = RunView.load(run)
+    assert v.counts() == {"evaluated": 3, "rejected": 1, "failed": 1, "proposed": 1}
+    assert v.parent(v.get(3)).name == "AV-GRPO" and v.parent(v.baseline) is None
+    assert {c.name for c in v.children(v.get(2))} == {"NAN-GRPO", "LATER-GRPO"}
+
+
+def test_unknown_id_names_the_valid_range(run):
+    with pytest.raises(RunError, match=r"no candidate #42 .* ids are 0\.\.6 .*poise status"):
+        RunView.load(run).get(42)
+
+
+def test_missing_empty_and_foreign_run_folders(tmp_path):
+    with pytest.raises(RunError, match="no archive at"):
+        RunView.load(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunError, match="holds no archive.db"):
+        RunView.load(tmp_path / "empty")
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "archive.db").write_text("hello")
+    with pytest.raises(RunError, match="not a poise archive"):
+        RunView.load(tmp_path / "text")
+    con = sqlite3.connect(tmp_path / "other.db")
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    with pytest.raises(RunError, match="not a poise archive"):
+        RunView.load(tmp_path / "other.db")
+
+
+def test_a_truncated_archive_is_a_clear_error(run):
+    db = run / "archive.db"
+    data = db.read_bytes()
+    assert len(data) > 8192
+    db.write_bytes(data[:8192])  # the header survives, the tables do not
+    with pytest.raises(RunError, match="damaged|not a usable poise archive"):
+        RunView.load(run)
+
+
+def test_a_corrupt_row_is_a_clear_error(run):
+    con = sqlite3.connect(run / "archive.db")
+    for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        con.execute(f"DROP TRIGGER {t}")  # the archive refuses edits; drop its guards to damage it on purpose
+    con.execute("UPDATE entries SET proposal = '{not json' WHERE id = 2")
+    con.commit()
+    con.close()
+    with pytest.raises(RunError, match="cannot be read .*damaged"):
+        RunView.load(run)
+
+
+def test_reads_a_run_while_its_writer_is_adding_to_it(run):
+    w = Archive(run / "archive.db")  # the loop holds the writer lock while it runs
+    try:
+        before = RunView.load(run)
+        i = w.add_entry("NEW-GRPO", "", {"name": "NEW-GRPO"}, [0], 1)
+        after = RunView.load(run)
+        assert len(after.candidates) == len(before.candidates) + 1 and after.get(i).status == "proposed"
+    finally:
+        w.close()
+
+
+def test_an_empty_archive_says_the_run_has_not_started(tmp_path):
+    Archive(tmp_path / "archive.db").close()
+    with pytest.raises(RunError, match="no entries yet"):
+        RunView.load(tmp_path)
+
+
+def test_the_shipped_run_matches_its_documented_confirmation(tmp_path):
+    v = RunView.load(fake_run.shipped(tmp_path / "run"))
+    assert len(v.candidates) == 9 and v.counts() == {"evaluated": 8}
+    d = v.get(4).confirmation  # DACE1-GRPO in docs/benchmarks.md: -1.8 [-2.7, -0.8] tokens
+    assert d.overall["n"] == 5 and round(d.d_length["mean"], 1) == -1.8
+    assert round(d.d_length["lo"], 1) == -2.7 and round(d.d_length["hi"], 1) == -0.8
+    assert round(d.d_overall["mean"], 1) == -0.8
+    assert json.loads(json.dumps(v.budget()))["trained"] == 8
+
+
+def test_pm_formats_an_interval_or_only_the_mean():
+    assert pm({"mean": 1.0, "lo": 0.5, "hi": 1.5, "n": 3, "std": 0.2}) == "1.0 ± 0.5 (n=3)"
+    assert pm({"mean": 1.0, "lo": float("nan"), "hi": float("nan"), "n": 1, "std": float("nan")}) == "1.0"
+    assert pm(None) == ""

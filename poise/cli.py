@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich import box
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -394,41 +395,62 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
                   + " · ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     console.print(view.objective.describe())
     uses_llm = bool(view.llm_calls)
+    # a narrow terminal keeps the columns that identify and compare; the reasons go below the table
+    width = console.width
+    wide, compact = width >= 130, width < 120
     t = Table(title=f"candidates · search set: seed {cfg.get('eval_seed', 0)}, one each · confirmation: fresh seeds, "
-                    f"mean ± 95% CI (n)")
-    cols = ["id", "name", "parent", "gen", "status", "objective", "Overall", "Δ GRPO", "length", "confirm Overall",
-            "verdict", "train min"] + (["LLM tokens", "LLM $", "LLM s"] if uses_llm else []) + ["note"]
-    left = ("name", "status", "verdict", "note")
+                    f"mean ± 95% CI (seeds)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    cols = (["id", "name", "parent"] + (["gen", "status", "objective"] if width >= 100 else ["status"]) + ["Overall"]
+            + (["Δ GRPO"] if wide else []) + ["length"] + (["confirm", "disc?"] if compact else
+                                                           ["confirm Overall", "verdict"])
+            + (["train min"] if wide else [])
+            + (["LLM tokens", "LLM $", "LLM s"] if uses_llm and wide else []) + (["note"] if wide else []))
+    longest = max(len(c.name) for c in view.candidates) + 2
     for c in cols:
-        t.add_column(c, justify="left" if c in left else "right")
+        if c == "name":
+            t.add_column(c, overflow="fold", min_width=min(longest, 12 if width < 100 else 20))
+        elif c == "note":
+            t.add_column(c, overflow="fold", ratio=1)
+        else:
+            t.add_column(c, justify="left" if c in ("status", "verdict", "disc?") else "right", no_wrap=True)
     base = view.baseline.search
+    notes = []
     for c in view.candidates:
         e, s = c.entry, c.search
-        ov = f"{s['overall']:.1f}" if s else ""
-        d = f"{s['overall'] - base['overall']:+.1f}" if s and base and c.id != 0 else ""
-        ln = f"{s['length']:.1f}" if s else ""
-        conf = pm(c.confirmation.overall) if c.confirmation else (
-            pm(view.baseline_confirm.get("overall")) if c.id == 0 else "")
+        conf = c.confirmation.overall if c.confirmation else (view.baseline_confirm.get("overall") if c.id == 0 else None)
         verdict = ""
         if c.confirmation:
-            verdict = ("[green]" if c.confirmation.verdict == "discovery" else "[yellow]") + c.confirmation.verdict + "[/]"
+            ok = c.confirmation.verdict == "discovery"
+            word = ("yes" if ok else "no") if compact else c.confirmation.verdict
+            verdict = ("[green]" if ok else "[yellow]") + word + "[/]"
         colour = {"evaluated": "green", "rejected": "yellow", "failed": "red"}.get(c.status, "cyan")
-        train_min = sum(v.wall_s for v in e.evaluations) / 60
-        row = [str(c.id), ("* " if c.pareto else "") + e.name, "" if e.parent_id is None else str(e.parent_id),
-               str(e.generation), f"[{colour}]{c.status}[/]", "" if c.score is None else f"{c.score:.2f}", ov, d, ln,
-               conf, verdict, f"{train_min:.1f}" if e.evaluations else ""]
-        if uses_llm:
-            tok, usd, sec = e.cost.get("llm_tokens"), e.cost.get("llm_usd"), e.cost.get("llm_s")
-            row += [f"{tok:,.0f}" if tok else "", f"{usd:.4f}" if usd else "", f"{sec:.1f}" if sec else ""]
-        row.append(e.status_reason.splitlines()[0][:70] if e.status_reason else "")
-        t.add_row(*row)
+        row = {"id": f"{c.id}{'*' if c.pareto else ''}", "name": e.name,
+               "parent": "" if e.parent_id is None else str(e.parent_id), "gen": str(e.generation),
+               "status": f"[{colour}]{c.status}[/]", "objective": "" if c.score is None else f"{c.score:.2f}",
+               "Overall": f"{s['overall']:.1f}" if s else "",
+               "Δ GRPO": f"{s['overall'] - base['overall']:+.1f}" if s and base and c.id != 0 else "",
+               "length": f"{s['length']:.1f}" if s else "",
+               "confirm Overall": pm(conf).replace("(n=", "(") if conf else "",
+               "confirm": pm(conf).split(" (")[0].replace(" ± ", "±") if conf else "", "verdict": verdict,
+               "train min": f"{sum(v.wall_s for v in e.evaluations) / 60:.1f}" if e.evaluations else ""}
+        tok, usd, sec = e.cost.get("llm_tokens"), e.cost.get("llm_usd"), e.cost.get("llm_s")
+        row.update({"LLM tokens": f"{tok:,.0f}" if tok else "", "LLM $": f"{usd:.4f}" if usd else "",
+                    "LLM s": f"{sec:.1f}" if sec else ""})
+        reason = e.status_reason.splitlines()[0] if e.status_reason else ""
+        row["note"] = reason[:100]
+        if reason and not wide:
+            notes.append(f"  #{c.id} {e.name} ({c.status}): {reason[:160]}")
+        row["disc?"] = verdict
+        t.add_row(*(row[k] for k in cols))
     console.print(t)
+    for line in notes:
+        console.print(line, highlight=False)
     front = view.pareto_front()
-    console.print("Pareto front (*): " + (", ".join(f"#{c.id} {c.name}" for c in front) or "none yet"))
+    console.print("Pareto front (id*): " + (", ".join(f"#{c.id} {c.name}" for c in front) or "none yet"))
     noise = view.noise()
     if noise is not None:
-        console.print(f"GRPO's seed-to-seed 95% half-width on Overall: ±{noise:.1f}; single-seed search gaps below "
-                      f"it are noise")
+        console.print(f"GRPO's seed-to-seed 95% half-width on Overall: ±{noise:.1f} ({view.baseline_confirm['seeds']} "
+                      f"fresh seeds); single-seed search gaps below it are noise")
     spent = (f"budget: trained {b['trained']}/{b['budget']} · proposals {b['proposals']}/{b['max_proposals']}"
              + (f" · {b['in_flight']} in flight" if b["in_flight"] else "") + f" · training {b['train_s'] / 60:.1f} min")
     if b["llm"]:
@@ -488,7 +510,7 @@ def show_cmd(run: Path = typer.Argument(..., help="a run folder from `poise disc
         console.print(f"[bold]Confirmation[/] ({d.overall['n']} fresh seeds): Overall {pm(d.overall)}, length "
                       f"{pm(d.length)} · {d.verdict}: {d.reason}")
     v = e.verification
-    console.print("[bold]Verification[/]" + (f": {'passed' if v.get('ok') else 'failed'} at {v.get('stage')}"
+    console.print("[bold]Verification[/]" + ((": passed" if v.get("ok") else f": failed at {v.get('stage')}")
                                               if v else ": not verified yet"))
     for ch in (v or {}).get("checks", []):
         mark = "[green]✓[/]" if ch.get("ok") else "[red]✗[/]"

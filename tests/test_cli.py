@@ -115,13 +115,18 @@ def _wide(*args, cwd):
 def test_status_shows_candidates_front_confirmation_and_budget(runs, tmp_path):
     r = _wide("status", str(runs["shipped"]), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "DACE-VM-LOO-GRPO" in r.stdout and "92.1 ± 1.7 (n=5)" in r.stdout  # GRPO on 5 fresh seeds
-    assert "discovery" in r.stdout and "Pareto front (*): #8 DACE-VM-LOO-GRPO, #7 CL-LOO-GRPO, #4 DACE-GRPO" in r.stdout
-    assert "budget: trained 8/8 · proposals 8/24" in r.stdout and "±1.7" in r.stdout
+    assert "DACE-VM-LOO-GRPO" in r.stdout and "92.1 ± 1.7 (5)" in r.stdout  # GRPO on 5 fresh seeds
+    assert "discovery" in r.stdout and "Pareto front (id*): #8 DACE-VM-LOO-GRPO, #7 CL-LOO-GRPO, #4 DACE-GRPO" in r.stdout
+    assert "budget: trained 8/8 · proposals 8/24" in r.stdout and "±1.7 (5 fresh seeds)" in r.stdout
     r = _wide("status", str(runs["fake"]), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     for text in ("rejected", "failed", "proposed", "1 in flight", "advantages are NaN", "1 agent step(s) failed"):
         assert text in r.stdout, text
+    narrow = subprocess.run([sys.executable, "-m", "poise.cli", "status", str(runs["shipped"])], cwd=tmp_path,
+                            env={**os.environ, "COLUMNS": "80"}, capture_output=True, text=True, timeout=600)
+    lines = narrow.stdout.splitlines()
+    assert narrow.returncode == 0 and max(len(ln) for ln in lines) <= 80
+    assert any("DACE-VM-LOO-GRPO" in ln and "93.6±1.2" in ln and "yes" in ln for ln in lines)  # one row, unbroken
 
 
 def test_show_prints_proposal_diff_verification_reflection_and_writes_the_plot(runs, tmp_path):

@@ -54,8 +54,9 @@ def provenance(view: RunView, c: Candidate) -> list[str]:
         lines.append("claims (tested by the verifier): " + ", ".join(map(str, p["claims"])))
     v = e.verification or {}
     if v:
-        lines.append(f"verification: {'passed' if v.get('ok') else 'FAILED'} at stage {v.get('stage', '?')}, "
-                     f"{sum(1 for ch in v.get('checks', []) if ch.get('ok'))}/{len(v.get('checks', []))} checks")
+        state = "passed" if v.get("ok") else f"FAILED at {v.get('stage', '?')}"
+        lines.append(f"verification: {state}, {sum(1 for ch in v.get('checks', []) if ch.get('ok'))}/"
+                     f"{len(v.get('checks', []))} checks passed")
     if c.search:
         s, b = c.search, view.baseline.search
         lines.append(f"search set (1 training seed, the set that selected it): Overall {s['overall']:.1f} "

@@ -220,8 +220,8 @@ def _verification(c: Candidate) -> str:
                   + (f' — {esc("; ".join(map(str, a.get("errors", [])))[:400])}' if a.get("errors") else "") + "</li>"
                   for a in attempts)
     iso = ", ".join(v.get("isolation", []))
-    return (f'<p>{"<span class=ok>passed</span>" if v.get("ok") else "<span class=bad>failed</span>"} at stage '
-            f'{esc(v.get("stage", ""))}' + (f"; isolation: {esc(iso)}" if iso else "") + "</p>"
+    verdict = "<span class=ok>passed</span>" if v.get("ok") else f'<span class=bad>failed</span> at {esc(v.get("stage"))}'
+    return (f"<p>{verdict}" + (f"; isolation: {esc(iso)}" if iso else "") + "</p>"
             + (f"<table>{rows}</table>" if rows else "") + (f"<ul>{att}</ul>" if len(attempts) > 1 else ""))
 
 

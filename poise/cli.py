@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich import box
 from rich.table import Table
@@ -21,7 +22,7 @@ err = Console(stderr=True, soft_wrap=True)  # error text stays on one line, so i
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {msg}")
+    err.print(f"[bold red]error:[/] {escape(msg)}")  # messages quote paths and archive text
     raise typer.Exit(code)
 
 
@@ -424,7 +425,7 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
             word = ("yes" if ok else "no") if compact else c.confirmation.verdict
             verdict = ("[green]" if ok else "[yellow]") + word + "[/]"
         colour = {"evaluated": "green", "rejected": "yellow", "failed": "red"}.get(c.status, "cyan")
-        row = {"id": f"{c.id}{'*' if c.pareto else ''}", "name": e.name,
+        row = {"id": f"{c.id}{'*' if c.pareto else ''}", "name": escape(e.name),
                "parent": "" if e.parent_id is None else str(e.parent_id), "gen": str(e.generation),
                "status": f"[{colour}]{c.status}[/]", "objective": "" if c.score is None else f"{c.score:.2f}",
                "Overall": f"{s['overall']:.1f}" if s else "",
@@ -437,16 +438,16 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
         row.update({"LLM tokens": f"{tok:,.0f}" if tok else "", "LLM $": f"{usd:.4f}" if usd else "",
                     "LLM s": f"{sec:.1f}" if sec else ""})
         reason = e.status_reason.splitlines()[0] if e.status_reason else ""
-        row["note"] = reason[:100]
+        row["note"] = escape(reason[:100])
         if reason and not wide:
-            notes.append(f"  #{c.id} {e.name} ({c.status}): {reason[:160]}")
+            notes.append(f"  #{c.id} {escape(e.name)} ({c.status}): {escape(reason[:160])}")
         row["disc?"] = verdict
         t.add_row(*(row[k] for k in cols))
     console.print(t)
     for line in notes:
         console.print(line, highlight=False)
     front = view.pareto_front()
-    console.print("Pareto front (id*): " + (", ".join(f"#{c.id} {c.name}" for c in front) or "none yet"))
+    console.print("Pareto front (id*): " + (", ".join(f"#{c.id} {escape(c.name)}" for c in front) or "none yet"))
     noise = view.noise()
     if noise is not None:
         console.print(f"GRPO's seed-to-seed 95% half-width on Overall: ±{noise:.1f} ({view.baseline_confirm['seeds']} "
@@ -466,7 +467,7 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
     if failures:
         last = failures[-1].payload
         console.print(f"[yellow]{len(failures)} agent step(s) failed[/]; the last ({last.get('role')}): "
-                      f"{str(last.get('reason', ''))[:200]}")
+                      f"{escape(str(last.get('reason', ''))[:200])}")
     if uses_llm:
         _print_llm_usage(view.llm_usage())
 
@@ -489,16 +490,16 @@ def show_cmd(run: Path = typer.Argument(..., help="a run folder from `poise disc
     c = _candidate(view, entry_id)
     e, p = c.entry, c.entry.proposal or {}
     parent = view.parent(c)
-    console.rule(f"[bold]#{c.id} {c.name}[/] · {c.status} · generation {e.generation}"
-                 + (f" · parent #{parent.id} {parent.name}" if parent else ""))
+    console.rule(f"[bold]#{c.id} {escape(c.name)}[/] · {c.status} · generation {e.generation}"
+                 + (f" · parent #{parent.id} {escape(parent.name)}" if parent else ""))
     if e.status_reason:
-        console.print(f"[yellow]{e.status_reason}[/]")
+        console.print(f"[yellow]{escape(e.status_reason)}[/]")
     console.print("[bold]Proposal[/]")
     for key in ("hypothesis", "mechanism", "math", "expected_dynamics", "rationale", "author"):
         if p.get(key):
-            console.print(f"  [dim]{key.replace('_', ' ')}:[/] {p[key]}", highlight=False)
+            console.print(f"  [dim]{key.replace('_', ' ')}:[/] {escape(str(p[key]))}", highlight=False)
     if p.get("claims"):
-        console.print(f"  [dim]claims:[/] {', '.join(map(str, p['claims']))}")
+        console.print(f"  [dim]claims:[/] {escape(', '.join(map(str, p['claims'])))}")
     if c.search:
         s, bs = c.search, view.baseline.search
         console.print(f"[bold]Search set[/] (one seed): Overall {s['overall']:.1f} (GRPO {bs['overall']:.1f}), hard "
@@ -514,12 +515,12 @@ def show_cmd(run: Path = typer.Argument(..., help="a run folder from `poise disc
                                               if v else ": not verified yet"))
     for ch in (v or {}).get("checks", []):
         mark = "[green]✓[/]" if ch.get("ok") else "[red]✗[/]"
-        console.print(f"  {mark} {ch.get('name')}" + (f" — {ch.get('message')}" if ch.get("message") else ""),
-                      highlight=False)
+        console.print(f"  {mark} {escape(str(ch.get('name')))}" + (f" — {escape(str(ch.get('message')))}"
+                                                                      if ch.get("message") else ""), highlight=False)
     for a in (v or {}).get("attempts", [])[:-1]:
-        console.print(f"  attempt {a.get('attempt')}: {a.get('stage')} — {'; '.join(map(str, a.get('errors', [])))[:300]}",
-                      highlight=False)
-    console.print("[bold]Code[/]" + (f" (diff against #{parent.id} {parent.name})" if parent else ""))
+        console.print(f"  attempt {a.get('attempt')}: {a.get('stage')} — "
+                      f"{escape('; '.join(map(str, a.get('errors', [])))[:300])}", highlight=False)
+    console.print("[bold]Code[/]" + (f" (diff against #{parent.id} {escape(parent.name)})" if parent else ""))
     if parent:
         diff = "\n".join(difflib.unified_diff(parent.entry.code.splitlines(), e.code.splitlines(),
                                               f"#{parent.id} {parent.name}", f"#{c.id} {c.name}", lineterm=""))
@@ -527,12 +528,12 @@ def show_cmd(run: Path = typer.Argument(..., help="a run folder from `poise disc
     else:
         console.print(Syntax(e.code, "python", word_wrap=True))
     r = e.reflection
-    console.print("[bold]Reflection[/]" + (f": {r.get('verdict')} · {r.get('summary', '')}" if r else ": none yet"),
-                  highlight=False)
+    console.print("[bold]Reflection[/]" + (f": {escape(str(r.get('verdict')))} · {escape(str(r.get('summary', '')))}"
+                                           if r else ": none yet"), highlight=False)
     if r:
-        console.print(f"  {r.get('diagnosis', '')}", highlight=False)
+        console.print(f"  {escape(str(r.get('diagnosis', '')))}", highlight=False)
         for f in r.get("findings", []):
-            console.print(f"  - {f.get('tag')}: {f.get('evidence')}", highlight=False)
+            console.print(f"  - {escape(str(f.get('tag')))}: {escape(str(f.get('evidence')))}", highlight=False)
     mine = [ev.trajectory for ev in e.search_evaluations() if ev.trajectory]
     if mine:
         groups = {f"#{c.id} {c.name}": mine}
@@ -564,7 +565,7 @@ def export_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
     view = _load_run(run, trajectories=False)
     c = _candidate(view, entry_id)
     if not c.entry.code.strip():
-        _fail(f"#{c.id} {c.name} has no code yet ({c.status}); export a candidate that was implemented")
+        _fail(f"#{c.id} {escape(c.name)} has no code yet ({c.status}); export a candidate that was implemented")
     if out is None:
         out = Path(re.sub(r"[^A-Za-z0-9_]+", "_", c.name.lower()).strip("_") + ".py")
     if out.suffix != ".py":
@@ -578,8 +579,8 @@ def export_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
     except OSError as ex:
         _fail(f"cannot write {out} ({ex.strerror}); choose another --out")
     if c.status != "evaluated":
-        err.print(f"[yellow]note:[/] #{c.id} {c.name} is {c.status}, not evaluated; its docstring says so")
-    console.print(f"wrote {out} (#{c.id} {c.name}); train it with: poise train --algorithm {out} --seeds 3")
+        err.print(f"[yellow]note:[/] #{c.id} {escape(c.name)} is {c.status}, not evaluated; its docstring says so")
+    console.print(f"wrote {out} (#{c.id} {escape(c.name)}); train it with: poise train --algorithm {out} --seeds 3")
 
 
 @app.command("report")

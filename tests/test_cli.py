@@ -140,6 +140,9 @@ def test_show_prints_proposal_diff_verification_reflection_and_writes_the_plot(r
     r = _wide("show", str(runs["fake"]), "4", cwd=tmp_path)  # rejected: no curves, but the reasons
     assert r.returncode == 0 and "verification failed after 3 attempts" in r.stdout and "attempt 1" in r.stdout
     assert "curves" not in r.stdout.split("Reflection")[-1]
+    r = _wide("show", str(runs["fake"]), "3", cwd=tmp_path)  # text that looks like terminal markup
+    assert r.returncode == 0, r.stderr
+    assert "mechanism: a [/] b" in r.stdout and "A[i] = [bold]r[/bold]_i" in r.stdout
 
 
 def test_export_writes_a_file_that_poise_train_runs(runs, tmp_path, smoke_policy):

@@ -63,7 +63,8 @@ def build(root: Path, directive: str = "") -> Path:
         c2 = _evaluated(a, "DACE-GRPO", builtin_source("dace_grpo"), b, 1, metrics(89.0, 30.0))
         _evaluated(a, HOSTILE, builtin_source("vm_av_grpo"), c1, 2, metrics(92.0, 45.0),
                         proposal={"name": HOSTILE, "hypothesis": "</dd><img src=http://example.invalid/x.png>",
-                                  "mechanism": "a", "math": "<b>bold</b>", "claims": []})
+                                  "mechanism": "a [/] b", "math": "<b>bold</b> A[i] = [bold]r[/bold]_i",
+                                  "claims": []})
         for e, base in ((b, 90.0), (c1, 94.0)):  # fresh seeds, on the confirmation set
             for k, s in enumerate((1001, 1002, 1003)):
                 a.add_evaluation(e, s, "smoke/confirm", trajectory(), metrics(base - 1 + k, 40.0 + k), 2.0, "reeval")

@@ -479,8 +479,6 @@ def show_cmd(run: Path = typer.Argument(..., help="a run folder from `poise disc
                                                  "(default: RUN/plots/candidate-ID.png)")) -> None:
     """One candidate: its proposal, code diff against its parent, verification, curves (a plot file) and
     reflection."""
-    import difflib
-
     from rich.syntax import Syntax
 
     from poise.report.plots import plot_lineage
@@ -522,8 +520,7 @@ def show_cmd(run: Path = typer.Argument(..., help="a run folder from `poise disc
                       f"{escape('; '.join(map(str, a.get('errors', [])))[:300])}", highlight=False)
     console.print("[bold]Code[/]" + (f" (diff against #{parent.id} {escape(parent.name)})" if parent else ""))
     if parent:
-        diff = "\n".join(difflib.unified_diff(parent.entry.code.splitlines(), e.code.splitlines(),
-                                              f"#{parent.id} {parent.name}", f"#{c.id} {c.name}", lineterm=""))
+        diff = "\n".join(view.code_diff(c))
         console.print(Syntax(diff, "diff", word_wrap=True) if diff else "  (the same code as its parent)")
     else:
         console.print(Syntax(e.code, "python", word_wrap=True))
@@ -534,13 +531,8 @@ def show_cmd(run: Path = typer.Argument(..., help="a run folder from `poise disc
         console.print(f"  {escape(str(r.get('diagnosis', '')))}", highlight=False)
         for f in r.get("findings", []):
             console.print(f"  - {escape(str(f.get('tag')))}: {escape(str(f.get('evidence')))}", highlight=False)
-    mine = [ev.trajectory for ev in e.search_evaluations() if ev.trajectory]
-    if mine:
-        groups = {f"#{c.id} {c.name}": mine}
-        if parent is not None:
-            theirs = [ev.trajectory for ev in parent.entry.search_evaluations() if ev.trajectory]
-            if theirs:
-                groups[f"parent #{parent.id} {parent.name}"] = theirs
+    groups = view.curves(c)
+    if groups:
         out = plot or view.root / "plots" / f"candidate-{c.id}.png"
         try:
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,11 +37,7 @@ def _quote(text: str) -> str:
 
 def provenance(view: RunView, c: Candidate) -> list[str]:
     e, p = c.entry, c.entry.proposal or {}
-    lineage = []
-    x: Candidate | None = c
-    while x is not None:
-        lineage.append(f"#{x.id} {x.name}")
-        x = view.parent(x)
+    lineage = [f"#{x.id} {x.name}" for x in view.lineage(c)]
     lines = [f"{c.name}: exported from a poise discovery run.", "",
              f"run:        {view.root}", f"entry:      #{c.id} (generation {e.generation}, status {c.status})",
              f"lineage:    {' <- '.join(lineage)}",

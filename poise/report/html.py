@@ -9,7 +9,6 @@ the archive (names, proposals, code, reflections: LLM-written ones too) is escap
 from __future__ import annotations
 
 import base64
-import difflib
 import html
 import math
 import time
@@ -188,11 +187,10 @@ def _not_trained(view: RunView) -> str:
             f'<th class=l>why</th></tr>{"".join(rows)}</table>')
 
 
-def _diff(parent: Candidate | None, c: Candidate) -> str:
-    if parent is None:
+def _diff(view: RunView, c: Candidate) -> str:
+    if view.parent(c) is None:
         return f"<pre>{esc(c.entry.code)}</pre>"
-    lines = list(difflib.unified_diff(parent.entry.code.splitlines(), c.entry.code.splitlines(),
-                                      f"#{parent.id} {parent.name}", f"#{c.id} {c.name}", lineterm="", n=3))
+    lines = view.code_diff(c)
     if not lines:
         return "<p>The code is the same as its parent's.</p>"
     out = []
@@ -238,15 +236,9 @@ def _reflection(c: Candidate) -> str:
 
 
 def _curves(view: RunView, c: Candidate) -> str:
-    mine = [v.trajectory for v in c.entry.search_evaluations() if v.trajectory]
-    if not mine:
+    groups = view.curves(c)
+    if not groups:
         return ""
-    groups = {f"#{c.id} {c.name}": mine}
-    parent = view.parent(c)
-    if parent is not None:
-        theirs = [v.trajectory for v in parent.entry.search_evaluations() if v.trajectory]
-        if theirs:
-            groups[f"parent #{parent.id} {parent.name}"] = theirs
     png = base64.b64encode(plot_lineage(groups)).decode()
     return f'<img class="curves" alt="learning curves of #{c.id}" src="data:image/png;base64,{png}">'
 
@@ -272,7 +264,7 @@ def _candidate(view: RunView, c: Candidate) -> str:
         "<h4>Evaluations</h4>" + (f"<ul>{evals}</ul>" if evals else "<p>None.</p>"),
         "<h4>Verification</h4>" + _verification(c),
         "<h4>Reflection</h4>" + _reflection(c),
-        f"<h4>Code{' (diff against its parent)' if parent else ''}</h4>" + _diff(parent, c),
+        f"<h4>Code{' (diff against its parent)' if parent else ''}</h4>" + _diff(view, c),
         "<h4>Cost</h4><p>" + esc(cost_text or "–") + (f"; {len(llm)} LLM call(s)" if llm else "") + "</p>",
     ]
     # the link target sits inside the <details>, so following a link from the tree or the leaderboard opens it

@@ -8,6 +8,7 @@ spent. A missing or corrupt run folder, or an unknown id, raises `RunError` with
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import sqlite3
@@ -140,6 +141,33 @@ class RunView:
     def parent(self, c: Candidate) -> Candidate | None:
         pid = c.entry.parent_id
         return self.get(pid) if pid is not None and any(x.id == pid for x in self.candidates) else None
+
+    def lineage(self, c: Candidate) -> list[Candidate]:
+        """The candidate, its parent, and so on up to the root."""
+        out = [c]
+        while (p := self.parent(out[-1])) is not None:
+            out.append(p)
+        return out
+
+    def curves(self, c: Candidate) -> dict[str, list[list[dict]]]:
+        """Its search-seed trajectories beside its parent's, labelled, for a plot ({} when not trained)."""
+        mine = [v.trajectory for v in c.entry.search_evaluations() if v.trajectory]
+        if not mine:
+            return {}
+        out = {f"#{c.id} {c.name}": mine}
+        p = self.parent(c)
+        theirs = [v.trajectory for v in p.entry.search_evaluations() if v.trajectory] if p else []
+        if theirs:
+            out[f"parent #{p.id} {p.name}"] = theirs
+        return out
+
+    def code_diff(self, c: Candidate) -> list[str]:
+        """Its code as a unified diff against its parent's ([] for the root or for unchanged code)."""
+        p = self.parent(c)
+        if p is None:
+            return []
+        return list(difflib.unified_diff(p.entry.code.splitlines(), c.entry.code.splitlines(), f"#{p.id} {p.name}",
+                                         f"#{c.id} {c.name}", lineterm=""))
 
     def children(self, c: Candidate) -> list[Candidate]:
         return [x for x in self.candidates if x.entry.parent_id == c.id]

@@ -26,15 +26,8 @@ def test_an_exported_candidate_computes_what_the_archived_code_does(tmp_path, en
     assert torch.equal(_advantages(text, "exported.py"), _advantages(c.entry.code, "archived"))
     doc = ast.get_docstring(ast.parse(text))
     assert f"entry:      #{entry_id}" in doc and code_hash(c.entry.code) in doc
-    assert " <- ".join([f"#{x.id} {x.name}" for x in _lineage(view, c)]) in doc
+    assert " <- ".join([f"#{x.id} {x.name}" for x in view.lineage(c)]) in doc
     assert c.entry.proposal["math"] in doc and "verification: passed" in doc
-
-
-def _lineage(view, c):
-    out = [c]
-    while view.parent(out[-1]) is not None:
-        out.append(view.parent(out[-1]))
-    return out
 
 
 def test_provenance_states_the_confirmation_or_its_absence(tmp_path):

@@ -47,6 +47,11 @@ def test_counts_lineage_and_children(run):
     assert v.counts() == {"evaluated": 3, "rejected": 1, "failed": 1, "proposed": 1}
     assert v.parent(v.get(3)).name == "AV-GRPO" and v.parent(v.baseline) is None
     assert {c.name for c in v.children(v.get(2))} == {"NAN-GRPO", "LATER-GRPO"}
+    assert [x.id for x in v.lineage(v.get(3))] == [3, 1, 0]
+    assert list(v.curves(v.get(3))) == [f"#3 {fake_run.HOSTILE}", "parent #1 AV-GRPO"]
+    assert v.curves(v.get(4)) == {} and v.curves(v.baseline) == {"#0 GRPO": [v.baseline.entry.evaluations[0].trajectory]}
+    diff = v.code_diff(v.get(1))
+    assert diff[0] == "--- #0 GRPO" and diff[1] == "+++ #1 AV-GRPO" and v.code_diff(v.baseline) == []
 
 
 def test_unknown_id_names_the_valid_range(run):

@@ -49,10 +49,15 @@ def confirm_fidelity(fidelity: str) -> str:
     return fidelity + "/confirm"
 
 
+def confirm_evaluations(entry, fidelity: str) -> list:
+    """An entry's re-evaluations on the confirmation set (fresh seeds), oldest first."""
+    fid = confirm_fidelity(fidelity)
+    return [v for v in entry.evaluations if v.purpose == "reeval" and v.fidelity == fid]
+
+
 def confirm_metrics(entry, fidelity: str) -> list[dict]:
     """An entry's held-out results from its re-evaluations on the confirmation set."""
-    fid = confirm_fidelity(fidelity)
-    return [v.metrics for v in entry.evaluations if v.purpose == "reeval" and v.fidelity == fid]
+    return [v.metrics for v in confirm_evaluations(entry, fidelity)]
 
 
 def stats(ms: list[dict]) -> dict:

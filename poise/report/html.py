@@ -14,9 +14,10 @@ import math
 import time
 from pathlib import Path
 
+from poise.discovery.archive import IN_FLIGHT
 from poise.report.plots import plot_lineage
 from poise.report.tree import layout
-from poise.report.view import IN_FLIGHT, Candidate, RunView, pm
+from poise.report.view import Candidate, RunView, pm
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 _STATUS_COLOUR = {"rejected": "#bbbbbb", "failed": "#d62728"}  # in flight: hollow (white)
@@ -154,7 +155,7 @@ def _leaderboard(view: RunView) -> str:
             f'<td>{"✓" if c.pareto else ""}</td>' + "".join(f"<td>{t}</td>" for t in ctext) + "</tr>")
     cfg = view.config
     noise = view.noise()
-    seeds = sorted({v.seed for v in view.baseline.entry.evaluations if v.purpose == "reeval"})
+    seeds = sorted(view.confirm_seeds)
     note = (f"Search columns: one training seed (seed {cfg.get('eval_seed', 0)}) per candidate, the same for all, "
             f"scored on the search held-out set, which is what selected them: optimistic numbers, no interval. ")
     if noise is not None:

@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from poise.agents.llm import usage_by_role
-from poise.discovery.archive import Archive, ArchiveError, Entry, Event
-from poise.discovery.confirm import Discovery, confirm, confirm_metrics, search_means, stats
+from poise.discovery.archive import IN_FLIGHT, Archive, ArchiveError, Entry, Event
+from poise.discovery.confirm import Discovery, confirm, confirm_evaluations, search_means, stats
 from poise.discovery.objective import Objective, parse_directive
 from poise.discovery.selection import pareto_ranks
 from poise.evaluation.metrics import CI
-
-IN_FLIGHT = ("proposed", "verified", "evaluating")
 
 
 def pm(d: dict | None) -> str:
@@ -68,6 +66,7 @@ class RunView:
     llm_calls: list[dict]
     events: list[Event]
     baseline_confirm: dict = field(default_factory=dict)  # GRPO's stats on the confirmation set (>= 2 seeds)
+    confirm_seeds: list[int] = field(default_factory=list)  # the fresh seeds GRPO was re-evaluated on
 
     # -- loading ------------------------------------------------------------------------------------
     @classmethod
@@ -115,14 +114,16 @@ class RunView:
             c.pareto = r == 1
         view = cls(root, config, objective, cands, calls, events)
         fidelity = config.get("fidelity", "standard")
-        bc = confirm_metrics(base, fidelity)
-        if len(bc) >= 2:
+        be = confirm_evaluations(base, fidelity)
+        view.confirm_seeds = [v.seed for v in be]
+        if len(be) >= 2:
+            bc = [v.metrics for v in be]
             view.baseline_confirm = stats(bc)
             for c in cands[1:]:
-                ms = confirm_metrics(c.entry, fidelity)
-                if len(ms) >= 2:
-                    seeds = [v.seed for v in c.entry.evaluations if v.purpose == "reeval"]
-                    c.confirmation = confirm(c.id, c.name, ms, bc, objective, seeds)
+                evs = confirm_evaluations(c.entry, fidelity)
+                if len(evs) >= 2:
+                    c.confirmation = confirm(c.id, c.name, [v.metrics for v in evs], bc, objective,
+                                             [v.seed for v in evs])
         return view
 
     # -- lookups ------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ def test_scores_front_and_confirmation_follow_the_objective(run):
     assert d is not None and d.verdict == "discovery" and d.overall["n"] == 3
     assert d.d_overall["mean"] == pytest.approx(4.0) and d.d_overall["lo"] > 0
     assert v.baseline_confirm["seeds"] == 3 and v.noise() == pytest.approx(2.484, abs=0.01)
+    assert v.confirm_seeds == [1001, 1002, 1003] and d.seeds == [1001, 1002, 1003]
     assert v.get(2).confirmation is None  # never re-evaluated
     assert v.get(4).score is None and v.get(5).score is None  # rejected, failed
 

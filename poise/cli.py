@@ -463,7 +463,7 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
         if b["llm_budget_usd"]:
             spent += f" of ${b['llm_budget_usd']:g}"
     console.print(spent)
-    failures = [ev for ev in view.events if ev.kind == "agent_failed"]
+    failures = view.agent_failures()
     if failures:
         last = failures[-1].payload
         console.print(f"[yellow]{len(failures)} agent step(s) failed[/]; the last ({last.get('role')}): "

@@ -293,7 +293,7 @@ def render(view: RunView) -> str:
     counts = view.counts()
     front = ", ".join(f"#{c.id} {c.name}" for c in view.pareto_front()) or "–"
     title = f"poise discovery run · {view.root.name}"
-    failures = [ev for ev in view.events if ev.kind == "agent_failed"]
+    failures = view.agent_failures()
     fail_html = ""
     if failures:
         items = "".join(f"<li>{esc(ev.payload.get('role', ''))}: {esc(str(ev.payload.get('reason', ''))[:300])}</li>"

@@ -199,6 +199,10 @@ class RunView:
                 "train_s": train_s, "llm": self.llm_usage().get("total"),
                 "llm_budget_tokens": agents.get("budget_tokens"), "llm_budget_usd": agents.get("budget_usd")}
 
+    def agent_failures(self) -> list[Event]:
+        """Agent steps that gave nothing usable (an LLM answer that did not parse twice, ...), oldest first."""
+        return [ev for ev in self.events if ev.kind == "agent_failed"]
+
     def llm_usage(self) -> dict[str, dict]:
         """LLM use per agent role and in "total" ({} when no LLM was used)."""
         return usage_by_role(self.llm_calls)

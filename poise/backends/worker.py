@@ -1,10 +1,10 @@
-"""Run one evaluation in a contained child process, streaming its progress back.
+"""Run one evaluation in a worker process, streaming its progress back.
 
-Candidate code is untrusted: it is loaded and executed only in the child, never in the caller. The
-child runs under ``poise.verify.sandbox``: its own process group (killed on timeout and after every
-run), no network, a scrubbed environment, a private working folder, an address-space limit and an
-audit hook. A failure of the candidate (bad file, exception, NaN, wrong shapes) comes back as an
-``EvalFailure`` with a clear message; a child that dies without answering is reported with its exit
+The worker is trusted: it trains the policy and scores it (``poise.backends.tiny``), and it never runs
+candidate code. The candidate's hooks run in a jailed hook process that the worker starts
+(``poise.isolation.hook``); the worker sends it detached tensors and checks what comes back. A failure
+of the candidate (bad file, exception, NaN, wrong shapes, a hook that hangs or dies) comes back as an
+``EvalFailure`` with a clear message; a worker that dies without answering is reported with its exit
 code.
 """
 
@@ -15,14 +15,14 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from poise.algorithms import AlgorithmError, algorithm_from_source, load_algorithm
+from poise.algorithms import AlgorithmError, builtin_source, load_algorithm
 from poise.backends.tiny import EvalResult, evaluate, pick_device
-from poise.evaluation.fidelity import get_fidelity
-from poise.sandbox.sft import cache_dir, cached_sft_file
+from poise.isolation.hook import HookError, HookLimits, HookProcess
+from poise.isolation.process import Limits, run_in_child
+from poise.sandbox.sft import cache_dir
 from poise.sandbox.trainer import CandidateError
-from poise.verify.sandbox import Limits, run_sandboxed
 
-# Address space an evaluation may map beyond the child's baseline (torch and poise, ~0.65 GB). Training
+# Address space an evaluation may map beyond the worker's baseline (torch and poise, ~0.65 GB). Training
 # and scoring the standard model peaks at ~2.0 GB of address space (1.6 GB resident: the 2048-row
 # decoding batches of the held-out suite); 8 GB leaves room for more threads and larger fidelities
 # while still stopping a runaway allocation. No limit on CUDA, which reserves tens of GB of addresses.
@@ -41,31 +41,54 @@ class EvalFailure:
 
 @dataclass(frozen=True)
 class AlgorithmSpec:
-    """What the child needs to rebuild the algorithm: a built-in name, or a file's source and path."""
+    """What the worker needs to rebuild the algorithm: a built-in name, or a file's source and path.
+
+    ``jailed``: whether the hook process runs in the jail (``poise.isolation.choose_isolation`` decides).
+    ``in_process``: run a built-in's hooks in the worker itself, with no hook process: poise's own code,
+    for the benchmarks and the parity test that measure what the hook process costs and changes."""
 
     name: str
     source: str | None = None  # None for a built-in
     origin: str = ""
+    jailed: bool = True
+    in_process: bool = False
 
 
 def evaluate_in_child(payload: dict, emit: Callable[[dict], None]) -> dict:
-    """The sandbox target: load the algorithm, train and score it, stream each step's row. Everything it
-    needs is imported with this module, before the sandbox's audit hook goes in."""
+    """The worker's target: start the candidate's hook process, train and score, stream each step's row."""
     spec = AlgorithmSpec(**payload["spec"])
-    if spec.source is not None:  # so error messages can quote the candidate's line
-        linecache.cache[spec.origin] = (len(spec.source), None, spec.source.splitlines(True), spec.origin)
-    try:
-        algo = load_algorithm(spec.name) if spec.source is None else \
-            algorithm_from_source(spec.source, spec.name, spec.origin)
-    except AlgorithmError as e:
-        return {"failure": "load", "message": str(e)}
-    try:
+    source = spec.source if spec.source is not None else builtin_source(spec.name)
+    origin = spec.origin or f"builtin:{spec.name}"
+    linecache.cache[origin] = (len(source), None, source.splitlines(True), origin)  # messages quote its lines
+
+    def run(algo, isolation: list[str]) -> dict:
         res = evaluate(algo, payload["fidelity"], payload["seed"], on_step=lambda i, row: emit({"step": i, "row": row}),
                        split=payload.get("split", "search"))
+        res.info["isolation"] = isolation
+        return {"result": res.to_dict()}
+
+    try:
+        if spec.in_process:
+            if spec.source is not None:
+                raise ValueError("only a built-in may run in process: candidate code runs in the hook process")
+            return run(load_algorithm(spec.name), ["in-process"])
+        limits = HookLimits(call_timeout_s=payload.get("hook_timeout_s") or HookLimits.call_timeout_s)
+        with HookProcess(source, spec.name, origin, jailed=spec.jailed, threads=payload["threads"],
+                         limits=limits) as hook:
+            algo = hook.algorithm()
+            out = run(algo, hook.layers)
+            out["result"]["info"]["hook_calls"] = hook.calls
+            out["result"]["info"]["hook_s"] = hook.call_s
+            return out
+    except (AlgorithmError, HookError) as e:
+        if isinstance(e, AlgorithmError) or e.kind == "load":
+            return {"failure": "load", "message": str(e)}
+        if e.kind == "jail":
+            return {"failure": "internal", "message": str(e)}
+        return {"failure": "memory" if e.kind == "memory" else "candidate", "message": str(e)}
     except CandidateError as e:
         memory = any(p in str(e).lower() for p in ("memoryerror", "can't allocate memory", "out of memory"))
         return {"failure": "memory" if memory else "candidate", "message": str(e)}
-    return {"result": res.to_dict()}
 
 
 def _uses_cuda() -> bool:
@@ -75,16 +98,12 @@ def _uses_cuda() -> bool:
 def run_evaluation(spec: AlgorithmSpec, fidelity: str, seed: int, threads: int = 2,
                    on_step: Callable[[int, dict], None] | None = None,
                    timeout_s: float | None = None, memory_mb: int | None = EVAL_MEMORY_MB,
-                   split: str = "search") -> EvalResult | EvalFailure:
-    """Evaluate in a sandboxed child process; call ``on_step`` in this process as steps finish.
-    ``memory_mb`` bounds the child's address space beyond its baseline (None: no bound; always none on CUDA).
-    ``split`` picks the held-out set ("confirm" for re-evaluating discoveries)."""
-    cache = cache_dir()  # resolved here: the child's HOME is its private folder
-    cache.mkdir(parents=True, exist_ok=True)
-    fid = get_fidelity(fidelity)
-    # the child may write the cache only to create a missing warm start; once it exists, no candidate can
-    # touch the file every later evaluation starts from
-    writable = () if cached_sft_file(fid.model, fid.sft, fid.eval.heldout_size, fid.eval.heldout_seed) else (cache,)
+                   split: str = "search", hook_timeout_s: float | None = None) -> EvalResult | EvalFailure:
+    """Evaluate in a worker process; call ``on_step`` in this process as steps finish.
+    ``memory_mb`` bounds the worker's address space beyond its baseline (None: no bound; always none on CUDA).
+    ``split`` picks the held-out set ("confirm" for re-evaluating discoveries). ``hook_timeout_s`` bounds
+    one call of a candidate's hook (default: ``HookLimits.call_timeout_s``)."""
+    cache = cache_dir()  # resolved here: the worker's HOME is its private folder
     limits = Limits(timeout_s=math.inf if timeout_s is None else timeout_s, threads=threads,
                     memory_mb=None if _uses_cuda() else memory_mb)
 
@@ -92,11 +111,12 @@ def run_evaluation(spec: AlgorithmSpec, fidelity: str, seed: int, threads: int =
         if on_step is not None and isinstance(msg, dict) and "step" in msg:
             on_step(msg["step"], msg["row"])
 
-    res = run_sandboxed("poise.backends.worker:evaluate_in_child",
-                        {"spec": {"name": spec.name, "source": spec.source, "origin": spec.origin},
-                         "fidelity": fidelity, "seed": seed, "split": split},
-                        limits, on_message=relay, writable=writable, env={"POISE_CACHE": str(cache)},
-                        preload=("torch._dynamo",))  # torch.optim imports it lazily, and it sets an env var
+    res = run_in_child("poise.backends.worker:evaluate_in_child",
+                       {"spec": {"name": spec.name, "source": spec.source, "origin": spec.origin,
+                                 "jailed": spec.jailed, "in_process": spec.in_process},
+                        "fidelity": fidelity, "seed": seed, "split": split, "threads": threads,
+                        "hook_timeout_s": hook_timeout_s},
+                       limits, on_message=relay, env={"POISE_CACHE": str(cache)})
     if res.ok:
         if "result" in res.value:
             return EvalResult(**res.value["result"])

@@ -11,7 +11,9 @@
         log the step's curves
 
 The trainer owns sampling, grading, the optimiser and every logged number: a candidate only maps
-tensors to tensors, and whatever it returns is checked before it is used.
+tensors to tensors, and whatever it returns is checked before it is used. A candidate's hooks are calls
+into its hook process (``poise.isolation.hook``), which never sees the policy: its loss comes back as a
+value and a gradient with respect to the log-probs, applied here through a surrogate.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 from torch import Tensor
 
 from poise.algorithms.base import Algorithm, RolloutBatch, aggregate, kl_penalty
+from poise.isolation.hook import HookError
 from poise.sandbox.model import TinyGPT, generate, pad_prompts, response_logprobs
 from poise.sandbox.task import BOS, Problem, TIERS, decode, encode, grade, training_problems
 
@@ -67,6 +70,8 @@ def call_candidate(algo: Algorithm, hook: str, fn: Callable, *args):
         return fn(*args)
     except CandidateError:
         raise
+    except HookError as e:  # the hook process's message already names the hook, the error and the line
+        raise CandidateError(str(e)) from None
     except Exception as e:
         raise CandidateError(f"{hook} raised {type(e).__name__}: {e}{_where(e, algo.origin)}") from None
 

@@ -40,7 +40,8 @@ def test_a_crash_inside_the_candidate_is_a_candidate_failure(smoke_policy):
 def test_a_child_that_dies_is_reported_not_hung(smoke_policy):
     src = "import os\ndef compute_advantages(batch, cfg):\n    os._exit(7)\n"
     res = run_evaluation(AlgorithmSpec("die", src, "/x/die.py"), "smoke", 0)
-    assert isinstance(res, EvalFailure) and res.kind == "crash" and "exit code 7" in res.message
+    assert isinstance(res, EvalFailure) and res.kind == "candidate" and "exit code 7" in res.message
+    assert "compute_advantages ended the hook process" in res.message
 
 
 def test_the_sft_start_scores_are_those_of_the_cached_policy(smoke, smoke_policy):

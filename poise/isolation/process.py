@@ -1,28 +1,25 @@
-"""Run a function in a contained child process that is killed from outside.
+"""Run trusted poise code in a child process that is killed from outside.
 
-    run_sandboxed("pkg.module:function", payload, Limits(timeout_s=30)) -> SandboxResult
+    run_in_child("pkg.module:function", payload, Limits(timeout_s=30)) -> ChildResult
 
-The child runs ``function(payload, emit)``; ``emit(dict)`` streams progress to ``on_message`` here and
-the returned dict is the result. Layers, from the outside in:
+The evaluation workers use it: training and scoring are poise's own code (candidate code runs only in
+the jailed hook process those workers start, ``poise.isolation.hook``), so this is resource
+management, not containment. The child runs ``function(payload, emit)``; ``emit(dict)`` streams progress
+to ``on_message`` here and the returned dict is the result. The child gets:
 
-- its own process group (``start_new_session``), killed with SIGKILL on timeout and after every run,
-  so nothing the candidate started survives it;
-- its own empty network namespace (``unshare -rn``) when the machine allows it: no network at all;
+- its own process group (``start_new_session``), killed with SIGKILL on timeout and after every run;
+- death with its parent (``PR_SET_PDEATHSIG``), so no evaluation outlives the run that wanted it;
 - a scrubbed environment built from an allowlist: no API keys or tokens ever reach it;
 - a private working folder, also its HOME and TMPDIR, deleted afterwards;
 - rlimits: address space, CPU seconds, file size, no core dumps (``Limits``), set by the child itself
-  once torch is imported, measured from that baseline (not in a ``preexec_fn``: Python code between
-  fork and exec can deadlock when the parent has threads, as torch's pools are);
-- an audit hook refusing sockets, processes, signals, foreign functions and writes outside the
-  private folder (``poise.verify.guard``), installed before any candidate code runs.
+  once torch is imported, measured from that baseline.
 
-Messages travel as JSON lines on a dedicated pipe, not stdout, so whatever the candidate prints
-cannot break the protocol; stdout and stderr are captured and their tails kept for the report.
+Messages travel as JSON lines on a dedicated pipe, not stdout; stdout and stderr are captured and their
+tails kept for the report.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -63,14 +60,13 @@ class Limits:
 
 
 @dataclass
-class SandboxResult:
+class ChildResult:
     ok: bool
     value: dict | None
     kind: str  # "ok" | "error" | "timeout" | "memory" | "crash" | "killed"
     message: str
     wall_s: float
     exit_code: int | None  # negative: killed by that signal
-    isolation: list[str] = field(default_factory=list)  # the layers that applied
     output: str = ""  # the tail of the child's stdout and stderr
     traceback: str = ""  # the child's traceback when the target raised (for bugs in poise itself)
     pgid: int | None = None  # the child's process group, gone when this returns
@@ -98,31 +94,6 @@ def describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}{where(e)}"
 
 
-# The namespace wrapper: its own user and network namespace, whose only interface is a loopback that is
-# down, so there is no route anywhere. (A PID namespace, `--pid --kill-child`, would also reap anything
-# the child started, but makes the child PID 1: the kernel then ignores its default-action signals,
-# SIGXCPU and abort() included, and unshare loses the exit status of a SIGKILLed child.)
-NAMESPACES = ((["unshare", "-rn"], ["netns"]),)
-
-
-@functools.cache
-def namespace_wrapper() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(command prefix, layers) of the first wrapper that works on this machine, checked once; ((), ())
-    when none does (then the audit hook alone refuses sockets)."""
-    if shutil.which("unshare") is not None:
-        for prefix, layers in NAMESPACES:
-            try:
-                if subprocess.run([*prefix, "true"], capture_output=True, timeout=10).returncode == 0:
-                    return tuple(prefix), tuple(layers)
-            except (OSError, subprocess.SubprocessError):
-                pass
-    return (), ()
-
-
-def netns_available() -> bool:
-    return "netns" in namespace_wrapper()[1]
-
-
 def child_env(limits: Limits, private: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: os.environ[k] for k in ENV_ALLOWLIST if k in os.environ}
     env.update(extra or {})
@@ -133,36 +104,27 @@ def child_env(limits: Limits, private: Path, extra: dict[str, str] | None = None
     return {k: v for k, v in env.items() if not any(m in k.upper() for m in SECRET_MARKERS)}
 
 
-def run_sandboxed(target: str, payload: dict, limits: Limits = Limits(),
+def run_in_child(target: str, payload: dict, limits: Limits = Limits(),
                   on_message: Callable[[dict], None] | None = None, workdir: Path | None = None, *,
-                  writable: tuple[Path, ...] = (), env: dict[str, str] | None = None,
-                  preload: tuple[str, ...] = ()) -> SandboxResult:
+                  env: dict[str, str] | None = None) -> ChildResult:
     """Run ``target`` ("package.module:function") as ``function(payload, emit)`` in a contained child.
 
     ``workdir``: the private folder to use (kept afterwards); by default a fresh temporary one, deleted.
-    ``writable``: further folders the child may write (a cache). ``env``: further variables to pass
-    (still filtered: no keys or tokens). ``preload``: modules to import before the audit hook goes in,
-    beyond torch and the target's module (torch imports some lazily, and they do what the hook refuses:
-    ``torch._dynamo``, which the optimisers import, sets an environment variable).
+    ``env``: further variables to pass (still filtered: no keys or tokens).
     Never raises for anything the child does.
     """
     t0 = time.monotonic()
     private = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="poise-sandbox-"))
     private.mkdir(parents=True, exist_ok=True)
     private = private.resolve()
-    isolation = ["process-group", "scrubbed-env", "private-dir"]
     r, w = os.pipe()
     request = private / ".request.json"
     request.write_text(json.dumps({
-        "target": target, "payload": payload, "fd": w, "threads": limits.threads, "preload": list(preload),
+        "target": target, "payload": payload, "fd": w, "threads": limits.threads,
         "limits": {"memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s, "file_mb": limits.file_mb},
-        "writable": [str(private), *map(str, writable)],
         "sys_path": [p for p in sys.path if p and os.path.isabs(p) and os.path.exists(p)],
     }))
-    cmd = [sys.executable, "-P", "-X", "faulthandler", "-m", "poise.verify._child", str(request)]
-    prefix, layers = namespace_wrapper()
-    cmd = [*prefix, *cmd]
-    isolation += layers
+    cmd = [sys.executable, "-P", "-X", "faulthandler", "-m", "poise.isolation._process_child", str(request)]
     out_path, err_path = private / ".stdout", private / ".stderr"
     proc = None
     try:
@@ -173,12 +135,11 @@ def run_sandboxed(target: str, payload: dict, limits: Limits = Limits(),
         os.close(w)
         w = -1
         deadline = t0 + limits.timeout_s if math.isfinite(limits.timeout_s) else math.inf
-        final, child_isolation = _supervise(proc, r, deadline, on_message)
+        final = _supervise(proc, r, deadline, on_message)
         timed_out = final is None and _alive(proc.pid)
         code = _end(proc, wait_s=2.0 if final is not None else 0.0)
         tail = _tail(out_path, "stdout") + _tail(err_path, "stderr")
         res = _result(final, timed_out, code, tail, limits)
-        res.isolation = isolation + child_isolation
         res.pgid = proc.pid
         res.wall_s = time.monotonic() - t0
         return res
@@ -195,9 +156,9 @@ def run_sandboxed(target: str, payload: dict, limits: Limits = Limits(),
 
 
 def _supervise(proc: subprocess.Popen, r: int, deadline: float,
-               on_message: Callable[[dict], None] | None) -> tuple[dict | None, list[str]]:
-    """Read messages until the final one, the child's exit or the deadline. Returns (final or None, isolation)."""
-    buf, isolation, pipe_open = b"", [], True
+               on_message: Callable[[dict], None] | None) -> dict | None:
+    """Read messages until the final one, the child's exit or the deadline. Returns the final one or None."""
+    buf, pipe_open = b"", True
     while time.monotonic() < deadline:
         wait = min(deadline - time.monotonic(), 0.5)
         if pipe_open:
@@ -217,16 +178,14 @@ def _supervise(proc: subprocess.Popen, r: int, deadline: float,
                     msg = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # not ours: the protocol fd was written by something else
-                if msg.get("type") == "ready":
-                    isolation = list(msg.get("isolation", []))
-                elif msg.get("type") == "message":
+                if msg.get("type") == "message":
                     if on_message is not None:
                         on_message(msg.get("data"))
                 elif msg.get("type") in ("result", "error"):
-                    return msg, isolation
+                    return msg
         elif not _alive(proc.pid):
-            return None, isolation
-    return None, isolation
+            return None
+    return None
 
 
 def _alive(pid: int) -> bool:
@@ -256,7 +215,7 @@ _LIVE: set[int] = set()  # process groups of the children running now, for kill_
 
 
 def kill_all() -> int:
-    """SIGKILL every sandboxed child this process has running (Ctrl-C of the loop: the children live in
+    """SIGKILL every child this process has running (Ctrl-C of the loop: the children live in
     their own sessions, so the terminal's SIGINT never reaches them). Returns how many were signalled;
     the threads supervising them then see them die and return at once."""
     return sum(_killpg(pgid) for pgid in list(_LIVE))
@@ -292,26 +251,26 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
-def _result(final: dict | None, timed_out: bool, code: int, tail: str, limits: Limits) -> SandboxResult:
+def _result(final: dict | None, timed_out: bool, code: int, tail: str, limits: Limits) -> ChildResult:
     def res(ok, value, kind, message, traceback=""):
-        return SandboxResult(ok, value, kind, message, 0.0, code, output=tail, traceback=traceback)
+        return ChildResult(ok, value, kind, message, 0.0, code, output=tail, traceback=traceback)
 
     if final is not None and final["type"] == "result":
         return res(True, final.get("value"), "ok", "")
     if final is not None:
         return res(False, None, final.get("kind", "error"), final.get("message", ""), final.get("traceback", ""))
     if timed_out:
-        return res(False, None, "timeout", f"the sandboxed run took longer than {limits.timeout_s:g}s and was "
+        return res(False, None, "timeout", f"the child process took longer than {limits.timeout_s:g}s and was "
                                            f"stopped (its process group was killed)")
     memoryish = any(p in tail.lower() for p in MEMORY_PHRASES)
     if code < 0 and -code == signal.SIGXCPU:
-        return res(False, None, "timeout", f"the sandboxed run used more than its {limits.cpu_s} CPU seconds and was "
+        return res(False, None, "timeout", f"the child process used more than its {limits.cpu_s} CPU seconds and was "
                                            f"stopped")
     if memoryish:
-        return res(False, None, "memory", f"the sandboxed process ran out of memory (limit: {limits.memory_mb} MB "
+        return res(False, None, "memory", f"the child process ran out of memory (limit: {limits.memory_mb} MB "
                                           f"beyond its baseline) and died (exit code {code})\n{tail}")
     if code < 0 and -code == signal.SIGKILL:
-        return res(False, None, "killed", "the sandboxed process was killed (SIGKILL) from outside the sandbox; "
+        return res(False, None, "killed", "the child process was killed (SIGKILL) from outside; "
                                           "if it used a lot of memory, this was likely the kernel's OOM killer")
     how = f"died from {_signal_name(code)}" if code < 0 else f"exited with exit code {code}"
-    return res(False, None, "crash", f"the sandboxed process {how} without a result\n{tail}".rstrip())
+    return res(False, None, "crash", f"the child process {how} without a result\n{tail}".rstrip())

@@ -1,10 +1,8 @@
-"""The child side of ``poise.verify.sandbox``: ``python -P -m poise.verify._child REQUEST_FILE``.
+"""The child side of ``poise.isolation.process``: ``python -P -m poise.isolation._process_child REQUEST``.
 
-Order matters: read the request, import torch, the preloads and the target's module (unguarded: this
-is poise's own code), set the resource limits relative to that baseline, install the audit hook, and only then
-call the target, which is where candidate code runs. Messages go to the parent as JSON lines on a
-dedicated pipe; stdout and stderr are left to the target (a candidate's ``print`` cannot break the
-protocol).
+Read the request, import torch and the target's module, set the resource limits relative to that
+baseline, then call the target. Messages go to the parent as JSON lines on a dedicated pipe; stdout
+and stderr are left to the target.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import threading
 import traceback
 from pathlib import Path
 
-from poise.verify.sandbox import describe, is_memory_error
+from poise.isolation.process import describe, is_memory_error
 
 
 def _vm_size_bytes() -> int | None:
@@ -87,20 +85,13 @@ def main(request_file: str) -> None:
         import torch
 
         torch.set_num_threads(int(req["threads"]))
-        for name in req["preload"]:
-            importlib.import_module(name)
         module, _, name = req["target"].partition(":")
         target = getattr(importlib.import_module(module), name)
-        isolation = apply_limits(req["limits"])
-        from poise.verify import guard
-
-        guard.install(req["writable"])
-        isolation.append("audit-hook")
+        apply_limits(req["limits"])
     except BaseException as e:
         send({"type": "error", "kind": "error", "message": f"the sandbox could not start {req['target']}: "
               f"{describe(e)}", "traceback": traceback.format_exc()})
         os._exit(1)
-    send({"type": "ready", "isolation": isolation})
     try:
         value = target(req["payload"], lambda msg: send({"type": "message", "data": msg}))
         try:
@@ -117,7 +108,6 @@ def main(request_file: str) -> None:
             stream.flush()
         except Exception:
             pass
-    # skip interpreter shutdown: no atexit handler or finaliser the candidate left behind runs
     os._exit(0)
 
 

@@ -1,0 +1,344 @@
+"""The trusted side of the hook contract: candidate code runs in a hook process, never here.
+
+    with HookProcess(source, name, origin, jail=True) as hook:
+        algo = hook.algorithm()          # an Algorithm whose hooks are calls into the hook process
+        adv = algo.compute_advantages(batch, algo.config)
+
+The trainer and the verifier send plain detached tensors (a ``RolloutBatch``; for the loss, a leaf
+copy of the mini-batch's log-probs) and get tensors back. ``compute_policy_loss`` comes back as the
+loss value and its gradient with respect to the log-probs, both computed by autograd in the hook
+process; here they become a surrogate whose value is the candidate's loss and whose gradient is the
+candidate's gradient, so ``surrogate.backward()`` trains the policy exactly as the candidate's loss
+would, while the candidate never sees the policy. The trainer's tensors may live on any device; they
+cross on the CPU.
+
+Every answer is checked before it is used (dtypes, shapes, sizes; the trainer checks finiteness), and
+every call has a deadline: a hook that hangs, dies, ends its process or breaks the protocol raises
+``HookError`` with a message that names the hook.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from poise.algorithms.base import AlgoConfig, Algorithm, RolloutBatch, default_policy_loss
+from poise.isolation import wire
+from poise.isolation.jail import POISE_PACKAGE, jail_command, jail_status
+
+BATCH_TENSORS = ("rewards", "correct", "valid", "lengths", "mask", "group_ids", "old_logp", "ref_logp", "entropy",
+                 "truncated")
+TAIL_BYTES = 2000
+
+
+class HookError(Exception):
+    """The candidate's hook failed, misbehaved or could not run; the message says which hook and how."""
+
+    def __init__(self, message: str, kind: str = "error"):
+        super().__init__(message)
+        # "load" | "error" | "memory" | "type" | "timeout" | "died" | "protocol" | "jail"
+        self.kind = kind
+
+
+class JailUnavailable(Exception):
+    """Code that poise did not write would run without the jail; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class HookLimits:
+    call_timeout_s: float = 60.0  # wall clock of one hook call (hooks take milliseconds on a training batch)
+    start_timeout_s: float = 60.0  # starting the process and importing torch (about 1.5 s)
+    memory_mb: int = 2048  # address space beyond the process's baseline after importing torch
+    cpu_s: int | None = None  # CPU seconds of the hook process in all; None: no limit
+    file_mb: int = 16  # largest file it may write (its private tmpfs holds 64 MB in all)
+    open_files: int = 64
+
+
+@dataclass
+class Isolation:
+    """How a hook process is contained, as recorded with every evaluation and verification."""
+
+    jailed: bool
+    layers: list[str] = field(default_factory=list)
+    warning: str = ""
+
+
+def choose_isolation(poise_wrote_it: bool, unsafe_no_jail: bool = False) -> Isolation:
+    """Jail when the machine can; otherwise poise's own code (the built-ins, the offline implementer's)
+    runs unjailed with a warning, and anyone else's code only with ``unsafe_no_jail``."""
+    st = jail_status()
+    if st.ok:
+        return Isolation(True)
+    if poise_wrote_it:
+        return Isolation(False, warning=f"warning: the jail cannot start on this machine, so poise's own algorithm "
+                                        f"code runs in an unjailed hook process ({st.reason})")
+    if unsafe_no_jail:
+        return Isolation(False, warning=f"UNSAFE: --unsafe-no-jail: candidate code runs in an unjailed hook process "
+                                        f"(the jail cannot start: {st.reason}); this is recorded with the results")
+    raise JailUnavailable(f"the jail that contains candidate code cannot start on this machine: {st.reason}. Code "
+                          f"that poise did not write (LLM-written candidates, your own files) runs only in the jail; "
+                          f"fix the above, or pass --unsafe-no-jail to run it anyway (it is recorded in the run)")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _vm_size(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"no VmSize for process {pid}")
+
+
+class HookProcess:
+    """One hook process holding one candidate. Use as a context manager; ``close()`` kills it."""
+
+    def __init__(self, source: str, name: str, origin: str, *, jailed: bool, threads: int = 1,
+                 limits: HookLimits = HookLimits()):
+        self.source, self.name, self.origin = source, name, origin
+        self.jailed, self.threads, self.limits = jailed, threads, limits
+        self.proc: subprocess.Popen | None = None
+        self.layers: list[str] = []
+        self.hooks: list[str] = []
+        self.config: dict = {}
+        self.calls = 0
+        self.call_s = 0.0
+        self._err = self._cpuinfo = None
+        self._in = self._out = -1
+
+    # ----------------------------------------------------------------------------------------------
+    # life cycle
+
+    def __enter__(self) -> "HookProcess":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the process, set its limits from outside, and load the candidate. Raises HookError."""
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        self._err = tempfile.TemporaryFile()
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp", "TMPDIR": "/tmp",
+               "PYTHONPATH": str(POISE_PACKAGE.parent), "PYTHONDONTWRITEBYTECODE": "1",
+               "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+        argv = [sys.executable, "-P", "-m", "poise.isolation._hook_server", str(req_r), str(resp_w)]
+        fds = [req_r, resp_w]
+        if self.jailed:
+            self._cpuinfo = tempfile.TemporaryFile()
+            try:
+                self._cpuinfo.write(Path("/proc/cpuinfo").read_bytes())
+            except OSError:
+                pass
+            self._cpuinfo.seek(0)
+            fds.append(self._cpuinfo.fileno())
+            cmd, self.layers = jail_command(argv, env, self._cpuinfo.fileno()), ["hook-process", "bubblewrap", "namespaces", "read-only-fs",
+                                                         "private-tmpfs"]
+            cwd = None
+        else:
+            cmd, self.layers, cwd = argv, ["hook-process", "scrubbed-env"], tempfile.gettempdir()
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._err, stderr=self._err,
+                                         pass_fds=fds, start_new_session=True, env=env, cwd=cwd)
+        except OSError as e:
+            for fd in (req_r, req_w, resp_r, resp_w):
+                os.close(fd)
+            raise HookError(f"the hook process could not start: {e}", "jail") from None
+        os.close(req_r)
+        os.close(resp_w)
+        self._in, self._out = req_w, resp_r
+        deadline = time.monotonic() + self.limits.start_timeout_s
+        self._read(deadline, 0, "start")  # {"ready"}: torch is imported, no candidate code has run
+        self._set_limits()
+        self._write({"op": "load", "source": self.source, "name": self.name, "origin": self.origin,
+                     "threads": self.threads, "seccomp": True})
+        head, _ = self._read(deadline, 0, "load")
+        if not head.get("ok"):
+            raise HookError(str(head.get("message", "the candidate could not be loaded"))[:4000], "load")
+        hooks = head.get("hooks")
+        if not (isinstance(hooks, list) and "compute_advantages" in hooks
+                and set(hooks) <= {"compute_advantages", "compute_policy_loss", "shape_rewards"}):
+            raise HookError("the hook process answered the load with an impossible list of hooks", "protocol")
+        self.hooks, self.config = hooks, head.get("config") or {}
+        self.layers += [x for x in head.get("layers", []) if x == "seccomp"]
+
+    def _set_limits(self) -> None:
+        """Hard rlimits on the process that will run the candidate, set from here: a process without
+        capabilities cannot raise them, and they are in place before its code is even sent."""
+        pid = self.proc.pid
+        if self.jailed:  # bwrap -> bwrap (the namespace's init) -> python
+            for _ in range(2):
+                kids = _children(pid)
+                if len(kids) != 1:
+                    raise HookError("the jail did not start as expected (no single process inside)", "jail")
+                pid = kids[0]
+        mb = 1 << 20
+        limits = [(resource.RLIMIT_CORE, 0), (resource.RLIMIT_FSIZE, self.limits.file_mb * mb),
+                  (resource.RLIMIT_NOFILE, self.limits.open_files)]
+        if self.limits.memory_mb is not None:
+            limits.append((resource.RLIMIT_AS, _vm_size(pid) + self.limits.memory_mb * mb))
+        if self.limits.cpu_s is not None:
+            ticks = os.sysconf("SC_CLK_TCK")
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            spent = (int(fields[11]) + int(fields[12])) / ticks
+            limits.append((resource.RLIMIT_CPU, int(spent) + 1 + int(self.limits.cpu_s)))
+        if self.jailed:  # counted per user namespace: the jail's own threads, not the user's processes
+            limits.append((resource.RLIMIT_NPROC, self.threads + 8))
+        for res, n in limits:
+            resource.prlimit(pid, res, (n, n))
+        self.layers.append("rlimits")
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self._write({"op": "close"})
+            except (OSError, HookError):
+                pass
+            try:
+                self.proc.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                pass
+        self._kill()
+        for fd in (self._in, self._out):
+            if fd >= 0:
+                os.close(fd)
+        self._in = self._out = -1
+        for f in (self._err, self._cpuinfo):
+            if f is not None:
+                f.close()
+        self._err = self._cpuinfo = None
+
+    def _kill(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+
+    # ----------------------------------------------------------------------------------------------
+    # the wire
+
+    def _write(self, header: dict, tensors: dict | None = None) -> None:
+        try:
+            wire.write_frame(self._in, header, tensors)
+        except (BrokenPipeError, OSError):
+            raise self._died(header.get("op", "?")) from None
+
+    def _read(self, deadline: float, max_bytes: int, op: str) -> tuple[dict, dict[str, Tensor]]:
+        try:
+            return wire.read_frame(self._out, max_bytes, deadline)
+        except wire.WireError as e:
+            if e.kind == "timeout":
+                self._kill()
+                raise HookError(f"{op} did not answer within {self.limits.call_timeout_s:g}s and its process was "
+                                f"killed; a hook must run in milliseconds: use vectorised tensor operations and loops "
+                                f"that always end" if op not in ("start", "load") else
+                                f"the hook process did not {'start' if op == 'start' else 'load the candidate'} "
+                                f"within {self.limits.start_timeout_s:g}s and was killed", "timeout") from None
+            if e.kind == "closed":
+                raise self._died(op) from None
+            self._kill()
+            raise HookError(f"{op}: the hook process broke the protocol ({e}) and was killed", "protocol") from None
+
+    def _died(self, op: str) -> HookError:
+        code = self.proc.wait() if self.proc is not None else None
+        self._kill()
+        tail = ""
+        if self._err is not None:
+            self._err.seek(0, os.SEEK_END)
+            self._err.seek(max(0, self._err.tell() - TAIL_BYTES))
+            tail = self._err.read().decode("utf-8", "replace").strip()
+        how = f"exit code {code}" if code is None or code >= 0 else f"signal {signal.Signals(-code).name}" \
+            if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        what = {"start": "the hook process died while starting", "load": "loading the candidate ended the hook process"}
+        msg = what.get(op, f"{op} ended the hook process (os._exit, a crash, or a limit it hit)")
+        memoryish = any(p in tail.lower() for p in ("memoryerror", "cannot allocate memory", "out of memory"))
+        return HookError(f"{msg}; {how}" + (f"\n{tail}" if tail else ""), "memory" if memoryish else "died")
+
+    def call(self, op: str, batch: RolloutBatch, extra: dict[str, Tensor] | None = None,
+             max_bytes: int | None = None) -> tuple[dict, dict[str, Tensor]]:
+        """Send the batch (and ``extra`` tensors) to hook ``op``; return the checked answer's header and tensors."""
+        if self.proc is None or self._in < 0:
+            raise HookError(f"{op}: the hook process is not running", "died")
+        t0 = time.perf_counter()
+        tensors = {k: getattr(batch, k) for k in BATCH_TENSORS}
+        tensors.update(extra or {})
+        self._write({"op": op, "group_size": int(batch.group_size), "max_len": int(batch.max_len)}, tensors)
+        n, t = batch.mask.shape
+        head, out = self._read(time.monotonic() + self.limits.call_timeout_s,
+                               max_bytes if max_bytes is not None else 8 * n * max(t, 1) + 64, op)
+        self.calls += 1
+        self.call_s += time.perf_counter() - t0
+        if not head.get("ok"):
+            kind = head.get("kind") if head.get("kind") in ("error", "memory", "type") else "error"
+            message = str(head.get("message", ""))[:4000]
+            if kind == "type":
+                message = (f"{op} must return a torch.Tensor, got {message}" if op != "compute_policy_loss" else message)
+            raise HookError(message, kind)
+        return head, out
+
+    # ----------------------------------------------------------------------------------------------
+    # the candidate as an Algorithm the trainer and the verifier can call
+
+    def algorithm(self) -> Algorithm:
+        try:
+            cfg = AlgoConfig.from_dict(self.config)
+        except (TypeError, ValueError) as e:
+            raise HookError(f"{self.origin}: bad CONFIG: {e}", "load") from None
+
+        def tensor_hook(op: str, want: str):
+            def fn(batch: RolloutBatch, _cfg: AlgoConfig) -> Tensor:
+                _, out = self.call(op, batch)
+                x = out.get("out")
+                if x is None:
+                    raise HookError(f"{op}: the hook process answered without a tensor", "protocol")
+                if x.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+                    raise HookError(f"{op} must return a floating-point tensor ({want}), got {x.dtype}", "type")
+                return x.to(batch.mask.device)
+            return fn
+
+        shape = tensor_hook("shape_rewards", "[N]") if "shape_rewards" in self.hooks else None
+        loss = self._remote_loss if "compute_policy_loss" in self.hooks else default_policy_loss
+        return Algorithm(name=self.name, compute_advantages=tensor_hook("compute_advantages", "[N, T] or [N]"),
+                         compute_policy_loss=loss, shape_rewards=shape, config=cfg, source=self.source,
+                         origin=self.origin)
+
+    def _remote_loss(self, logp: Tensor, batch: RolloutBatch, advantages: Tensor, cfg: AlgoConfig):
+        n, t = logp.shape
+        head, out = self.call("compute_policy_loss", batch, {"logp": logp.detach(), "advantages": advantages.detach()},
+                              max_bytes=8 * n * max(t, 1) + 64)
+        metrics = head.get("metrics") if isinstance(head.get("metrics"), dict) else {}
+        metrics = {k: float(v) for k, v in list(metrics.items())[:32]
+                   if isinstance(k, str) and isinstance(v, (int, float)) and math.isfinite(v)}
+        value, grad = out.get("loss"), out.get("grad")
+        if value is None or grad is None or value.dim() != 0 or not value.is_floating_point():
+            raise HookError("compute_policy_loss: the hook process answered without a scalar loss", "protocol")
+        if tuple(grad.shape) != (n, t) or not grad.is_floating_point():
+            raise HookError(f"compute_policy_loss: a gradient of shape {list(grad.shape)} for log-probs of shape "
+                            f"{[n, t]}", "protocol")
+        if not torch.isfinite(grad).all():
+            raise HookError("compute_policy_loss's gradient with respect to logp is non-finite (NaN or inf); compute "
+                            "the loss with numerically safe operations (clamp log-ratios before exp())", "error")
+        value = value.to(device=logp.device, dtype=logp.dtype)
+        s = (logp * grad.to(device=logp.device, dtype=logp.dtype)).sum()
+        # value: the candidate's loss, exactly (s - s is 0); gradient: the candidate's gradient
+        return value + (s - s.detach()), metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -81,14 +82,20 @@ def train_cmd(
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="folder under which the run folder is created"),
     threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for training"),
     seed_offset: int = typer.Option(0, "--seed-offset", min=0, help="first seed (seeds are offset..offset+N-1)"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=1.0, help="seconds one seed may take before it is "
+                                            "stopped (default: 10x the fidelity's expected time)"),
+    unsafe_no_jail: bool = typer.Option(False, "--unsafe-no-jail", help="where the jail cannot start, run the file "
+                                        "without it anyway (recorded in the run folder)"),
 ) -> None:
     """Train the tiny policy with one algorithm over N seeds; print held-out results with 95% CIs."""
     import torch
 
-    from poise.algorithms import BUILTINS, AlgorithmError, builtin_source
+    from poise.algorithms import BUILTINS, builtin_source
     from poise.backends.tiny import sft_policy
     from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
-    from poise.evaluation.fidelity import get_fidelity
+    from poise.evaluation.fidelity import default_timeout_s, get_fidelity
+    from poise.isolation import JailUnavailable, choose_isolation
+    from poise.verify.static import static_check
     from poise.report.plots import plot_curves
     from poise.runs import new_run_dir, run_manifest, save_seed, summarize, write_json, write_metrics_csv
 
@@ -109,13 +116,26 @@ def train_cmd(
             source = path.read_text()
         except (OSError, UnicodeDecodeError) as e:
             _fail(f"cannot read {algorithm}: {e}")
+        lint = static_check(source, str(path))
+        if not lint.ok:
+            _fail(f"{algorithm} cannot be trained:\n" + "\n".join(lint.errors))
         spec = AlgorithmSpec(path.stem, source, str(path))
         origin, label = str(path), path.stem
+    try:
+        isolation = choose_isolation(algorithm in BUILTINS, unsafe_no_jail)
+    except JailUnavailable as e:
+        _fail(str(e))
+    if isolation.warning:
+        err.print(f"[bold yellow]{escape(isolation.warning)}[/]")
+    spec = dataclasses.replace(spec, jailed=isolation.jailed)
+    timeout = timeout or default_timeout_s(fid.name, threads)
     seed_list = list(range(seed_offset, seed_offset + seeds))
     torch.set_num_threads(threads)
 
     run = new_run_dir(out, f"{label}-{fid.name}")
-    write_json(run / "config.json", run_manifest(label, origin, source, fid.to_dict(), seed_list))
+    write_json(run / "config.json", {**run_manifest(label, origin, source, fid.to_dict(), seed_list),
+                                     "jailed": isolation.jailed, "isolation_warning": isolation.warning,
+                                     "timeout_s": timeout})
     (run / "algorithm.py").write_text(source)
     console.print(f"[bold]poise train[/] {label} · fidelity {fid.name} · seeds {seed_list} → {run}")
 
@@ -138,7 +158,7 @@ def train_cmd(
                 progress.update(task, completed=i + 1,
                                 info=f"acc {row['accuracy']:.2f} valid {row['validity']:.2f} len {row['response_length']:.0f}")
             t0 = time.time()
-            res = run_evaluation(spec, fid.name, s, threads, on_step)
+            res = run_evaluation(spec, fid.name, s, threads, on_step, timeout_s=timeout)
             if isinstance(res, EvalFailure):
                 progress.update(task, info="[red]failed[/]")
                 failures.append(res)
@@ -151,8 +171,10 @@ def train_cmd(
 
     for f in failures:
         head = {"load": "the algorithm file is unusable", "candidate": "the algorithm failed during training",
-                "crash": "the evaluation crashed", "timeout": "the evaluation timed out", "internal": "internal error in poise (please report it)"}[f.kind]
-        err.print(f"[bold red]seed {f.seed}: {head}[/]\n{f.message}")
+                "crash": "the evaluation crashed", "timeout": "the evaluation timed out",
+                "memory": "the evaluation ran out of memory",
+                "internal": "internal error in poise (please report it)"}.get(f.kind, f.kind)
+        err.print(f"[bold red]seed {f.seed}: {head}[/]\n{escape(f.message)}")
     if not results:
         write_json(run / "failures.json", [f.__dict__ for f in failures])
         raise typer.Exit(2)
@@ -219,12 +241,15 @@ def discover_cmd(
     llm_key_env: Optional[str] = typer.Option(None, "--llm-key-env",
                                               help="environment variable holding the API key (default: OPENAI_API_KEY "
                                                    "or ANTHROPIC_API_KEY)"),
+    unsafe_no_jail: bool = typer.Option(False, "--unsafe-no-jail", help="where the jail cannot start, run LLM-written "
+                                        "code without it anyway (recorded in the archive and shown by every view)"),
 ) -> None:
     """Run the discovery loop: select, propose, implement, verify, evaluate, reflect; then confirm the best."""
     from poise.agents.llm import LLMError
     from poise.discovery.archive import ArchiveError
     from poise.discovery.loop import DiscoverConfig, Loop
     from poise.evaluation.fidelity import get_fidelity
+    from poise.isolation import JailUnavailable
 
     try:
         fid = get_fidelity(fidelity)
@@ -247,7 +272,7 @@ def discover_cmd(
     cfg = DiscoverConfig(budget=budget, directive=directive.strip(), workers=workers, fidelity=fid.name,
                          strategy=strategy, search_seed=seed,
                          reeval_seeds=tuple(range(1000 + 1, 1000 + reeval_seeds + 1)), reeval_top=reeval_top,
-                         threads=threads, agents=agents)
+                         threads=threads, agents=agents, unsafe_no_jail=unsafe_no_jail)
     try:
         with _progress() as progress:
             events = _DiscoverEvents(progress, fid.rl.steps)
@@ -259,7 +284,7 @@ def discover_cmd(
                 console.print(f"agents: {loop.agents.describe()} · LLM budget {loop.agents.budget.describe()}")
             events.start(loop.cfg.budget, loop._trained())
             summary = loop.run()
-    except (ArchiveError, ValueError, LLMError) as e:
+    except (ArchiveError, ValueError, LLMError, JailUnavailable) as e:
         _fail(str(e))
     except KeyboardInterrupt:
         err.print(f"[yellow]stopped.[/] Finished evaluations are in {out / 'archive.db'}; "
@@ -395,6 +420,8 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
     console.print(f"[bold]{run}[/] · budget {b['budget'] or '?'} · fidelity {cfg.get('fidelity', '?')} · "
                   + " · ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     console.print(view.objective.describe())
+    if view.unjailed_note:
+        console.print(f"[bold red]{escape(view.unjailed_note)}[/]")
     uses_llm = bool(view.llm_calls)
     # a narrow terminal keeps the columns that identify and compare; the reasons go below the table
     width = console.width
@@ -492,6 +519,8 @@ def show_cmd(run: Path = typer.Argument(..., help="a run folder from `poise disc
                  + (f" · parent #{parent.id} {escape(parent.name)}" if parent else ""))
     if e.status_reason:
         console.print(f"[yellow]{escape(e.status_reason)}[/]")
+    if view.unjailed_note:
+        console.print(f"[bold red]{escape(view.unjailed_note)}[/]")
     console.print("[bold]Proposal[/]")
     for key in ("hypothesis", "mechanism", "math", "expected_dynamics", "rationale", "author"):
         if p.get(key):
@@ -510,7 +539,8 @@ def show_cmd(run: Path = typer.Argument(..., help="a run folder from `poise disc
                       f"{pm(d.length)} · {d.verdict}: {d.reason}")
     v = e.verification
     console.print("[bold]Verification[/]" + ((": passed" if v.get("ok") else f": failed at {v.get('stage')}")
-                                              if v else ": not verified yet"))
+                                              if v else ": not verified yet")
+                  + (f" · isolation: {escape(', '.join(v['isolation']))}" if (v or {}).get("isolation") else ""))
     for ch in (v or {}).get("checks", []):
         mark = "[green]✓[/]" if ch.get("ok") else "[red]✗[/]"
         console.print(f"  {mark} {escape(str(ch.get('name')))}" + (f" — {escape(str(ch.get('message')))}"

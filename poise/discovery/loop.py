@@ -38,11 +38,13 @@ from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
 from poise.discovery.archive import Archive, ArchiveError, Entry, check_metrics, code_hash
 from poise.discovery.confirm import Discovery, confirm, confirm_fidelity, confirm_metrics, search_means, stats
 from poise.discovery.objective import Objective, parse_directive
+from poise.evaluation.fidelity import default_timeout_s
 from poise.discovery.selection import SelectionConfig, nodes_from_archive, select
+from poise.isolation.hook import choose_isolation
+from poise.isolation.process import kill_all
 from poise.reflect.curves import Finding
 from poise.reflect.diagnose import Reflection, reflect
 from poise.sandbox.task import hard_pass1
-from poise.verify.sandbox import kill_all
 from poise.verify.verifier import VERIFY_LIMITS, VerificationReport, verify
 
 
@@ -63,6 +65,8 @@ class DiscoverConfig:
     verify_timeout_s: float = 30.0  # per verification (synthetic batches take about a second)
     threads: int | None = None  # torch threads per worker; None: cores // workers
     agents: AgentsConfig = field(default_factory=AgentsConfig)  # who plays each role (LLMs or offline)
+    # run candidate code that poise did not write without the jail, where the jail cannot start (recorded)
+    unsafe_no_jail: bool = False
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -85,7 +89,6 @@ class DiscoverConfig:
 # the settings a resumed run must share with the run it continues (the budget may grow)
 _FIXED = ("fidelity", "directive", "strategy", "search_seed", "eval_seed", "reeval_seeds")
 MAX_PROPOSER_FAILURES = 3  # an LLM proposer failing this many rounds in a row is not going to recover
-_EXPECTED_S = {"smoke": 20.0, "standard": 150.0, "full": 600.0}
 
 
 class Events:
@@ -139,16 +142,22 @@ class Loop:
         self.rng = random.Random(f"discover/{cfg.search_seed}/{len(self.archive.entries())}")
         cores = os.cpu_count() or 1
         self.threads = cfg.threads or max(1, cores // max(1, cfg.workers))
-        self.timeout = cfg.eval_timeout_s or 10 * _EXPECTED_S.get(cfg.fidelity, 300.0) * max(1, 2 // self.threads)
+        self.timeout = cfg.eval_timeout_s or default_timeout_s(cfg.fidelity, self.threads)
         self.selection_cfg = SelectionConfig()
         self.verify_limits = dataclasses.replace(VERIFY_LIMITS, timeout_s=cfg.verify_timeout_s)
         self.round = len(self.archive.events(kind="select"))
         self.confirm_ids: list[int] = []  # entries to re-evaluate beside the top ones (poise discover --confirm)
         try:
             self.agents = Agents(cfg.agents, ledger=self.archive, on_retry=self.events.message)
+            # an LLM implementer writes code poise did not: it runs only in the jail (or, explicitly, unsafely)
+            self.isolation = choose_isolation(self.agents.llms["implementer"] is None, cfg.unsafe_no_jail)
         except BaseException:
             self.archive.close()
             raise
+        if not self.isolation.jailed:  # kept for good: a run that once ran without the jail says so in every view
+            self.events.message(self.isolation.warning)
+            self.archive.set_meta("unjailed", json.dumps({"unsafe_no_jail": cfg.unsafe_no_jail,
+                                                          "warning": self.isolation.warning}))
         self.llm_spent = False  # set when the LLM budget runs out: no new LLM work, finish what is in flight
         self.proposer_failures = 0  # consecutive rounds in which an LLM proposer gave nothing usable
 
@@ -172,7 +181,8 @@ class Loop:
         # the agents may change on resume (a larger LLM budget, another model); unset, the stored ones continue
         agents = cfg.agents if cfg.agents != AgentsConfig() else old.agents
         cfg = dataclasses.replace(old, budget=max(cfg.budget, old.budget), workers=cfg.workers, reeval_seeds=seeds,
-                                  threads=cfg.threads, eval_timeout_s=cfg.eval_timeout_s, agents=agents)
+                                  threads=cfg.threads, eval_timeout_s=cfg.eval_timeout_s, agents=agents,
+                                  unsafe_no_jail=cfg.unsafe_no_jail)
         return cfg
 
     def close(self) -> None:
@@ -237,8 +247,8 @@ class Loop:
             assert eid == 0
             # verified like every candidate: the report documents it, and its behaviour hash lets the loop
             # recognise a proposal that is GRPO in disguise
-            report = verify(builtin_source("grpo"), "GRPO", design.claims(),
-                            self.verify_limits)
+            report = verify(builtin_source("grpo"), "GRPO", design.claims(), self.verify_limits,
+                            jailed=self.isolation.jailed)
             self.archive.set_verification(eid, report.to_dict())
             if report.ok:
                 self.archive.set_behaviour(eid, report.behaviour + "|" + _config_literal(builtin_source("grpo")))
@@ -340,7 +350,7 @@ class Loop:
                                      "wall_s": 0.0, "answer": f.answer[:4000]})
                     feedback = [f.reason]
                     continue
-                report = verify(code, e.name, proposal.claims, self.verify_limits)
+                report = verify(code, e.name, proposal.claims, self.verify_limits, jailed=self.isolation.jailed)
                 if report.ok:
                     self._semantic_review(report, proposal, code, e.id, attempt)
                 attempts.append({"attempt": attempt, "ok": report.ok, "stage": report.stage, "errors": report.errors,
@@ -412,7 +422,8 @@ class Loop:
 
     def _evaluate(self, e: Entry, seed: int, purpose: str) -> tuple:
         """Runs in a pool thread; the evaluation itself runs in a sandboxed child process."""
-        spec = AlgorithmSpec(name=f"c{e.id}", source=e.code or builtin_source("grpo"), origin=f"archive:#{e.id}")
+        spec = AlgorithmSpec(name=f"c{e.id}", source=e.code or builtin_source("grpo"), origin=f"archive:#{e.id}",
+                             jailed=self.isolation.jailed)
         split = "confirm" if purpose == "reeval" else "search"
         res = run_evaluation(spec, self.cfg.fidelity, seed, threads=self.threads,
                              on_step=lambda i, row: self.events.eval_step(e.id, seed, i, row),

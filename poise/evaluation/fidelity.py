@@ -58,3 +58,14 @@ def get_fidelity(name: str) -> Fidelity:
         return FIDELITIES[name]
     except KeyError:
         raise ValueError(f"unknown fidelity {name!r}; choose one of {', '.join(FIDELITIES)}") from None
+
+
+# Wall seconds one evaluation takes on 2 cores (docs/benchmarks.md), and the default limit after which
+# it is stopped: generous, since a busy machine can be several times slower, but finite, so a candidate
+# that stalls training cannot hold a run forever.
+EXPECTED_S = {"smoke": 20.0, "standard": 150.0, "full": 600.0}
+
+
+def default_timeout_s(fidelity: str, threads: int) -> float:
+    """10x the expected wall time of one evaluation, more with fewer than 2 threads."""
+    return 10 * EXPECTED_S.get(fidelity, 300.0) * max(1, 2 // max(1, threads))

@@ -59,6 +59,7 @@ class JailUnavailable(Exception):
 class HookLimits:
     call_timeout_s: float = 60.0  # wall clock of one hook call (hooks take milliseconds on a training batch)
     start_timeout_s: float = 60.0  # starting the process and importing torch (about 1.5 s)
+    total_s: float | None = None  # wall clock of the whole session, start included; None: no limit
     memory_mb: int = 2048  # address space beyond the process's baseline after importing torch
     cpu_s: int | None = None  # CPU seconds of the hook process in all; None: no limit
     file_mb: int = 16  # largest file it may write (its private tmpfs holds 64 MB in all)
@@ -120,6 +121,7 @@ class HookProcess:
         self.call_s = 0.0
         self._err = self._cpuinfo = None
         self._in = self._out = -1
+        self._end = math.inf
 
     # ----------------------------------------------------------------------------------------------
     # life cycle
@@ -133,6 +135,7 @@ class HookProcess:
 
     def start(self) -> None:
         """Start the process, set its limits from outside, and load the candidate. Raises HookError."""
+        self._end = time.monotonic() + self.limits.total_s if self.limits.total_s is not None else math.inf
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
         self._err = tempfile.TemporaryFile()
@@ -164,7 +167,7 @@ class HookProcess:
         os.close(req_r)
         os.close(resp_w)
         self._in, self._out = req_w, resp_r
-        deadline = time.monotonic() + self.limits.start_timeout_s
+        deadline = min(time.monotonic() + self.limits.start_timeout_s, self._end)
         self._read(deadline, 0, "start")  # {"ready"}: torch is imported, no candidate code has run
         self._set_limits()
         self._write({"op": "load", "source": self.source, "name": self.name, "origin": self.origin,
@@ -284,7 +287,7 @@ class HookProcess:
         tensors.update(extra or {})
         self._write({"op": op, "group_size": int(batch.group_size), "max_len": int(batch.max_len)}, tensors)
         n, t = batch.mask.shape
-        head, out = self._read(time.monotonic() + self.limits.call_timeout_s,
+        head, out = self._read(min(time.monotonic() + self.limits.call_timeout_s, self._end),
                                max_bytes if max_bytes is not None else 8 * n * max(t, 1) + 64, op)
         self.calls += 1
         self.call_s += time.perf_counter() - t0

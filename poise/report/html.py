@@ -27,6 +27,7 @@ body { font: 14px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1400px;
 h1 { font-size: 22px; margin: 20px 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; border-bottom: 1px solid #ddd; }
 h3 { font-size: 15px; margin: 0; display: inline; }
 .meta { color: #555; } .note { color: #555; font-size: 12.5px; max-width: 900px; }
+.unjailed { color: #b00; border: 1px solid #b00; padding: 6px 10px; }
 table { border-collapse: collapse; font-size: 13px; } th, td { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: right; }
 th { background: #f5f5f5; } td.l, th.l { text-align: left; } #leaderboard td { white-space: nowrap; } #leaderboard { font-size: 12.5px; }
 tr.pareto td:first-child { border-left: 3px solid #2ca02c; }
@@ -312,6 +313,7 @@ trained {b["trained"]}/{b["budget"]} · proposals {b["proposals"]}/{b["max_propo
 {" · ".join(f"{n} {esc(s)}" for s, n in sorted(counts.items()))} · training time {b["train_s"] / 60:.1f} min ·
 made {time.strftime("%Y-%m-%d %H:%M")}</p>
 <p class="meta">{esc(view.objective.describe())}</p>
+{f'<p class="unjailed"><b>{esc(view.unjailed_note)}</b></p>' if view.unjailed_note else ""}
 <h2>Genealogy</h2>
 <p class="note">Each node is an archive entry under its parent. Colour: objective score on the search set; a green
 ring: the Pareto front; red: failed in training; grey squares: rejected by the verifier; hollow: in flight.

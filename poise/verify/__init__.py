@@ -1,15 +1,13 @@
-"""Verification of candidate algorithms before they are trained: contain, check, and test claims.
+"""Verification of candidate algorithms before they are trained: lint, then check from outside.
 
-    static_check(source)                      reject unsafe or malformed code without running it (static)
-    run_sandboxed("mod:fn", payload, Limits)  run a function in a contained child process (sandbox)
-    verify(source, name, claims)              static check, then base checks and the proposal's claimed
-                                              properties on probe batches, in a sandbox (verifier)
+    static_check(source)                  early, friendly messages about code that cannot work (a lint,
+                                          not a boundary: the hook process's jail is the boundary)
+    verify(source, name, claims)          the lint, then base checks and the proposal's claimed properties
+                                          on probe batches sent to the candidate's hook process (verifier)
 """
 
 from poise.verify.properties import CLAIMS
-from poise.verify.sandbox import Limits, SandboxResult, netns_available, run_sandboxed
 from poise.verify.static import StaticReport, static_check
 from poise.verify.verifier import VERIFY_LIMITS, VerificationReport, verify
 
-__all__ = ["CLAIMS", "Limits", "SandboxResult", "StaticReport", "VERIFY_LIMITS", "VerificationReport",
-           "netns_available", "run_sandboxed", "static_check", "verify"]
+__all__ = ["CLAIMS", "StaticReport", "VERIFY_LIMITS", "VerificationReport", "static_check", "verify"]

@@ -1,10 +1,12 @@
 """Checks of a candidate on synthetic probe batches: base checks every algorithm must pass, and the
-property tests behind the claims a proposal makes. This module executes candidate code, so it runs in
-the sandbox child (``check_in_child`` is the target); only its JSON report crosses back.
+property tests behind the claims a proposal makes. This module never executes candidate code: the
+algorithm it checks is a hook process's (``poise.isolation.hook``), so the probe batches go to the
+jailed process and every verdict is reached here, on what comes back.
 
-Base checks: each hook returns the right shape, finite values, leaves its inputs unchanged, gives the
-same answer twice, and does not depend on the groups being contiguous (verl's uid-keyed layout); the
-policy loss is a finite scalar with a gradient. They run on several probes: the default four-kind
+Base checks: each hook returns the right shape and finite values, gives the same answer twice, and
+does not depend on the groups being contiguous (verl's uid-keyed layout); the policy loss is a finite
+scalar with a gradient. (Whether a hook mutates its inputs no longer matters: each call gets its own
+copies, in another process.) They run on several probes: the default four-kind
 batch, shuffled rows, all-wrong and all-right batches, groups of one and two, a single token.
 
 Claims: ``CLAIMS[name] = Claim(description, check)``, ``check(algo) -> (ok, message)``. A failure
@@ -16,17 +18,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import linecache
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
 
-from poise.algorithms import AlgorithmError, algorithm_from_source
 from poise.algorithms.base import Algorithm, RolloutBatch, default_policy_loss
 from poise.algorithms.probe import make_probe_batch
-from poise.verify.sandbox import describe, is_memory_error
+from poise.isolation.hook import HookError
+from poise.isolation.process import describe, is_memory_error
 
 
 class CandidateFailure(Exception):
@@ -55,6 +56,10 @@ class Check:
 def call(hook: str, fn: Callable, *args):
     try:
         return fn(*args)
+    except HookError as e:
+        if e.kind in ("timeout", "died", "protocol", "jail"):  # the hook process is gone: the checks end
+            raise
+        raise CandidateFailure(str(e), e.kind == "memory") from None
     except BaseException as e:  # SystemExit too: a candidate must not end the checks
         raise CandidateFailure(f"{hook} raised {describe(e)}", is_memory_error(e)) from None
 
@@ -166,52 +171,24 @@ def _pos(rows: Tensor, i: int) -> int:
 # ------------------------------------------------------------------------------------------------
 # Base checks.
 
-SHAPE, MUTATION, DETERMINISM, LAYOUT, LOSS, ERRORS = ("outputs have the right shape and are finite",
-                                                       "inputs are not mutated", "deterministic",
-                                                       "independent of the row order of groups",
-                                                       "policy loss is a finite scalar with a gradient",
-                                                       "runs without raising")
-
-
-def _changed(before: RolloutBatch, after: RolloutBatch) -> list[str]:
-    out = []
-    for f in dataclasses.fields(before):
-        a, b = getattr(before, f.name), getattr(after, f.name)
-        if isinstance(a, Tensor):
-            same = isinstance(b, Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-        else:
-            same = a == b
-        if not same:
-            out.append(f"batch.{f.name}")
-    return out
-
-
-def _mutation_message(hook: str, what: list[str], probe: str) -> str:
-    return (f"{hook} mutated its input: {', '.join(what)} changed on probe '{probe}'; never modify the inputs: use "
-            f"out-of-place operations (x.mul(2), not x.mul_(2)) or work on a clone")
+SHAPE, DETERMINISM, LAYOUT, LOSS, ERRORS = ("outputs have the right shape and are finite", "deterministic",
+                                            "independent of the row order of groups",
+                                            "policy loss is a finite scalar with a gradient", "runs without raising")
 
 
 def _run_hooks(algo: Algorithm, batch: RolloutBatch, probe: str, fail: Callable[[str, str], None]) -> Tensor | None:
     """Run every hook on ``batch`` as the trainer would, recording failures. Returns the token advantages."""
     N, T = batch.mask.shape
-    cfg = copy.deepcopy(algo.config)
-    cfg_before = dataclasses.asdict(cfg)
+    cfg = algo.config
     b = batch.clone()
     if algo.shape_rewards is not None:
-        arg = b.clone()
-        r = call("shape_rewards", algo.shape_rewards, arg, cfg)
-        if changed := _changed(b, arg):
-            fail(MUTATION, _mutation_message("shape_rewards", changed, probe))
-        r = check_tensor(r, "shape_rewards", [(N,)], probe)
+        r = check_tensor(call("shape_rewards", algo.shape_rewards, b.clone(), cfg), "shape_rewards", [(N,)], probe)
         r2 = call("shape_rewards", algo.shape_rewards, b.clone(), cfg)
         if not (isinstance(r2, Tensor) and torch.equal(r, r2)):
             fail(DETERMINISM, f"shape_rewards gave different results on two calls with the same batch (probe "
                               f"'{probe}'); it must be a pure function of the batch (no randomness, no state)")
         b = dataclasses.replace(b, rewards=r.detach().float())
-    arg = b.clone()
-    a = call("compute_advantages", algo.compute_advantages, arg, cfg)
-    if changed := _changed(b, arg):
-        fail(MUTATION, _mutation_message("compute_advantages", changed, probe))
+    a = call("compute_advantages", algo.compute_advantages, b.clone(), cfg)
     a = check_tensor(a, "compute_advantages", [(N, T), (N,)], probe)
     a2 = call("compute_advantages", algo.compute_advantages, b.clone(), cfg)
     if not (isinstance(a2, Tensor) and torch.equal(a, a2)):
@@ -221,17 +198,11 @@ def _run_hooks(algo: Algorithm, batch: RolloutBatch, probe: str, fail: Callable[
     if algo.compute_policy_loss is not default_policy_loss:
         gen = torch.Generator().manual_seed(0)
         logp = (b.old_logp + 0.1 * torch.randn(N, T, generator=gen) * b.mask).requires_grad_(True)
-        arg, adv_arg = b.clone(), adv.clone()
-        loss = policy_loss(algo, logp, arg, adv_arg, probe)
-        if changed := _changed(b, arg) + (["advantages"] if not torch.equal(adv, adv_arg) else []):
-            fail(MUTATION, _mutation_message("compute_policy_loss", changed, probe))
+        loss = policy_loss(algo, logp, b.clone(), adv.clone(), probe)
         loss.backward()
         if logp.grad is None or not torch.isfinite(logp.grad).all():
             fail(LOSS, f"compute_policy_loss's gradient w.r.t. logp is {'missing' if logp.grad is None else 'non-finite'}"
                        f" on probe '{probe}'; compute the loss from `logp` with numerically safe operations")
-    if dataclasses.asdict(cfg) != cfg_before:
-        fail(MUTATION, f"a hook changed cfg on probe '{probe}'; never modify the config: it is shared by every "
-                       f"training step")
     return adv
 
 
@@ -266,7 +237,7 @@ def base_checks(algo: Algorithm) -> list[Check]:
                      f"{int(base.group_ids[perm][i])}) gets advantage {float(a_perm[i]):.4f} instead of "
                      f"{float(a[perm][i]):.4f}; compute group statistics from batch.group_ids (group_mean, "
                      f"group_std), not by reshaping to [P, G]")
-    names = [ERRORS, SHAPE, MUTATION, DETERMINISM, LAYOUT]
+    names = [ERRORS, SHAPE, DETERMINISM, LAYOUT]
     if algo.compute_policy_loss is not default_policy_loss:
         names.append(LOSS)
     return [Check(n, n not in fails, fails.get(n, "")) for n in names]
@@ -522,21 +493,15 @@ def behaviour(algo: Algorithm) -> str:
     return h.hexdigest()[:12]
 
 
-def run_checks(source: str, name: str, origin: str, claims: list[str],
-               emit: Callable[[dict], None] = lambda m: None) -> dict:
-    """Load and check one candidate in this process. Returns {stage, errors, checks, behaviour}."""
+def run_checks(algo: Algorithm, claims: list[str], emit: Callable[[dict], None] = lambda m: None) -> dict:
+    """Check one loaded candidate (a hook process's algorithm). Returns {stage, errors, checks, behaviour}.
+    Raises HookError when the hook process hangs, dies or breaks the protocol."""
     def report(stage: str, checks: list[Check], errors: list[str] | None = None, fingerprint: str = "") -> dict:
         if errors is None:
             errors = [c.message for c in checks if not c.ok]
         return {"stage": stage, "errors": errors, "checks": [dataclasses.asdict(c) for c in checks],
                 "behaviour": fingerprint}
 
-    # register the source so tracebacks (and error messages) can quote the candidate's lines
-    linecache.cache[origin] = (len(source), None, source.splitlines(True), origin)
-    try:
-        algo = algorithm_from_source(source, name, origin)
-    except AlgorithmError as e:
-        return report("load", [Check("loads", False, str(e))])
     checks = [Check("loads", True)]
     try:
         checks += base_checks(algo)
@@ -558,8 +523,3 @@ def run_checks(source: str, name: str, origin: str, claims: list[str],
     except CandidateFailure as e:  # out of memory
         checks.append(Check("fits in memory", False, str(e)))
         return report("memory", checks, [f"{e}; allocate tensors of the batch's size only ([N], [N, T])"])
-
-
-def check_in_child(payload: dict, emit: Callable[[dict], None]) -> dict:
-    """The sandbox target of ``poise.verify.verify``."""
-    return run_checks(payload["source"], payload["name"], payload["origin"], payload["claims"], emit)

@@ -17,6 +17,7 @@ from outside; on "load" it installs the seccomp filter on itself, then executes 
 from __future__ import annotations
 
 import json
+import linecache
 import math
 import os
 import sys
@@ -94,6 +95,8 @@ def main(in_fd: int, out_fd: int) -> None:
     torch.zeros(64, 64).sum()  # start torch's thread pool before the filter and the process limit
     layers = [install_seccomp()] if header.get("seccomp") else []
     origin = header["origin"]
+    source = header["source"]
+    linecache.cache[origin] = (len(source), None, source.splitlines(True), origin)  # messages quote its lines
     try:
         algo = algorithm_from_source(header["source"], header["name"], origin)
     except AlgorithmError as e:

@@ -286,9 +286,9 @@ class HookProcess:
         tensors = {k: getattr(batch, k) for k in BATCH_TENSORS}
         tensors.update(extra or {})
         self._write({"op": op, "group_size": int(batch.group_size), "max_len": int(batch.max_len)}, tensors)
-        n, t = batch.mask.shape
+        n, t = batch.mask.shape  # room for a wrong shape to be reported as one, not for a flood
         head, out = self._read(min(time.monotonic() + self.limits.call_timeout_s, self._end),
-                               max_bytes if max_bytes is not None else 8 * n * max(t, 1) + 64, op)
+                               max_bytes if max_bytes is not None else 16 * n * max(t, 1) + (1 << 20), op)
         self.calls += 1
         self.call_s += time.perf_counter() - t0
         if not head.get("ok"):
@@ -328,7 +328,7 @@ class HookProcess:
     def _remote_loss(self, logp: Tensor, batch: RolloutBatch, advantages: Tensor, cfg: AlgoConfig):
         n, t = logp.shape
         head, out = self.call("compute_policy_loss", batch, {"logp": logp.detach(), "advantages": advantages.detach()},
-                              max_bytes=8 * n * max(t, 1) + 64)
+                              max_bytes=16 * n * max(t, 1) + (1 << 20))
         metrics = head.get("metrics") if isinstance(head.get("metrics"), dict) else {}
         metrics = {k: float(v) for k, v in list(metrics.items())[:32]
                    if isinstance(k, str) and isinstance(v, (int, float)) and math.isfinite(v)}
@@ -340,7 +340,7 @@ class HookProcess:
                             f"{[n, t]}", "protocol")
         if not torch.isfinite(grad).all():
             raise HookError("compute_policy_loss's gradient with respect to logp is non-finite (NaN or inf); compute "
-                            "the loss with numerically safe operations (clamp log-ratios before exp())", "error")
+                            "the loss with numerically safe operations (clamp log-ratios before exp())", "type")
         value = value.to(device=logp.device, dtype=logp.dtype)
         s = (logp * grad.to(device=logp.device, dtype=logp.dtype)).sum()
         # value: the candidate's loss, exactly (s - s is 0); gradient: the candidate's gradient

@@ -3,6 +3,11 @@
 The warm start is deliberately short: it leaves multi-step problems error-prone, so that the hard tiers
 give sparse rewards, as AIME does for a 1.5B model. It is cached on disk by the hash of everything that
 determines it, so every candidate algorithm starts from the very same policy.
+
+Only trusted processes (the CLI, the evaluation workers) read or write it: candidate code runs in a
+jailed hook process that cannot see the cache. Each file is checked by its SHA-256 on load (the shipped
+ones against ``assets/SHA256SUMS``, cached ones against the digest written beside them), so a file
+changed by anything but poise is retrained, never trained from.
 """
 
 from __future__ import annotations
@@ -97,6 +102,24 @@ def train_sft(model_cfg: ModelConfig, cfg: SFTConfig, exclude: set[str], precisi
     return model.cpu()
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _expected_digest(path: Path) -> str | None:
+    """The digest a warm-start file must have: the shipped manifest's, or the one written beside a cached file."""
+    if path.parent == ASSETS:
+        try:
+            sums = dict(line.split()[::-1] for line in (ASSETS / "SHA256SUMS").read_text().splitlines() if line.strip())
+        except (OSError, ValueError):
+            return None
+        return sums.get(path.name)
+    try:
+        return path.with_name(path.name + ".sha256").read_text().strip() or None
+    except OSError:
+        return None
+
+
 def cached_sft_file(model_cfg: ModelConfig, cfg: SFTConfig, heldout_size: int, heldout_seed: int) -> Path | None:
     """The file holding this warm start (cache or shipped asset), or None when it must be trained."""
     key = sft_key(model_cfg, cfg, heldout_size, heldout_seed)
@@ -115,6 +138,11 @@ def load_or_train_sft(model_cfg: ModelConfig, cfg: SFTConfig, heldout_size: int,
     for candidate in (path, ASSETS / f"sft-{key}.pt"):
         if not candidate.exists():
             continue
+        expected = _expected_digest(candidate)
+        if expected is None or _digest(candidate) != expected:
+            log(f"cached SFT policy {candidate} does not match its SHA-256 digest "
+                f"({'none recorded' if expected is None else 'changed since poise wrote it'}); retraining it")
+            continue
         try:
             model = TinyGPT(model_cfg)
             model.load_state_dict(torch.load(candidate, map_location="cpu", weights_only=True))
@@ -128,6 +156,10 @@ def load_or_train_sft(model_cfg: ModelConfig, cfg: SFTConfig, heldout_size: int,
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(model.state_dict(), tmp)
+    digest = path.with_name(path.name + ".sha256")
+    digest_tmp = digest.with_suffix(f".tmp{os.getpid()}")
+    digest_tmp.write_text(_digest(tmp) + "\n")
+    os.replace(digest_tmp, digest)  # the digest first: a crash in between leaves a mismatch, so a retrain
     os.replace(tmp, path)
     log(f"SFT warm start trained in {time.time() - t0:.0f}s")
     return model

@@ -59,6 +59,8 @@ def call(hook: str, fn: Callable, *args):
     except HookError as e:
         if e.kind in ("timeout", "died", "protocol", "jail"):  # the hook process is gone: the checks end
             raise
+        if e.kind == "type":  # it answered, but not with what the interface asks for
+            raise CheckFailure(str(e)) from None
         raise CandidateFailure(str(e), e.kind == "memory") from None
     except BaseException as e:  # SystemExit too: a candidate must not end the checks
         raise CandidateFailure(f"{hook} raised {describe(e)}", is_memory_error(e)) from None
@@ -489,7 +491,7 @@ def behaviour(algo: Algorithm) -> str:
     logp = (batch.old_logp + 0.3 * torch.randn(batch.mask.shape, generator=gen) * batch.mask).requires_grad_(True)
     loss = policy_loss(algo, logp, batch.clone(), adv, "behaviour")
     h = hashlib.sha256(torch.round(adv * 1e4).to(torch.int64).numpy().tobytes())
-    h.update(f"{float(loss):.4f}".replace("-0.0000", "0.0000").encode())
+    h.update(f"{float(loss.detach()):.4f}".replace("-0.0000", "0.0000").encode())
     return h.hexdigest()[:12]
 
 

@@ -1,13 +1,14 @@
-"""Static check of candidate source: reject what a pure tensor function never needs, before running it.
+"""The lint of candidate source: early, friendly messages about what a pure tensor function never needs.
 
 ``static_check(source)`` parses the code with ``ast`` and executes nothing. A candidate is a few pure
 functions from tensors to tensors, so the rules can be strict: a small import allowlist, no dangerous
 builtins, no private or dunder attributes, no torch facility that reaches outside tensor math (files,
 processes, the RNG, global settings), no attribute assignment (no monkey-patching), no work at import.
 
-This is the first, cheap layer. It is a denylist over a dynamic language and cannot be complete, so
-the code also runs contained (``poise.verify.sandbox``): its own process, no network, an audit hook,
-resource limits. The rules are data, at the top, to be read and changed easily.
+It is a lint, not a boundary: a denylist over a dynamic language cannot be complete. The boundary is
+the jailed hook process (``poise.isolation``), where candidate code runs whatever this check says.
+What it allows must still be honest, so nothing it allows evaluates text as code (``typing`` only for
+its type names, never ``get_type_hints``). The rules are data, at the top, to be read and changed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import sys
 from dataclasses import dataclass, field
 
 # Modules a candidate may import, as `import X` / `import X as Y` / `from X import name`.
-ALLOWED_IMPORTS = {"torch", "torch.nn", "torch.nn.functional", "math", "typing", "__future__"}
+ALLOWED_IMPORTS = {"torch", "torch.nn", "torch.nn.functional", "math", "__future__"}
+# `from typing import X`: type names for annotations only (get_type_hints and friends evaluate strings)
+TYPING_NAMES = {"Any", "Optional", "Union", "Tuple", "Dict", "List", "Sequence", "Mapping", "Callable", "Literal"}
 # `from poise.algorithms.base import ...`: its public helpers only (not the modules base imports).
 BASE_MODULE = "poise.algorithms.base"
 BASE_NAMES = {"RolloutBatch", "AlgoConfig", "Tensor", "LOSS_AGG_MODES", "group_mean", "group_std", "group_count",
@@ -125,7 +128,10 @@ class _Checker(ast.NodeVisitor):
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
-            if alias.name not in ALLOWED_IMPORTS:
+            if alias.name == "typing":
+                self.error(node, "`import typing` is not allowed (its helpers evaluate strings as code)",
+                           f"import the type names you annotate with: `from typing import Optional, ...`")
+            elif alias.name not in ALLOWED_IMPORTS:
                 self.error(node, f"`import {alias.name}` is not allowed",
                            f"a candidate may import only {', '.join(sorted(ALLOWED_IMPORTS - {'__future__'}))} and "
                            f"`from {BASE_MODULE} import ...`")
@@ -134,7 +140,11 @@ class _Checker(ast.NodeVisitor):
         mod = "." * node.level + (node.module or "")
         for alias in node.names:
             name = alias.name
-            if mod == BASE_MODULE:
+            if mod == "typing":
+                if name not in TYPING_NAMES:
+                    self.error(node, f"`from typing import {name}` is not allowed",
+                               f"import only the type names {', '.join(sorted(TYPING_NAMES))}")
+            elif mod == BASE_MODULE:
                 if name not in BASE_NAMES:
                     self.error(node, f"`from {mod} import {name}`: `{name}` is not one of its public helpers",
                                f"import only {', '.join(sorted(BASE_NAMES))}")
@@ -160,7 +170,7 @@ class _Checker(ast.NodeVisitor):
         name = node.attr
         if name.startswith("_"):
             self.error(node, f"access to the private attribute `.{name}`",
-                       "use only public tensor and batch attributes (private and dunder names can escape the sandbox)")
+                       "use only public tensor and batch attributes (private and dunder names reach interpreter internals)")
         elif name.startswith(("set_", "register_")):
             self.error(node, f"`.{name}` changes a global setting, a tensor's storage or installs a hook",
                        "a candidate must not change global state; compute with tensor operations only")

@@ -35,9 +35,42 @@ def test_a_corrupt_cache_file_is_retrained_not_fatal(tmp_path, monkeypatch):
     path.write_bytes(b"not a checkpoint")
     logs = []
     b = load_or_train_sft(TINY, QUICK, 8, 1234, log=logs.append)
-    assert any("unreadable" in m for m in logs)
+    assert any("does not match its SHA-256" in m and "retraining" in m for m in logs)
     # training is deterministic, so the retrained policy is the same one
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_a_tampered_warm_start_is_never_trained_from(tmp_path, monkeypatch):
+    # a well-formed checkpoint with other weights (a poisoned cache) fails the digest check and is retrained
+    monkeypatch.setenv("POISE_CACHE", str(tmp_path))
+    a = load_or_train_sft(TINY, QUICK, 8, 1234)
+    (path,) = (tmp_path / "sft").glob("*.pt")
+    state = {k: v * 0 for k, v in a.state_dict().items()}
+    torch.save(state, path)
+    logs = []
+    b = load_or_train_sft(TINY, QUICK, 8, 1234, log=logs.append)
+    assert any("changed since poise wrote it" in m for m in logs)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    # and the retrained file passes its check again
+    monkeypatch.setattr(sft_mod, "train_sft", lambda *a, **k: pytest.fail("retrained a file that matches"))
+    load_or_train_sft(TINY, QUICK, 8, 1234)
+
+
+def test_the_shipped_warm_start_is_checked_against_the_manifest(tmp_path, monkeypatch):
+    from poise.evaluation.fidelity import get_fidelity
+    fid = get_fidelity("standard")
+    key = sft_key(fid.model, fid.sft, fid.eval.heldout_size, fid.eval.heldout_seed)
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / f"sft-{key}.pt").write_bytes((sft_mod.ASSETS / f"sft-{key}.pt").read_bytes() + b"x")
+    (assets / "SHA256SUMS").write_text((sft_mod.ASSETS / "SHA256SUMS").read_text())
+    monkeypatch.setattr(sft_mod, "ASSETS", assets)
+    monkeypatch.setenv("POISE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sft_mod, "train_sft", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("retrain")))
+    logs = []
+    with pytest.raises(RuntimeError, match="retrain"):
+        load_or_train_sft(fid.model, fid.sft, fid.eval.heldout_size, fid.eval.heldout_seed, log=logs.append)
+    assert any("does not match its SHA-256" in m for m in logs)
 
 
 def test_the_cache_key_covers_everything_that_shapes_the_policy():

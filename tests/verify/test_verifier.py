@@ -1,11 +1,12 @@
-"""The verifier: static rejections (no child), the sandboxed stages end to end, and the base checks and
-claims on built-ins and broken candidates (many candidates per child, through ``targets.check_many``)."""
+"""The verifier: lint rejections (no process), then every case end to end: the candidate in its jailed
+hook process, the probe batches and the verdicts here."""
 
 import pytest
 
 from poise.algorithms import builtin_source
-from poise.verify import CLAIMS, Limits, VerificationReport, run_sandboxed, verify
-from poise.verify.properties import DETERMINISM, LAYOUT, MUTATION, SHAPE
+from poise.isolation.process import Limits
+from poise.verify import CLAIMS, VerificationReport, verify
+from poise.verify.properties import DETERMINISM, LAYOUT, SHAPE
 
 HEADER = "import torch\nfrom poise.algorithms.base import group_mean, group_std, to_tokens\n\n"
 
@@ -39,13 +40,13 @@ def test_an_unknown_claim_names_the_known_ones():
 # ------------------------------------------------------------------------------------------------
 # End to end, one child each.
 
-def test_grpo_passes_its_claims_in_a_sandbox():
+def test_grpo_passes_its_claims_in_its_hook_process():
     claims = ["correct_above_wrong", "zero_mean_mixed", "all_fail_zero", "loss_sign"]
     rep = verify(builtin_source("grpo"), "grpo", claims)
     assert isinstance(rep, VerificationReport) and rep.ok and rep.stage == "passed", rep.errors
-    assert {c["name"] for c in rep.checks} >= {f"claim: {c}" for c in claims} | {SHAPE, MUTATION, LAYOUT}
+    assert {c["name"] for c in rep.checks} >= {f"claim: {c}" for c in claims} | {SHAPE, DETERMINISM, LAYOUT}
     assert all(c["ok"] for c in rep.checks) and len(rep.behaviour) == 12
-    assert "audit-hook" in rep.isolation and rep.to_dict()["stage"] == "passed"
+    assert {"hook-process", "bubblewrap", "seccomp"} <= set(rep.isolation) and rep.to_dict()["stage"] == "passed"
 
 
 def test_an_endless_loop_is_a_timeout():
@@ -59,10 +60,12 @@ def test_a_huge_allocation_is_a_memory_failure():
     assert "candidate:hog line 5" in rep.errors[0]
 
 
-def test_mutating_the_batch_fails_at_runtime():
-    rep = verify(candidate("batch.rewards.mul_(2)", "return to_tokens(batch.rewards, batch.mask)"), "mut")
-    assert rep.stage == "runtime" and not rep.ok
-    assert any("compute_advantages mutated its input: batch.rewards changed" in e for e in rep.errors), rep.errors
+def test_mutating_the_batch_changes_nothing_outside_the_hook_process():
+    # each call gets its own copies in another process: an in-place update is the candidate's own business
+    src = candidate("batch.rewards.mul_(2)", "extra = cfg.extra", "extra['calls'] = extra.get('calls', 0) + 1",
+                    "return to_tokens(batch.rewards - group_mean(batch.rewards, batch.group_ids), batch.mask)")
+    rep = verify(src, "mut", ["correct_above_wrong"])
+    assert rep.ok and rep.stage == "passed", rep.errors
 
 
 # ------------------------------------------------------------------------------------------------
@@ -90,8 +93,7 @@ CASES = {
                   ["all_fail_push_down", "correct_above_wrong"]),
     "nan": (candidate("return batch.rewards / (batch.rewards - batch.rewards)"), []),
     "wrong_shape": (candidate("return batch.rewards[:, None].expand(-1, 3)"), []),
-    "mutates": (candidate("batch.rewards.mul_(2)", "return batch.rewards"), []),
-    "mutates_cfg": (candidate("cfg.extra['calls'] = cfg.extra.get('calls', 0) + 1", "return batch.rewards"), []),
+    "not_a_tensor": (candidate("return [0.0] * batch.num_responses"), []),
     "random": (candidate("return batch.rewards + torch.rand(batch.rewards.shape)"), []),
     "reshapes": (candidate("s = batch.rewards.view(-1, batch.group_size)",
                            "return ((s - s.mean(1, keepdim=True)) / (s.std(1, unbiased=False, keepdim=True) + cfg.eps)).flatten()"),
@@ -108,11 +110,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def reports():
-    res = run_sandboxed("tests.verify.targets:check_many",
-                        {"candidates": {k: {"source": s, "claims": c} for k, (s, c) in CASES.items()}},
-                        Limits(timeout_s=120, memory_mb=2048))
-    assert res.ok, (res.kind, res.message, res.output)
-    return res.value
+    return {k: verify(s, k, c).to_dict() for k, (s, c) in CASES.items()}
 
 
 def failed(report: dict) -> dict[str, str]:
@@ -153,9 +151,9 @@ def test_a_wrong_shape_fails_at_runtime_naming_the_expected_shapes(reports):
     assert "returned shape [64, 3]" in msg and "expected [64, 24] or [64]" in msg
 
 
-def test_mutating_the_batch_or_the_config_is_caught(reports):
-    assert "batch.rewards changed" in failed(reports["mutates"])[MUTATION]
-    assert "a hook changed cfg" in failed(reports["mutates_cfg"])[MUTATION]
+def test_a_value_that_is_not_a_tensor_fails_at_runtime_naming_its_type(reports):
+    r = reports["not_a_tensor"]
+    assert r["stage"] == "runtime" and "compute_advantages must return a torch.Tensor, got list" in failed(r)[SHAPE]
 
 
 def test_randomness_fails_determinism(reports):

@@ -40,7 +40,7 @@ def test_train_writes_a_complete_run_folder(tmp_path, smoke_policy):
 @pytest.mark.parametrize("body, words", [
     ("def compute_advantages(batch, cfg)\n    return batch.mask\n", ["syntax error", "line 1"]),
     ("def compute_advantages(batch):\n    return batch.mask\n", ["wrong signature", "compute_advantages(batch, cfg)"]),
-    ("def advantages(batch, cfg):\n    return batch.mask\n", ["no `compute_advantages(batch, cfg)`"]),
+    ("def advantages(batch, cfg):\n    return batch.mask\n", ["no top-level `def compute_advantages(batch, cfg)`"]),
     ("def compute_advantages(batch, cfg):\n    return batch.mask * float('nan')\n", ["non-finite", "NaN"]),
     ("def compute_advantages(batch, cfg):\n    return batch.mask[None]\n", ["returned shape"]),
 ])

@@ -35,10 +35,10 @@ MAX_REQUEST = 1 << 30  # the trusted side sends what the trainer has; this only 
 
 
 def describe(e: BaseException, origin: str) -> str:
-    """'TypeError: message (origin line 12: `code`)', the innermost frame in the candidate's source."""
-    text = f"{type(e).__name__}: {e}"
+    """'raised TypeError: message (origin line 12: `code`)', at the innermost frame in the candidate's source."""
+    text = f"raised {type(e).__name__}: {e}"
     if isinstance(e, SystemExit):
-        text = f"called sys.exit({e.code!r}); a hook must return a tensor, never end the process"
+        text = f"called sys.exit({e.code!r}) (a hook must return its result, never end the process)"
     for f in reversed(traceback.extract_tb(e.__traceback__)):
         if f.filename == origin:
             line = (f.line or "").strip()
@@ -103,7 +103,7 @@ def main(in_fd: int, out_fd: int) -> None:
         send({"ok": False, "kind": "load", "message": str(e)})
         return
     except BaseException as e:  # SystemExit, KeyboardInterrupt at import time
-        send({"ok": False, "kind": "load", "message": f"{origin}: failed while loading: {describe(e, origin)}"})
+        send({"ok": False, "kind": "load", "message": f"{origin}: failed while loading: it {describe(e, origin)}"})
         return
     config = {k: v for k, v in vars(algo.config).items()}
     try:
@@ -139,7 +139,7 @@ def main(in_fd: int, out_fd: int) -> None:
                     send({"ok": True}, {"out": out.detach()})
         except BaseException as e:
             send({"ok": False, "kind": "memory" if is_memory(e) else "error",
-                  "message": f"{op} raised {describe(e, origin)}"[:4000]})
+                  "message": f"{op} {describe(e, origin)}"[:4000]})
 
 
 def policy_loss_answer(out, logp: torch.Tensor) -> tuple[dict, dict]:

@@ -202,7 +202,9 @@ class HookProcess:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             spent = (int(fields[11]) + int(fields[12])) / ticks
             limits.append((resource.RLIMIT_CPU, int(spent) + 1 + int(self.limits.cpu_s)))
-        if self.jailed:  # counted per user namespace: the jail's own threads, not the user's processes
+        # counted per user namespace: the jail's own threads, not the user's processes. Linux exempts root
+        # from it; there the address-space limit caps threads (each maps its stack)
+        if self.jailed:
             limits.append((resource.RLIMIT_NPROC, self.threads + 8))
         for res, n in limits:
             resource.prlimit(pid, res, (n, n))

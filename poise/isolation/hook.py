@@ -172,7 +172,12 @@ class HookProcess:
         self._set_limits()
         self._write({"op": "load", "source": self.source, "name": self.name, "origin": self.origin,
                      "threads": self.threads, "seccomp": True})
-        head, _ = self._read(deadline, 0, "load")
+        try:
+            head, _ = self._read(deadline, 0, "load")
+        except HookError as e:
+            if e.kind in ("died", "memory"):  # its top-level code ended the process: the file is unusable
+                raise HookError(str(e), "load") from None
+            raise
         if not head.get("ok"):
             raise HookError(str(head.get("message", "the candidate could not be loaded"))[:4000], "load")
         hooks = head.get("hooks")
@@ -272,8 +277,11 @@ class HookProcess:
             self._err.seek(0, os.SEEK_END)
             self._err.seek(max(0, self._err.tell() - TAIL_BYTES))
             tail = self._err.read().decode("utf-8", "replace").strip()
-        how = f"exit code {code}" if code is None or code >= 0 else f"signal {signal.Signals(-code).name}" \
-            if -code in signal.Signals._value2member_map_ else f"signal {-code}"
+        how = f"exit code {code}"
+        sig = -code if code is not None and code < 0 else code - 128 if self.jailed and code and code > 128 else None
+        if sig is not None:  # bwrap reports a signal death as 128 + the signal
+            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+            how = f"killed by signal {name}" + (f" (exit code {code})" if code >= 0 else "")
         what = {"start": "the hook process died while starting", "load": "loading the candidate ended the hook process"}
         msg = what.get(op, f"{op} ended the hook process (os._exit, a crash, or a limit it hit)")
         memoryish = any(p in tail.lower() for p in ("memoryerror", "cannot allocate memory", "out of memory"))

@@ -1,0 +1,43 @@
+"""Class: ending the hook process (sys.exit, os._exit, a crash, the parent's signal). Each comes back as
+a clear message that names the hook, from `poise train FILE` and from the evaluator."""
+
+import subprocess
+import sys
+
+import pytest
+
+from poise.backends.worker import AlgorithmSpec, run_evaluation
+from tests.isolation.hostile import call_hook
+
+pytestmark = pytest.mark.usefixtures("jail")
+
+GRPO_LIKE = "import torch\n\ndef compute_advantages(batch, cfg):\n    {body}\n    return batch.rewards\n"
+
+
+@pytest.mark.parametrize("body, words", [
+    ("raise SystemExit(3)", ["compute_advantages called sys.exit(3)"]),
+    ("import os\n    os._exit(7)", ["compute_advantages ended the hook process", "exit code 7"]),
+    ("import os, signal\n    os.kill(os.getpid(), signal.SIGSEGV)", ["compute_advantages ended the hook process",
+                                                                      "SIGSEGV"]),
+    ("raise KeyboardInterrupt", ["compute_advantages raised KeyboardInterrupt"]),
+])
+def test_every_way_out_names_the_hook(body, words):
+    res = call_hook(GRPO_LIKE.format(body=body))
+    assert isinstance(res, Exception), res
+    for w in words:
+        assert w in str(res), (w, str(res))
+
+
+def test_an_exit_at_load_time_is_a_load_failure():
+    res = run_evaluation(AlgorithmSpec("quit", "import os\nos._exit(4)\n", "quit.py"), "smoke", 0, threads=1)
+    assert res.kind == "load" and "loading the candidate ended the hook process" in res.message
+
+
+def test_poise_train_says_which_hook_ended_its_process(tmp_path, smoke_policy):
+    f = tmp_path / "quitter.py"
+    f.write_text(GRPO_LIKE.format(body="raise SystemExit(3)"))
+    r = subprocess.run([sys.executable, "-m", "poise.cli", "train", "-a", str(f), "-f", "smoke", "-o",
+                        str(tmp_path / "runs"), "--threads", "1"], capture_output=True, text=True, timeout=300)
+    out = " ".join((r.stdout + r.stderr).split())
+    assert r.returncode == 2 and "the algorithm failed during training" in out
+    assert "compute_advantages called sys.exit(3)" in out and "internal error" not in out and "Traceback" not in out

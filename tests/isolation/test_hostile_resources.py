@@ -1,0 +1,76 @@
+"""Class: exhausting the machine or the trusted side. Memory, CPU time, wall time, open files and the
+size of an answer are all bounded; the trusted side kills the jail from outside and says why."""
+
+import time
+
+import pytest
+
+from poise.backends.worker import AlgorithmSpec, run_evaluation
+from poise.isolation.hook import HookLimits
+from tests.isolation.hostile import attack, call_hook, processes_with
+
+pytestmark = pytest.mark.usefixtures("jail")
+
+
+def no_hook_left() -> bool:
+    time.sleep(0.2)
+    return processes_with("poise.isolation._hook_server") == []
+
+
+def test_a_memory_bomb_is_a_memory_failure():
+    res = call_hook(attack("x = [bytearray(1 << 26) for _ in range(1000)]").replace(
+        "    except BaseException:\n        pass\n", "    except KeyboardInterrupt:\n        pass\n", 1))
+    assert isinstance(res, Exception) and res.kind == "memory", res
+    assert no_hook_left()
+
+
+def test_a_hook_that_never_answers_is_killed_at_its_deadline():
+    t0 = time.monotonic()
+    res = call_hook(attack("while True:\n    pass"), limits=HookLimits(call_timeout_s=2))
+    assert isinstance(res, Exception) and res.kind == "timeout" and "did not answer within 2s" in str(res)
+    assert time.monotonic() - t0 < 15 and no_hook_left()
+
+
+def test_a_cpu_limit_ends_a_busy_hook():
+    res = call_hook(attack("while True:\n    pass"), limits=HookLimits(call_timeout_s=60, cpu_s=1))
+    assert isinstance(res, Exception) and res.kind in ("died", "memory") and "ended the hook process" in str(res)
+    assert no_hook_left()
+
+
+def test_a_flood_of_bytes_is_a_protocol_error_not_an_allocation():
+    res = call_hook(attack("""
+        import poise.isolation.wire as wire
+        real = wire.write_frame
+        def flood(fd, header, tensors=None):
+            os.write(fd, (1 << 40).to_bytes(8, "little"))
+        wire.write_frame = flood
+    """))
+    assert isinstance(res, Exception) and res.kind == "protocol" and "broke the protocol" in str(res), res
+    assert no_hook_left()
+
+
+def test_a_huge_answer_tensor_is_refused_before_it_is_read():
+    res = call_hook(attack("pass").replace("    return _grpo(batch, cfg)\n",
+                                           "    return torch.zeros(20_000_000)\n"))
+    assert isinstance(res, Exception) and res.kind == "protocol" and "tensor bytes where at most" in str(res), res
+
+
+def test_open_files_are_capped():
+    res = call_hook(attack("""
+        fs = []
+        try:
+            for _ in range(10_000):
+                fs.append(open("/tmp/f%d" % len(fs), "w"))
+        finally:
+            raise RuntimeError(f"opened {len(fs)}")
+    """).replace("    except BaseException:\n        pass\n", "    except RuntimeError:\n        raise\n", 1))
+    assert isinstance(res, Exception) and "opened" in str(res)
+    assert int(str(res).split("opened ")[1].split(" ")[0].rstrip(")")) < 64
+
+
+def test_an_evaluation_with_a_hanging_hook_fails_as_the_candidates_fault(smoke_policy):
+    src = attack("import time\ntime.sleep(600)")
+    res = run_evaluation(AlgorithmSpec("hang", src, "hang.py"), "smoke", 0, threads=1, hook_timeout_s=3,
+                         timeout_s=120)
+    assert res.kind == "candidate" and "compute_advantages did not answer within 3s" in res.message
+    assert no_hook_left()

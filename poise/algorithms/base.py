@@ -203,6 +203,17 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, kind: str = "k3") -> Tensor:
     raise ValueError(f"unknown KL estimator {kind!r}; use k1, k2 or k3")
 
 
+def surrogate(value: Tensor, grad: Tensor, logp: Tensor) -> Tensor:
+    """A scalar whose value is ``value`` and whose gradient with respect to ``logp`` is ``grad``.
+
+    This is how a policy loss trains the policy: computed on a leaf copy of the log-probs (in the hook
+    process, or in the trainer for poise's own code), it comes back as its value and d loss / d logp,
+    and the trainer backpropagates this through the policy. ``s - s.detach()`` is exactly 0, so the value
+    is the loss to the bit, and the gradient of ``(logp * grad).sum()`` is ``grad`` to the bit."""
+    s = (logp * grad.to(device=logp.device, dtype=logp.dtype)).sum()
+    return value.to(device=logp.device, dtype=logp.dtype) + (s - s.detach())
+
+
 def default_policy_loss(logp: Tensor, batch: RolloutBatch, advantages: Tensor, cfg: AlgoConfig) -> tuple[Tensor, dict]:
     """The GRPO/PPO clipped loss with the configured clip range and aggregation."""
     return ppo_clip_loss(logp, batch.old_logp, advantages, batch.mask, cfg.clip_low, cfg.clip_high,

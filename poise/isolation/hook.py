@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from poise.algorithms.base import AlgoConfig, Algorithm, RolloutBatch, default_policy_loss
+from poise.algorithms.base import AlgoConfig, Algorithm, RolloutBatch, default_policy_loss, surrogate
 from poise.isolation import wire
 from poise.isolation.jail import POISE_PACKAGE, jail_command, jail_status
 
@@ -351,7 +351,4 @@ class HookProcess:
         if not torch.isfinite(grad).all():
             raise HookError("compute_policy_loss's gradient with respect to logp is non-finite (NaN or inf); compute "
                             "the loss with numerically safe operations (clamp log-ratios before exp())", "type")
-        value = value.to(device=logp.device, dtype=logp.dtype)
-        s = (logp * grad.to(device=logp.device, dtype=logp.dtype)).sum()
-        # value: the candidate's loss, exactly (s - s is 0); gradient: the candidate's gradient
-        return value + (s - s.detach()), metrics
+        return surrogate(value, grad, logp), metrics

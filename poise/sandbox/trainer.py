@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from poise.algorithms.base import Algorithm, RolloutBatch, aggregate, kl_penalty
+from poise.algorithms.base import Algorithm, RolloutBatch, aggregate, kl_penalty, surrogate
 from poise.isolation.hook import HookError
 from poise.sandbox.model import TinyGPT, generate, pad_prompts, response_logprobs
 from poise.sandbox.task import BOS, Problem, TIERS, decode, encode, grade, training_problems
@@ -156,7 +156,10 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
                 mb = batch.select(idx)
                 logp, ent = response_logprobs(policy, prompts[idx], tokens[idx], mb.mask, cfg.precision,
                                               with_entropy=acfg.entropy_coef != 0)
-                out = call_candidate(algo, "compute_policy_loss", algo.compute_policy_loss, logp, mb, adv[idx], acfg)
+                # the loss sees a leaf copy of the log-probs and trains the policy through its value and gradient,
+                # the one contract for poise's own code and for the hook process
+                leaf = logp.detach().requires_grad_(True)
+                out = call_candidate(algo, "compute_policy_loss", algo.compute_policy_loss, leaf, mb, adv[idx], acfg)
                 if not (isinstance(out, tuple) and len(out) == 2):
                     raise CandidateError("compute_policy_loss must return (loss, metrics_dict)")
                 loss, info = out
@@ -168,6 +171,8 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
                                          "from `logp` (did it call .detach() or .item()?)")
                 if not torch.isfinite(loss):
                     raise CandidateError(f"compute_policy_loss returned a non-finite loss ({float(loss)}) at step {step}")
+                (g,) = torch.autograd.grad(loss, leaf, allow_unused=True)
+                loss = surrogate(loss.detach(), torch.zeros_like(leaf) if g is None else g, logp)
                 if acfg.kl_coef:
                     loss = loss + acfg.kl_coef * aggregate(kl_penalty(logp, mb.ref_logp, acfg.kl_type), mb.mask,
                                                            acfg.loss_agg, mb.max_len)

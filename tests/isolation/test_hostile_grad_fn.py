@@ -16,7 +16,7 @@ from poise.algorithms.base import ppo_clip_loss
 
 def compute_policy_loss(logp, batch, advantages, cfg):
 {walk}
-    return ppo_clip_loss(logp, batch.old_logp, advantages, batch.mask, cfg.clip_low, cfg.clip_high, cfg.loss_agg)
+    return ppo_clip_loss(logp, batch.old_logp, advantages, batch.mask, cfg.clip_low, 0.28, cfg.loss_agg)
 '''
 # walks the graph behind logp to every parameter it can find and scales it; passes the lint
 WALK = '''    seen, todo = [], [logp.grad_fn]

@@ -80,8 +80,8 @@ def read_frame(fd: int, max_bytes: int, deadline: float = math.inf) -> tuple[dic
         raise WireError(f"a frame header of {n} bytes (the limit is {HEADER_MAX})")
     try:
         header = json.loads(_read_exact(fd, n, deadline))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise WireError(f"a frame header that is not JSON ({e})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: "[[[[..." nested deep
+        raise WireError(f"a frame header that is not JSON ({type(e).__name__})") from None
     if not isinstance(header, dict) or not isinstance(header.get("tensors", []), list):
         raise WireError("a frame header that is not an object with a list of tensors")
     sizes = []

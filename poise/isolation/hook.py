@@ -127,7 +127,11 @@ class HookProcess:
     # life cycle
 
     def __enter__(self) -> "HookProcess":
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -167,11 +171,15 @@ class HookProcess:
         os.close(req_r)
         os.close(resp_w)
         self._in, self._out = req_w, resp_r
+        os.set_blocking(req_w, False)  # writes honour the deadline too (see _write)
         deadline = min(time.monotonic() + self.limits.start_timeout_s, self._end)
         self._read(deadline, 0, "start")  # {"ready"}: torch is imported, no candidate code has run
-        self._set_limits()
+        try:
+            self._set_limits()
+        except OSError:  # the process went away between its "ready" and its limits
+            raise self._died("start") from None
         self._write({"op": "load", "source": self.source, "name": self.name, "origin": self.origin,
-                     "threads": self.threads, "seccomp": True})
+                     "threads": self.threads, "seccomp": True}, deadline=deadline, op="load")
         try:
             head, _ = self._read(deadline, 0, "load")
         except HookError as e:
@@ -247,11 +255,17 @@ class HookProcess:
     # ----------------------------------------------------------------------------------------------
     # the wire
 
-    def _write(self, header: dict, tensors: dict | None = None) -> None:
+    def _write(self, header: dict, tensors: dict | None = None, deadline: float | None = None,
+               op: str | None = None) -> None:
+        op = op or header.get("op", "?")
         try:
-            wire.write_frame(self._in, header, tensors)
-        except (BrokenPipeError, OSError):
-            raise self._died(header.get("op", "?")) from None
+            wire.write_frame(self._in, header, tensors,
+                             deadline if deadline is not None else min(time.monotonic() + 5.0, self._end))
+        except wire.WireError:  # it stopped reading its requests: it is not going to answer either
+            self._kill()
+            raise HookError(f"{op}: the hook process stopped reading its requests and was killed", "timeout") from None
+        except OSError:
+            raise self._died(op) from None
 
     def _read(self, deadline: float, max_bytes: int, op: str) -> tuple[dict, dict[str, Tensor]]:
         try:
@@ -295,7 +309,8 @@ class HookProcess:
         t0 = time.perf_counter()
         tensors = {k: getattr(batch, k) for k in BATCH_TENSORS}
         tensors.update(extra or {})
-        self._write({"op": op, "group_size": int(batch.group_size), "max_len": int(batch.max_len)}, tensors)
+        self._write({"op": op, "group_size": int(batch.group_size), "max_len": int(batch.max_len)}, tensors,
+                    deadline=min(time.monotonic() + self.limits.call_timeout_s, self._end))
         n, t = batch.mask.shape  # room for a wrong shape to be reported as one, not for a flood
         head, out = self._read(min(time.monotonic() + self.limits.call_timeout_s, self._end),
                                max_bytes if max_bytes is not None else 16 * n * max(t, 1) + (1 << 20), op)

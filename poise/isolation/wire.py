@@ -49,10 +49,23 @@ def encode(header: dict, tensors: dict[str, Tensor] | None = None) -> bytes:
     return len(head).to_bytes(8, "little") + head + b"".join(blobs)
 
 
-def write_frame(fd: int, header: dict, tensors: dict[str, Tensor] | None = None) -> None:
+def write_frame(fd: int, header: dict, tensors: dict[str, Tensor] | None = None,
+                deadline: float = math.inf) -> None:
+    """Write one frame. With a finite ``deadline`` the fd must be non-blocking: a peer that stops reading
+    (its pipe full) cannot hold the writer past the deadline."""
     data = memoryview(encode(header, tensors))
     while data:
-        data = data[os.write(fd, data):]
+        if math.isfinite(deadline):
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                raise WireError("the peer stopped reading before the deadline", "timeout")
+            _, ready, _ = select.select([], [fd], [], min(wait, 1.0))
+            if not ready:
+                continue
+        try:
+            data = data[os.write(fd, data):]
+        except BlockingIOError:
+            continue
 
 
 def _read_exact(fd: int, n: int, deadline: float) -> bytes:

@@ -67,8 +67,27 @@ def curves(res) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in STRIP} for row in res.trajectory]
 
 
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _ours_or_orphaned(pid: int) -> bool:
+    """Started under this test process, or left behind by whatever started it (reparented to init): not a
+    process of some other program that happens to run the same code at the same time."""
+    if _ppid(pid) == 1:
+        return True
+    while pid > 1:
+        pid = _ppid(pid)
+        if pid == os.getpid():
+            return True
+    return False
+
+
 def processes_with(needle: str) -> list[int]:
-    """Host processes whose command line or environment holds ``needle`` (what a candidate would start)."""
+    """Host processes (ours, or orphaned) whose command line or environment holds ``needle``."""
     out = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit() or int(d.name) == os.getpid():
@@ -77,7 +96,7 @@ def processes_with(needle: str) -> list[int]:
             blob = (d / "cmdline").read_bytes() + (d / "environ").read_bytes()
         except OSError:
             continue
-        if needle.encode() in blob:
+        if needle.encode() in blob and _ours_or_orphaned(int(d.name)):
             out.append(int(d.name))
     return out
 

@@ -74,3 +74,26 @@ def test_an_evaluation_with_a_hanging_hook_fails_as_the_candidates_fault(smoke_p
                          timeout_s=120)
     assert res.kind == "candidate" and "compute_advantages did not answer within 3s" in res.message
     assert no_hook_left()
+
+
+def test_a_hook_that_stops_reading_its_requests_cannot_block_the_trusted_side():
+    # after its first answer it never reads again: the next request fills the pipe, and the write, too,
+    # gives up at the deadline instead of blocking the trainer or the verifier for ever
+    from poise.algorithms.probe import make_probe_batch
+    from poise.isolation.hook import HookError, HookProcess
+
+    src = attack("""
+        import poise.isolation.wire as wire
+        import time
+        wire.read_frame = lambda *a, **k: time.sleep(3600)
+    """)
+    big = make_probe_batch(num_prompts=16, group_size=8, max_len=96, min_len=60)
+    t0 = time.monotonic()
+    with HookProcess(src, "stall", "stall.py", jailed=True, limits=HookLimits(call_timeout_s=2)) as hook:
+        algo = hook.algorithm()
+        algo.compute_advantages(big, algo.config)  # answered; it now stops reading
+        with pytest.raises(HookError) as e:
+            for _ in range(3):
+                algo.compute_advantages(big, algo.config)
+    assert e.value.kind == "timeout" and time.monotonic() - t0 < 20
+    assert no_hook_left()

@@ -19,6 +19,7 @@ verl, whose groups are keyed by uid and need not be contiguous.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -96,6 +97,10 @@ class AlgoConfig:
         return self.extra.get(key, default)
 
     def validate(self) -> None:
+        for name in ("clip_low", "clip_high", "kl_coef", "entropy_coef", "eps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name}={v!r} must be a finite number")
         if self.loss_agg not in LOSS_AGG_MODES:
             raise ValueError(f"loss_agg={self.loss_agg!r} is not one of {LOSS_AGG_MODES}")
         if self.kl_type not in ("k1", "k2", "k3"):

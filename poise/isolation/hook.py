@@ -92,6 +92,22 @@ def choose_isolation(poise_wrote_it: bool, unsafe_no_jail: bool = False) -> Isol
                           f"fix the above, or pass --unsafe-no-jail to run it anyway (it is recorded in the run)")
 
 
+CONFIG_DEPTH = 4  # CONFIG = {"extra": {"knob": [1, 2]}} is three levels
+
+
+def _plain(x, depth: int) -> bool:
+    """JSON-like data no deeper than ``depth`` (what a CONFIG may hold; copying it can never recurse far)."""
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return True
+    if depth <= 0:
+        return False
+    if isinstance(x, list):
+        return all(_plain(v, depth - 1) for v in x)
+    if isinstance(x, dict):
+        return all(isinstance(k, str) and _plain(v, depth - 1) for k, v in x.items())
+    return False
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -188,12 +204,16 @@ class HookProcess:
             raise
         if not head.get("ok"):
             raise HookError(str(head.get("message", "the candidate could not be loaded"))[:4000], "load")
-        hooks = head.get("hooks")
-        if not (isinstance(hooks, list) and "compute_advantages" in hooks
-                and set(hooks) <= {"compute_advantages", "compute_policy_loss", "shape_rewards"}):
+        hooks, config, layers = head.get("hooks"), head.get("config", {}), head.get("layers", [])
+        if not (isinstance(hooks, list) and all(isinstance(h, str) for h in hooks) and "compute_advantages" in hooks
+                and set(hooks) <= {"compute_advantages", "compute_policy_loss", "shape_rewards"}
+                and isinstance(layers, list) and all(isinstance(x, str) for x in layers)):
             raise HookError("the hook process answered the load with an impossible list of hooks", "protocol")
-        self.hooks, self.config = hooks, head.get("config") or {}
-        self.layers += [x for x in head.get("layers", []) if x == "seccomp"]
+        if not (isinstance(config, dict) and _plain(config, CONFIG_DEPTH)):
+            raise HookError(f"{self.origin}: CONFIG must be a dict of plain numbers, strings and lists, nested at most "
+                            f"{CONFIG_DEPTH} deep", "load")
+        self.hooks, self.config = hooks, config
+        self.layers += [x for x in layers if x == "seccomp"]
 
     def _set_limits(self) -> None:
         """Hard rlimits on the process that will run the candidate, set from here: a process without
@@ -284,7 +304,14 @@ class HookProcess:
             raise HookError(f"{op}: the hook process broke the protocol ({e}) and was killed", "protocol") from None
 
     def _died(self, op: str) -> HookError:
-        code = self.proc.wait() if self.proc is not None else None
+        """The pipe closed: the process ended, or it closed its end on purpose and lives on (killed here)."""
+        code = None
+        if self.proc is not None:
+            try:
+                code = self.proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                self._kill()
+                return HookError(f"{op}: the hook process closed its pipe without ending and was killed", "protocol")
         self._kill()
         tail = ""
         if self._err is not None:
@@ -354,9 +381,13 @@ class HookProcess:
         n, t = logp.shape
         head, out = self.call("compute_policy_loss", batch, {"logp": logp.detach(), "advantages": advantages.detach()},
                               max_bytes=16 * n * max(t, 1) + (1 << 20))
-        metrics = head.get("metrics") if isinstance(head.get("metrics"), dict) else {}
-        metrics = {k: float(v) for k, v in list(metrics.items())[:32]
-                   if isinstance(k, str) and isinstance(v, (int, float)) and math.isfinite(v)}
+        metrics = {}
+        for k, v in list((head.get("metrics") if isinstance(head.get("metrics"), dict) else {}).items())[:32]:
+            try:
+                if isinstance(k, str) and isinstance(v, (int, float)) and math.isfinite(float(v)):
+                    metrics[k[:64]] = float(v)
+            except OverflowError:  # an integer too large for a float
+                pass
         value, grad = out.get("loss"), out.get("grad")
         if value is None or grad is None or value.dim() != 0 or not value.is_floating_point():
             raise HookError("compute_policy_loss: the hook process answered without a scalar loss", "protocol")

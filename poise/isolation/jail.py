@@ -33,8 +33,9 @@ POISE_PACKAGE = Path(__file__).resolve().parents[1]
 TMPFS_MB = 64  # the private /tmp: the candidate's only writable place, in memory, capped
 
 # System calls the hook process never needs once torch is imported. Each fails with EPERM (ENOSYS for
-# clone3, so glibc falls back to clone, whose flags the filter can read). `clone` is allowed for
-# threads only; `kill`/`tgkill` only towards the process itself (see _hook_server).
+# clone3, so glibc falls back to clone, whose flags the filter can read). `clone` is refused too, threads
+# included, once torch's thread pool is up: the process limit does not hold for a jail mapped to root,
+# and a thread bomb could exhaust the host's PIDs. `kill`/`tgkill` only towards the process itself.
 DENIED_SYSCALLS = (
     "fork", "vfork", "execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev",
     "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4", "sendmsg", "recvmsg",
@@ -45,6 +46,8 @@ DENIED_SYSCALLS = (
     "mknod", "mknodat", "memfd_secret", "init_module", "finit_module", "delete_module", "kexec_load",
     "reboot", "swapon", "swapoff", "acct", "quotactl", "syslog", "settimeofday", "clock_settime",
     "adjtimex", "clock_adjtime", "sethostname", "setdomainname", "iopl", "ioperm",
+    # memory and disk outside the rlimits: memfd and SysV pages escape RLIMIT_AS, fallocate RLIMIT_FSIZE
+    "memfd_create", "shmget", "shmat", "mq_open", "fallocate",
 )
 
 

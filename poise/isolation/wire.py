@@ -103,6 +103,8 @@ def read_frame(fd: int, max_bytes: int, deadline: float = math.inf) -> tuple[dic
                 and isinstance(spec.get("shape"), list) and len(spec["shape"]) <= 8
                 and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 1 << 31 for d in spec["shape"])):
             raise WireError(f"a malformed tensor description: {str(spec)[:200]}")
+        if math.prod(max(d, 1) for d in spec["shape"]) >= 1 << 40:  # torch cannot even stride such a shape
+            raise WireError(f"a tensor of impossible shape {spec['shape']}")
         sizes.append(math.prod(spec["shape"]) * torch.empty((), dtype=DTYPES[spec["dtype"]]).element_size())
     if sum(sizes) > max_bytes:
         raise WireError(f"a frame of {sum(sizes)} tensor bytes where at most {max_bytes} were expected")

@@ -82,5 +82,8 @@ def verify(source: str, name: str, claims: list[str] | tuple[str, ...] = (),
             return done("memory", [f"the candidate ran out of memory ({str(e).splitlines()[0]}); allocate only tensors "
                                    f"of the batch's size ([N], [N, T])"])
         return done("crash", [f"the hook process failed: {e}"])
+    except Exception as e:  # the hook answered something the checks could not digest: never end the run
+        return done("crash", [f"the checks could not use what the hook process answered ({type(e).__name__}: "
+                              f"{str(e)[:300]})"])
     finally:
         hook.close()

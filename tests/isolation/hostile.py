@@ -55,12 +55,12 @@ def call_hook(source: str, op: str = "compute_advantages", limits: HookLimits = 
     """Load ``source`` in a jailed hook process and call ``op`` once on a probe batch. Returns the tensor,
     or the HookError the trusted side raised. The process is gone when this returns."""
     batch = make_probe_batch()
-    with HookProcess(source, "hostile", "hostile.py", jailed=True, limits=limits) as hook:
-        try:
+    try:
+        with HookProcess(source, "hostile", "hostile.py", jailed=True, limits=limits) as hook:
             algo = hook.algorithm()
             return algo.compute_advantages(batch, algo.config)
-        except HookError as e:
-            return e
+    except HookError as e:
+        return e
 
 
 def curves(res) -> list[dict]:

@@ -97,3 +97,41 @@ def test_a_hook_that_stops_reading_its_requests_cannot_block_the_trusted_side():
                 algo.compute_advantages(big, algo.config)
     assert e.value.kind == "timeout" and time.monotonic() - t0 < 20
     assert no_hook_left()
+
+
+@pytest.mark.parametrize("fd", ["OUT", "IN"])
+def test_a_hook_that_closes_its_pipe_and_lives_on_is_killed_not_waited_for(fd):
+    # the jailed process is the only holder of its pipe ends: closing one looks like death to the trusted
+    # side, which must not then wait for a process that has no intention of ending
+    import sys as _sys
+    which = "int(_sys.argv[2])" if fd == "OUT" else "int(_sys.argv[1])"
+    src = attack(f"""
+        import sys as _sys
+        os.close({which})
+        time.sleep(3600)
+    """, imports="import os\nimport time")
+    t0 = time.monotonic()
+    res = call_hook(src, limits=HookLimits(call_timeout_s=5))
+    assert isinstance(res, Exception) and res.kind in ("protocol", "died", "timeout"), res
+    assert time.monotonic() - t0 < 15 and no_hook_left()
+    del _sys
+
+
+def test_memory_and_disk_outside_the_rlimits_are_refused():
+    import shutil
+    free = shutil.disk_usage("/tmp").free
+    res = call_hook(attack("""
+        out = []
+        for name, fn in (("memfd", lambda: os.memfd_create("x")),
+                         ("fallocate", lambda: os.posix_fallocate(1, 0, 512 << 20)),
+                         ("fallocate-keep-size", lambda: __import__("fcntl") and os.posix_fallocate(2, 0, 512 << 20))):
+            try:
+                fn()
+                out.append(name + "=ok")
+            except OSError as e:
+                out.append(f"{name}={e.errno}")
+        raise RuntimeError("RESULTS " + " ".join(out))
+    """).replace("    except BaseException:\n        pass\n", "    except RuntimeError:\n        raise\n", 1))
+    assert isinstance(res, Exception) and "RESULTS" in str(res), res
+    assert "=ok" not in str(res), str(res)
+    assert shutil.disk_usage("/tmp").free > free - (256 << 20)

@@ -187,3 +187,11 @@ def test_behaviour_identifies_sources_that_do_the_same_thing(reports):
     b = {k: reports[k]["behaviour"] for k in ("grpo", "grpo_reworded", "dr_grpo", "av_grpo", "flipped")}
     assert b["grpo"] == b["grpo_reworded"] != ""
     assert len({b["grpo"], b["dr_grpo"], b["av_grpo"], b["flipped"]}) == 4
+
+
+@pytest.mark.parametrize("config", ["{'kl_coef': '0.1'}", "{'entropy_coef': [1]}", "{'clip_high': float('nan')}",
+                                    "{'eps': True}"])
+def test_a_config_that_is_not_numbers_is_a_load_failure(config):
+    rep = verify(f"CONFIG = {config}\n" + candidate("return batch.rewards"), "cfg")
+    assert rep.stage in ("load", "static") and not rep.ok, rep
+    assert any("CONFIG" in e or "must be a finite number" in e for e in rep.errors), rep.errors

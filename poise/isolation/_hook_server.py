@@ -5,7 +5,8 @@ reads frames (``wire``) on IN_FD and answers on OUT_FD:
 
     -> (started)                                  <- {"ready": true}
     -> {"op": "load", source, name, origin, threads, seccomp}
-                                                  <- {"ok", "hooks", "config", "layers"} or {"ok": false, ...}
+                                                  <- {"filter": "seccomp" or ""} (before the candidate runs)
+                                                  <- {"ok", "hooks", "config"} or {"ok": false, ...}
     -> {"op": "shape_rewards" | "compute_advantages", batch}   <- {"ok"} + tensor "out"
     -> {"op": "compute_policy_loss", batch, logp, advantages}  <- {"ok", "metrics"} + "loss", "grad"
 
@@ -101,7 +102,8 @@ def main(in_fd: int, out_fd: int) -> None:
     # start torch's thread pool (OpenMP's team, at its full size) before the filter forbids new threads
     torch.ones(1 << 22).sum()
     torch.ones(256, 256) @ torch.ones(256, 256)
-    layers = [install_seccomp()] if header.get("seccomp") else []
+    # said before any candidate code runs, so the candidate cannot forge what is recorded about the filter
+    send({"filter": install_seccomp() if header.get("seccomp") else ""})
     origin = header["origin"]
     source = header["source"]
     linecache.cache[origin] = (len(source), None, source.splitlines(True), origin)  # messages quote its lines
@@ -120,7 +122,7 @@ def main(in_fd: int, out_fd: int) -> None:
         send({"ok": False, "kind": "load", "message": f"{origin}: CONFIG must hold plain numbers, strings, lists "
                                                       f"and dicts ({e})"})
         return
-    send({"ok": True, "hooks": algo.hooks, "config": config, "layers": [x for x in layers if x]})
+    send({"ok": True, "hooks": algo.hooks, "config": config})
     fns = {"shape_rewards": algo.shape_rewards, "compute_advantages": algo.compute_advantages,
            "compute_policy_loss": algo.compute_policy_loss}
     while True:

@@ -197,6 +197,8 @@ class HookProcess:
         self._write({"op": "load", "source": self.source, "name": self.name, "origin": self.origin,
                      "threads": self.threads, "seccomp": True}, deadline=deadline, op="load")
         try:
+            head, _ = self._read(deadline, 0, "load")  # written before the candidate's code runs
+            filtered = head.get("filter") == "seccomp"
             head, _ = self._read(deadline, 0, "load")
         except HookError as e:
             if e.kind in ("died", "memory"):  # its top-level code ended the process: the file is unusable
@@ -204,16 +206,16 @@ class HookProcess:
             raise
         if not head.get("ok"):
             raise HookError(str(head.get("message", "the candidate could not be loaded"))[:4000], "load")
-        hooks, config, layers = head.get("hooks"), head.get("config", {}), head.get("layers", [])
+        hooks, config = head.get("hooks"), head.get("config", {})
         if not (isinstance(hooks, list) and all(isinstance(h, str) for h in hooks) and "compute_advantages" in hooks
-                and set(hooks) <= {"compute_advantages", "compute_policy_loss", "shape_rewards"}
-                and isinstance(layers, list) and all(isinstance(x, str) for x in layers)):
+                and set(hooks) <= {"compute_advantages", "compute_policy_loss", "shape_rewards"}):
             raise HookError("the hook process answered the load with an impossible list of hooks", "protocol")
         if not (isinstance(config, dict) and _plain(config, CONFIG_DEPTH)):
             raise HookError(f"{self.origin}: CONFIG must be a dict of plain numbers, strings and lists, nested at most "
                             f"{CONFIG_DEPTH} deep", "load")
         self.hooks, self.config = hooks, config
-        self.layers += [x for x in layers if x == "seccomp"]
+        if filtered:
+            self.layers.append("seccomp")
 
     def _set_limits(self) -> None:
         """Hard rlimits on the process that will run the candidate, set from here: a process without

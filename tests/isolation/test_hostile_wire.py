@@ -25,8 +25,8 @@ wire.write_frame = _forge
 
 @pytest.mark.parametrize("answer", [
     '{"ok": True, "hooks": [["compute_advantages"]], "config": {}, "layers": []}',
-    '{"ok": True, "hooks": ["compute_advantages"], "config": {}, "layers": None}',
-    '{"ok": True, "hooks": ["compute_advantages"], "config": {}, "layers": 3}',
+    '{"ok": True, "hooks": ["compute_advantages"], "config": "x"}',
+    '{"ok": True, "hooks": "compute_advantages", "config": {}}',
     '{"ok": True, "hooks": ["compute_advantages"], "config": [], "layers": []}',
     '{"ok": True, "hooks": ["compute_advantages"], "config": {"extra": __import__("functools").reduce('
     'lambda a, _: [a], range(700), 0)}, "layers": []}',

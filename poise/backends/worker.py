@@ -72,7 +72,9 @@ def evaluate_in_child(payload: dict, emit: Callable[[dict], None]) -> dict:
             if spec.source is not None:
                 raise ValueError("only a built-in may run in process: candidate code runs in the hook process")
             return run(load_algorithm(spec.name), ["in-process"])
-        limits = HookLimits(call_timeout_s=payload.get("hook_timeout_s") or HookLimits.call_timeout_s)
+        # its CPU time, all threads, is capped at the evaluation's own wall-clock limit
+        cpu_s = int(payload["timeout_s"]) if payload.get("timeout_s") else None
+        limits = HookLimits(call_timeout_s=payload.get("hook_timeout_s") or HookLimits.call_timeout_s, cpu_s=cpu_s)
         with HookProcess(source, spec.name, origin, jailed=spec.jailed, threads=payload["threads"],
                          limits=limits) as hook:
             algo = hook.algorithm()
@@ -115,7 +117,8 @@ def run_evaluation(spec: AlgorithmSpec, fidelity: str, seed: int, threads: int =
                        {"spec": {"name": spec.name, "source": spec.source, "origin": spec.origin,
                                  "jailed": spec.jailed, "in_process": spec.in_process},
                         "fidelity": fidelity, "seed": seed, "split": split, "threads": threads,
-                        "hook_timeout_s": hook_timeout_s},
+                        "hook_timeout_s": hook_timeout_s,
+                        "timeout_s": timeout_s if timeout_s is not None and math.isfinite(timeout_s) else None},
                        limits, on_message=relay, env={"POISE_CACHE": str(cache)})
     if res.ok:
         if "result" in res.value:

@@ -241,8 +241,8 @@ class HookProcess:
         # from it; there the address-space limit caps threads (each maps its stack)
         if self.jailed:
             limits.append((resource.RLIMIT_NPROC, self.threads + 8))
-        for res, n in limits:
-            resource.prlimit(pid, res, (n, n))
+        for res, n in limits:  # CPU: SIGXCPU at the limit, SIGKILL a second later if it is ignored
+            resource.prlimit(pid, res, (n, n + 1 if res == resource.RLIMIT_CPU else n))
         self.layers.append("rlimits")
 
     def close(self) -> None:
@@ -327,6 +327,8 @@ class HookProcess:
             how = f"killed by signal {name}" + (f" (exit code {code})" if code >= 0 else "")
         what = {"start": "the hook process died while starting", "load": "loading the candidate ended the hook process"}
         msg = what.get(op, f"{op} ended the hook process (os._exit, a crash, or a limit it hit)")
+        if sig == signal.SIGXCPU:
+            msg = f"{op} used up the hook process's CPU time ({self.limits.cpu_s} s in all) and was stopped"
         memoryish = any(p in tail.lower() for p in ("memoryerror", "cannot allocate memory", "out of memory"))
         return HookError(f"{msg}; {how}" + (f"\n{tail}" if tail else ""), "memory" if memoryish else "died")
 

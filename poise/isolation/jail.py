@@ -98,7 +98,9 @@ def jail_command(argv: list[str], env: dict[str, str], cpuinfo_fd: int | None = 
     if not status.ok:
         raise RuntimeError(status.reason)
     cmd = [status.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-           "--uid", "65534", "--gid", "65534", "--hostname", "poise-hook"]
+           "--uid", "65534", "--gid", "65534", "--hostname", "poise-hook",
+           # the private /tmp first: a Python or a poise that lives under the host's /tmp is bound on top
+           "--size", str(TMPFS_MB << 20), "--tmpfs", "/tmp"]
     for p in _read_only_roots():
         cmd += ["--ro-bind", p, p]
     for link in ("/lib", "/lib64", "/bin", "/sbin"):  # merged-/usr systems: /lib -> usr/lib
@@ -110,9 +112,7 @@ def jail_command(argv: list[str], env: dict[str, str], cpuinfo_fd: int | None = 
         cmd += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     if cpuinfo_fd is not None:
         cmd += ["--ro-bind-data", str(cpuinfo_fd), "/proc/cpuinfo"]
-    cmd += ["--dev", "/dev", "--size", str(TMPFS_MB << 20), "--tmpfs", "/tmp", "--remount-ro", "/dev",
-            "--remount-ro", "/", "--chdir", "/tmp",
-            "--clearenv"]
+    cmd += ["--dev", "/dev", "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp", "--clearenv"]
     for k, v in env.items():
         cmd += ["--setenv", k, v]
     return [*cmd, "--", *argv]

@@ -64,7 +64,7 @@ def verify(source: str, name: str, claims: list[str] | tuple[str, ...] = (),
         return done("property", [f"unknown claim {c!r}; the known claims are {', '.join(CLAIMS)}" for c in unknown])
     hook = HookProcess(source, name, origin, jailed=jailed, threads=limits.threads,
                        limits=HookLimits(call_timeout_s=limits.timeout_s, total_s=limits.timeout_s,
-                                         memory_mb=limits.memory_mb))
+                                         memory_mb=limits.memory_mb, cpu_s=int(limits.timeout_s) + 1))
     try:
         hook.start()
         v = run_checks(hook.algorithm(), list(claims))

@@ -41,3 +41,18 @@ def test_poise_train_says_which_hook_ended_its_process(tmp_path, smoke_policy):
     out = " ".join((r.stdout + r.stderr).split())
     assert r.returncode == 2 and "the algorithm failed during training" in out
     assert "compute_advantages called sys.exit(3)" in out and "internal error" not in out and "Traceback" not in out
+
+
+def test_poise_train_stops_a_file_at_its_time_limit(tmp_path, smoke_policy):
+    # every hook call is quick enough for its own deadline, but the whole run is not
+    f = tmp_path / "slow.py"
+    f.write_text("import torch\nimport math\n\ndef compute_advantages(batch, cfg):\n"
+                 "    x = torch.ones(1)\n    for _ in range(3_000_000):\n        x = x + 0.0\n"
+                 "    return batch.rewards\n")
+    r = subprocess.run([sys.executable, "-m", "poise.cli", "train", "-a", str(f), "-f", "smoke", "-o",
+                        str(tmp_path / "runs"), "--threads", "1", "--timeout", "8"], capture_output=True, text=True,
+                       timeout=300)
+    out = " ".join((r.stdout + r.stderr).split())
+    # the wall clock of the run, or the CPU time of the hook process (capped at the same 8 s), stops it
+    assert r.returncode == 2, out
+    assert ("the evaluation timed out" in out and "longer than 8s" in out) or "CPU time (8 s in all)" in out, out

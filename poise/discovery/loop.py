@@ -1,8 +1,8 @@
 """The closed loop: select -> propose -> implement -> verify -> evaluate -> reflect -> archive.
 
-    archive (SQLite) --select parent--> proposer --> implementer <--errors-- verifier (sandbox)
+    archive (SQLite) --select parent--> proposer --> implementer <--errors-- verifier (hook process)
          ^                                                                      |
-         +---- reflection <---- curves + held-out metrics <---- evaluation workers (sandbox)
+         +---- reflection <---- curves + held-out metrics <---- evaluation workers (hook process)
 
 Everything a run knows lives in its archive, written as it happens, so a run stopped by Ctrl-C, a
 crash or SIGKILL resumes from the archive: candidates whose evaluation had finished are kept and never
@@ -421,7 +421,7 @@ class Loop:
             self.archive.add_cost(entry_id, **usage.as_cost())
 
     def _evaluate(self, e: Entry, seed: int, purpose: str) -> tuple:
-        """Runs in a pool thread; the evaluation itself runs in a sandboxed child process."""
+        """Runs in a pool thread; the evaluation runs in a worker process, the candidate in its jailed hook process."""
         spec = AlgorithmSpec(name=f"c{e.id}", source=e.code or builtin_source("grpo"), origin=f"archive:#{e.id}",
                              jailed=self.isolation.jailed)
         split = "confirm" if purpose == "reeval" else "search"

@@ -421,7 +421,7 @@ class Loop:
             self.archive.add_cost(entry_id, **usage.as_cost())
 
     def _evaluate(self, e: Entry, seed: int, purpose: str) -> tuple:
-        """Runs in a pool thread; the evaluation runs in a worker process, the candidate in its jailed hook process."""
+        """Runs in a pool thread; the evaluation runs in a worker, the candidate in its jailed hook process."""
         spec = AlgorithmSpec(name=f"c{e.id}", source=e.code or builtin_source("grpo"), origin=f"archive:#{e.id}",
                              jailed=self.isolation.jailed)
         split = "confirm" if purpose == "reeval" else "search"

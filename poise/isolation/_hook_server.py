@@ -162,8 +162,8 @@ def policy_loss_answer(out, logp: torch.Tensor) -> tuple[dict, dict]:
         return {"ok": False, "kind": "type", "message": f"compute_policy_loss must return a scalar tensor loss, got "
                                                         f"{got}"}, {}
     if not loss.requires_grad:
-        return {"ok": False, "kind": "type", "message": "compute_policy_loss returned a loss with no gradient: it must "
-                                                        "be computed from `logp` (did it call .detach() or .item()?)"}, {}
+        return {"ok": False, "kind": "type", "message": "compute_policy_loss returned a loss with no gradient: it "
+                                                        "must be computed from `logp` (no .detach() or .item())"}, {}
     (grad,) = torch.autograd.grad(loss, logp, allow_unused=True)
     if grad is None:
         grad = torch.zeros_like(logp)

@@ -172,8 +172,8 @@ class HookProcess:
                 pass
             self._cpuinfo.seek(0)
             fds.append(self._cpuinfo.fileno())
-            cmd, self.layers = jail_command(argv, env, self._cpuinfo.fileno()), ["hook-process", "bubblewrap", "namespaces", "read-only-fs",
-                                                         "private-tmpfs"]
+            cmd = jail_command(argv, env, self._cpuinfo.fileno())
+            self.layers = ["hook-process", "bubblewrap", "namespaces", "read-only-fs", "private-tmpfs"]
             cwd = None
         else:
             cmd, self.layers, cwd = argv, ["hook-process", "scrubbed-env"], tempfile.gettempdir()
@@ -351,7 +351,7 @@ class HookProcess:
             kind = head.get("kind") if head.get("kind") in ("error", "memory", "type") else "error"
             message = str(head.get("message", ""))[:4000]
             if kind == "type":
-                message = (f"{op} must return a torch.Tensor, got {message}" if op != "compute_policy_loss" else message)
+                message = f"{op} must return a torch.Tensor, got {message}" if op != "compute_policy_loss" else message
             raise HookError(message, kind)
         return head, out
 

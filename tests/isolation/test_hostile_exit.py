@@ -56,3 +56,9 @@ def test_poise_train_stops_a_file_at_its_time_limit(tmp_path, smoke_policy):
     # the wall clock of the run, or the CPU time of the hook process (capped at the same 8 s), stops it
     assert r.returncode == 2, out
     assert ("the evaluation timed out" in out and "longer than 8s" in out) or "CPU time (8 s in all)" in out, out
+
+
+def test_escape_sequences_in_a_candidates_messages_never_reach_the_terminal():
+    res = call_hook(GRPO_LIKE.format(body="raise RuntimeError('\\x1bc\\x1b]0;pwned\\x07\\x1b[2J')"))
+    assert isinstance(res, Exception) and "compute_advantages raised RuntimeError" in str(res)
+    assert not any(ord(c) < 32 and c not in "\n\t" for c in str(res)) and "\x7f" not in str(res)

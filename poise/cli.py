@@ -12,6 +12,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+from poise.isolation.text import printable
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich import box
 from rich.table import Table
@@ -329,11 +331,11 @@ class _DiscoverEvents:
     def start(self, budget: int, done: int) -> None:
         self.total = self.p.add_task("candidates trained", total=budget, completed=done, info="")
 
-    def message(self, text: str) -> None:
-        self.p.console.print(text)
+    def message(self, text: str) -> None:  # loop messages quote candidates' names and errors: never markup
+        self.p.console.print(escape(printable(text)), highlight=False)
 
     def eval_started(self, entry, seed, purpose) -> None:
-        label = f"#{entry.id} {entry.name}" + (f" seed {seed}" if purpose == "reeval" else "")
+        label = escape(printable(f"#{entry.id} {entry.name}" + (f" seed {seed}" if purpose == "reeval" else "")))
         self.tasks[(entry.id, seed)] = (self.p.add_task(label[:40], total=self.steps, info=purpose), purpose)
 
     def eval_step(self, entry_id, seed, step, row) -> None:
@@ -345,6 +347,7 @@ class _DiscoverEvents:
         t = self.tasks.pop((entry.id, seed), None)
         if t is None:
             return
+        text = escape(printable(text))
         self.p.update(t[0], completed=self.steps, info=text if ok else f"[red]{text}[/]")
         if t[1] == "search" and self.total is not None:
             self.p.advance(self.total)

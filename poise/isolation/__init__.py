@@ -4,11 +4,22 @@ runs in processes that never execute it.
     HookProcess(source, ...)   the trusted side of the hook contract (hook)
     jail_status()              whether bubblewrap can start a jail here (jail)
     choose_isolation(...)      jail, or the documented fallbacks when it cannot start
+    printable(text)            candidate text made safe for terminals (text)
+
+Names are imported on first use, so that `poise --help` and the views do not import torch.
 """
 
-from poise.isolation.hook import (HookError, HookLimits, HookProcess, Isolation, JailUnavailable,
-                                  choose_isolation)
-from poise.isolation.jail import JailStatus, jail_status
+import importlib
 
-__all__ = ["HookError", "HookLimits", "HookProcess", "Isolation", "JailStatus", "JailUnavailable",
-           "choose_isolation", "jail_status"]
+_WHERE = {"HookError": "hook", "HookLimits": "hook", "HookProcess": "hook", "Isolation": "hook",
+          "JailUnavailable": "hook", "choose_isolation": "hook", "JailStatus": "jail", "jail_status": "jail",
+          "printable": "text"}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"poise.isolation.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'poise.isolation' has no attribute {name!r}")
+
+
+__all__ = sorted(_WHERE)

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from torch import Tensor
 from poise.algorithms.base import AlgoConfig, Algorithm, RolloutBatch, default_policy_loss, surrogate
 from poise.isolation import wire
 from poise.isolation.jail import POISE_PACKAGE, jail_command, jail_status
+from poise.isolation.text import printable
 
 BATCH_TENSORS = ("rewards", "correct", "valid", "lengths", "mask", "group_ids", "old_logp", "ref_logp", "entropy",
                  "truncated")
@@ -91,12 +91,6 @@ def choose_isolation(poise_wrote_it: bool, unsafe_no_jail: bool = False) -> Isol
     raise JailUnavailable(f"the jail that contains candidate code cannot start on this machine: {st.reason}. Code "
                           f"that poise did not write (LLM-written candidates, your own files) runs only in the jail; "
                           f"fix the above, or pass --unsafe-no-jail to run it anyway (it is recorded in the run)")
-
-
-def printable(text: str) -> str:
-    """Candidate text without control characters (but newlines and tabs): it reaches terminals, logs and
-    the archive, and an escape sequence in an exception message could rewrite a user's terminal."""
-    return "".join(c if c in "\n\t" or unicodedata.category(c)[0] != "C" else "?" for c in text)
 
 
 CONFIG_DEPTH = 4  # CONFIG = {"extra": {"knob": [1, 2]}} is three levels
@@ -379,7 +373,8 @@ class HookProcess:
                     raise HookError(f"{op}: the hook process answered without a tensor", "protocol")
                 if x.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
                     raise HookError(f"{op} must return a floating-point tensor ({want}), got {x.dtype}", "type")
-                return x.to(batch.mask.device)
+                # float32 before anyone checks finiteness: a float64 1e300 is finite until the trainer casts it
+                return x.to(device=batch.mask.device, dtype=torch.float32)
             return fn
 
         shape = tensor_hook("shape_rewards", "[N]") if "shape_rewards" in self.hooks else None
@@ -405,6 +400,7 @@ class HookProcess:
         if tuple(grad.shape) != (n, t) or not grad.is_floating_point():
             raise HookError(f"compute_policy_loss: a gradient of shape {list(grad.shape)} for log-probs of shape "
                             f"{[n, t]}", "protocol")
+        value, grad = value.to(logp.dtype), grad.to(logp.dtype)  # cast first: finite in float64 is not enough
         if not torch.isfinite(grad).all():
             raise HookError("compute_policy_loss's gradient with respect to logp is non-finite (NaN or inf); compute "
                             "the loss with numerically safe operations (clamp log-ratios before exp())", "type")

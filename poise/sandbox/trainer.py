@@ -19,6 +19,7 @@ value and a gradient with respect to the log-probs, applied here through a surro
 from __future__ import annotations
 
 import linecache
+import math
 import random
 import time
 import traceback
@@ -189,7 +190,8 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
                 losses.append(float(loss.detach()))
                 cf = info.get("clip_frac") if isinstance(info, dict) else None
                 if isinstance(cf, (int, float)) or (isinstance(cf, Tensor) and cf.numel() == 1):
-                    clip_fracs.append(float(cf))
+                    cf = float(cf)  # a fraction the candidate reports: kept in [0, 1] for the curves and plots
+                    clip_fracs.append(min(max(cf, 0.0), 1.0) if math.isfinite(cf) else 0.0)
 
         m = batch.mask
         ntok = m.sum().clamp_min(1)

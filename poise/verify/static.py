@@ -39,6 +39,8 @@ BANNED_ATTRS = {
     "storage", "untyped_storage", "fx", "autograd", "serialization", "overrides", "cpp", "monitor", "futures",
     "share_memory_", "numpy", "np", "tofile", "fromfile", "memmap", "dump", "dumps", "torch", "modules",
     "use_deterministic_algorithms",
+    # `.type("dotted.name")` imports whatever it names (storages and tensors alike); TorchScript compiles text
+    "type", "CompilationUnit", "ScriptModule", "ScriptFunction", "classproperty",
     # frame and code objects lead back to any module's globals and to the builtins
     "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await", "ag_frame", "ag_code",
     "f_globals", "f_locals", "f_builtins", "f_back", "f_code", "f_trace", "tb_frame", "tb_next",
@@ -64,6 +66,11 @@ class StaticReport:
 
 def static_check(source: str, origin: str = "candidate") -> StaticReport:
     """Check candidate source without executing it. Every error names the problem, the line and the fix."""
+    for n, line in enumerate(source.splitlines(), 1):
+        bad = [c for c in line if (ord(c) < 32 and c not in "\t\r\f") or ord(c) == 127]
+        if bad:
+            return StaticReport(False, [f"{origin} line {n}: control character U+{ord(bad[0]):04X} in the source; "
+                                        f"remove it (it would reach terminals that show the code)"])
     try:
         tree = ast.parse(source, filename=origin)
     except SyntaxError as e:
@@ -164,7 +171,8 @@ class _Checker(ast.NodeVisitor):
 
     @staticmethod
     def _bad_attr(name: str) -> bool:
-        return name in BANNED_ATTRS or name in STDLIB_ATTRS or name.startswith(BANNED_ATTR_PREFIXES)
+        return name in BANNED_ATTRS or name in STDLIB_ATTRS or name.startswith(BANNED_ATTR_PREFIXES) or \
+            name.endswith("Storage")
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         name = node.attr
@@ -174,7 +182,7 @@ class _Checker(ast.NodeVisitor):
         elif name.startswith(("set_", "register_")):
             self.error(node, f"`.{name}` changes a global setting, a tensor's storage or installs a hook",
                        "a candidate must not change global state; compute with tensor operations only")
-        elif name in BANNED_ATTRS or name in STDLIB_ATTRS:
+        elif name in BANNED_ATTRS or name in STDLIB_ATTRS or name.endswith("Storage"):
             self.error(node, f"`.{name}` reaches outside pure tensor math (files, processes, devices, the RNG)",
                        "use only tensor operations")
         if isinstance(node.ctx, (ast.Store, ast.Del)):

@@ -136,3 +136,11 @@ def test_memory_and_disk_outside_the_rlimits_are_refused():
     assert isinstance(res, Exception) and "RESULTS" in str(res), res
     assert "=ok" not in str(res), str(res)
     assert shutil.disk_usage("/tmp").free > free - (256 << 20)
+
+
+def test_float64_outputs_are_checked_as_the_trainer_uses_them():
+    # finite in float64, infinite in the float32 the trainer trains with: must fail as non-finite
+    from poise.verify import verify
+    src = attack("pass", imports="").replace("    return _grpo(batch, cfg)\n", "    return _grpo(batch, cfg).double() * 1e300\n")
+    rep = verify(src, "huge", ["correct_above_wrong"])
+    assert rep.stage == "runtime" and any("non-finite" in e for e in rep.errors), rep

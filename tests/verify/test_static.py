@@ -134,3 +134,19 @@ def test_the_interface_is_checked():
     assert "`compute_advantages(batch)` has the wrong signature" in msg and "def compute_advantages(batch, cfg):" in msg
     msg = errors(GOOD + "def compute_policy_loss(logp, batch):\n    return logp.mean(), {}\n")
     assert "def compute_policy_loss(logp, batch, advantages, cfg):" in msg
+
+
+@pytest.mark.parametrize("line, phrase", [
+    ("x = torch.ByteStorage(1).type('builtins.exec')", "`.ByteStorage`"),
+    ("x = batch.rewards.type('builtins.eval')", "`.type`"),
+    ("x = torch.CompilationUnit('def f(x):\\n    return x')", "`.CompilationUnit`"),
+])
+def test_nothing_the_lint_allows_turns_text_into_code(line, phrase):
+    src = f"import torch\n\ndef compute_advantages(batch, cfg):\n    {line}\n    return batch.rewards\n"
+    rep = static_check(src)
+    assert not rep.ok and any(phrase in e for e in rep.errors), rep.errors
+
+
+def test_control_characters_in_the_source_are_refused():
+    rep = static_check("import torch\n# \x1b]0;pwned\x07\ndef compute_advantages(batch, cfg):\n    return batch.rewards\n")
+    assert not rep.ok and "control character U+001B" in rep.errors[0] and "line 2" in rep.errors[0]

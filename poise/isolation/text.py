@@ -1,0 +1,9 @@
+"""Candidate text (exception messages, a hook's stderr, names an LLM chose) on its way to people."""
+
+import unicodedata
+
+
+def printable(text: str) -> str:
+    """``text`` without control characters (but newlines and tabs): it reaches terminals, logs and the
+    archive, and an escape sequence in it could rewrite a user's terminal."""
+    return "".join(c if c in "\n\t" or unicodedata.category(c)[0] != "C" else "?" for c in text)

@@ -29,6 +29,7 @@ import torch
 from poise.algorithms import AlgorithmError, algorithm_from_source
 from poise.algorithms.base import AlgoConfig, RolloutBatch, default_policy_loss
 from poise.isolation import wire
+from poise.isolation.process import is_memory_error
 
 BATCH_TENSORS = ("rewards", "correct", "valid", "lengths", "mask", "group_ids", "old_logp", "ref_logp", "entropy",
                  "truncated")
@@ -45,11 +46,6 @@ def describe(e: BaseException, origin: str) -> str:
             line = (f.line or "").strip()
             return text + (f" ({origin} line {f.lineno}: `{line}`)" if line else f" ({origin} line {f.lineno})")
     return text
-
-
-def is_memory(e: BaseException) -> bool:
-    return isinstance(e, MemoryError) or any(p in str(e).lower() for p in (
-        "can't allocate memory", "cannot allocate memory", "out of memory", "bad_alloc"))
 
 
 def install_seccomp() -> str:
@@ -148,7 +144,7 @@ def main(in_fd: int, out_fd: int) -> None:
                 else:
                     send({"ok": True}, {"out": out.detach()})
         except BaseException as e:
-            send({"ok": False, "kind": "memory" if is_memory(e) else "error",
+            send({"ok": False, "kind": "memory" if is_memory_error(e) else "error",
                   "message": f"{op} {describe(e, origin)}"[:4000]})
 
 

@@ -29,26 +29,21 @@ def _vm_size_bytes() -> int | None:
     return None
 
 
-def apply_limits(limits: dict) -> list[str]:
+def apply_limits(limits: dict) -> None:
     """Set the rlimits, counted from now: what the interpreter, torch and the target's module already
     use is the baseline, so a limit means the same thing whatever the torch build maps at import."""
-    applied = []
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     mb = 1024 * 1024
     if limits.get("file_mb") is not None:
         n = int(limits["file_mb"]) * mb
         resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
-        applied.append("rlimit-fsize")
     if limits.get("memory_mb") is not None:
         n = (_vm_size_bytes() or 0) + int(limits["memory_mb"]) * mb
         resource.setrlimit(resource.RLIMIT_AS, (n, n))
-        applied.append("rlimit-as")
     if limits.get("cpu_s") is not None:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         n = int(ru.ru_utime + ru.ru_stime) + 1 + int(limits["cpu_s"])
         resource.setrlimit(resource.RLIMIT_CPU, (n, n + 1))  # soft: SIGXCPU; hard: SIGKILL a second later
-        applied.append("rlimit-cpu")
-    return applied
 
 
 def die_with_parent() -> None:

@@ -1,8 +1,10 @@
 import itertools
 import math
 import random
+import statistics
 
 import pytest
+from scipy.stats import t as scipy_t
 
 from poise.evaluation.metrics import OVERALL_WEIGHTS, diff_ci, mean_ci, mean_pass_at_k, overall, pass_at_k, t_critical
 
@@ -42,7 +44,7 @@ def test_overall_uses_the_papers_weights():
 def test_mean_ci_matches_a_hand_computed_t_interval():
     ci = mean_ci([1.0, 2.0, 3.0])
     assert ci.mean == 2.0 and ci.std == pytest.approx(1.0)
-    assert ci.half_width == pytest.approx(4.303 / math.sqrt(3))
+    assert ci.half_width == pytest.approx(4.3027 / math.sqrt(3), rel=1e-4)
     assert math.isnan(mean_ci([5.0]).half_width)
 
 
@@ -54,9 +56,21 @@ def test_ci_covers_the_true_mean_about_95_percent_of_the_time():
 
 
 def test_t_critical_values():
-    assert t_critical(1) == pytest.approx(12.706)
-    assert t_critical(30) == pytest.approx(2.042)
+    assert t_critical(1) == pytest.approx(12.7062, abs=1e-4)
+    assert t_critical(30) == pytest.approx(2.0423, abs=1e-4)
     assert 1.96 < t_critical(200) < 1.98
+    assert t_critical(2.5) != t_critical(2) and t_critical(3) < t_critical(2.5) < t_critical(2)  # fractional df
+    assert math.isnan(t_critical(0))
+
+
+def test_welch_interval_uses_the_unrounded_satterthwaite_df():
+    a, b = [1.0, 2.0, 4.0], [0.0, 0.1, 0.3, 0.2]
+    va, vb = statistics.variance(a) / 3, statistics.variance(b) / 4
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 3)
+    assert df != int(df)
+    d = diff_ci(a, b)
+    assert d.half_width == pytest.approx(scipy_t.ppf(0.975, df) * math.sqrt(va + vb))
+    assert d.half_width != pytest.approx(scipy_t.ppf(0.975, int(df)) * math.sqrt(va + vb))
 
 
 def test_diff_ci_separates_clearly_different_samples():

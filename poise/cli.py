@@ -227,6 +227,8 @@ def discover_cmd(
     seed: int = typer.Option(0, "--seed", help="search seed (parent selection and proposal exploration)"),
     reeval_seeds: int = typer.Option(3, "--reeval-seeds", min=0, help="fresh seeds for re-evaluating the best candidates"),
     reeval_top: int = typer.Option(2, "--reeval-top", min=0, help="how many of the best candidates to re-evaluate"),
+    race_seeds: int = typer.Option(3, "--race-seeds", min=1, help="search seeds a candidate gets before it may lead the "
+                                   "search or be a parent twice (racing; 1 = off)"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads per worker (default: cores / workers)"),
     confirm: list[int] = typer.Option([], "--confirm", help="also re-evaluate this archive entry id (repeatable; with --resume)"),
     llm: str = typer.Option("", "--llm", help="LLM for every agent role: [provider:]model[@base_url], e.g. "
@@ -274,7 +276,7 @@ def discover_cmd(
     cfg = DiscoverConfig(budget=budget, directive=directive.strip(), workers=workers, fidelity=fid.name,
                          strategy=strategy, search_seed=seed,
                          reeval_seeds=tuple(range(1000 + 1, 1000 + reeval_seeds + 1)), reeval_top=reeval_top,
-                         threads=threads, agents=agents, unsafe_no_jail=unsafe_no_jail)
+                         race_seeds=race_seeds, threads=threads, agents=agents, unsafe_no_jail=unsafe_no_jail)
     try:
         with _progress() as progress:
             events = _DiscoverEvents(progress, fid.rl.steps)
@@ -335,7 +337,7 @@ class _DiscoverEvents:
         self.p.console.print(escape(printable(text)), highlight=False)
 
     def eval_started(self, entry, seed, purpose) -> None:
-        label = escape(printable(f"#{entry.id} {entry.name}" + (f" seed {seed}" if purpose == "reeval" else "")))
+        label = escape(printable(f"#{entry.id} {entry.name}" + (f" seed {seed}" if purpose in ("reeval", "race") else "")))
         self.tasks[(entry.id, seed)] = (self.p.add_task(label[:40], total=self.steps, info=purpose), purpose)
 
     def eval_step(self, entry_id, seed, step, row) -> None:
@@ -356,7 +358,7 @@ class _DiscoverEvents:
 def _print_discovery(summary) -> None:
     console.print(f"\n[bold]{summary.evaluated}[/] evaluated, {summary.failed} failed in training, "
                   f"{summary.rejected} rejected by the verifier · {summary.wall_s / 60:.1f} min · {summary.objective}")
-    t = Table(title="best candidates on the search set (one seed each)")
+    t = Table(title="best candidates on the search set")
     t.add_column("id")
     t.add_column("name", style="bold")
     t.add_column("objective", justify="right")
@@ -429,9 +431,10 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
     # a narrow terminal keeps the columns that identify and compare; the reasons go below the table
     width = console.width
     wide, compact = width >= 130, width < 120
-    t = Table(title=f"candidates · search set: seed {cfg.get('eval_seed', 0)}, one each · confirmation: fresh seeds, "
-                    f"mean ± 95% CI (seeds)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    cols = (["id", "name", "parent"] + (["gen", "status", "objective"] if width >= 100 else ["status"]) + ["Overall"]
+    t = Table(title="candidates · search set: mean over the search seeds in 'seeds' · confirmation: fresh seeds, "
+                    "mean ± 95% CI (seeds)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    cols = (["id", "name", "parent"] + (["gen", "status", "objective"] if width >= 100 else ["status"])
+            + ["Overall", "seeds"]
             + (["Δ GRPO"] if wide else []) + ["length"] + (["confirm", "disc?"] if compact else
                                                            ["confirm Overall", "verdict"])
             + (["train min"] if wide else [])
@@ -459,6 +462,7 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
                "parent": "" if e.parent_id is None else str(e.parent_id), "gen": str(e.generation),
                "status": f"[{colour}]{c.status}[/]", "objective": "" if c.score is None else f"{c.score:.2f}",
                "Overall": f"{s['overall']:.1f}" if s else "",
+               "seeds": str(len(e.search_evaluations(cfg.get("fidelity")))) if s else "",
                "Δ GRPO": f"{s['overall'] - base['overall']:+.1f}" if s and base and c.id != 0 else "",
                "length": f"{s['length']:.1f}" if s else "",
                "confirm Overall": pm(conf).replace("(n=", "(") if conf else "",

@@ -39,7 +39,7 @@ from poise.discovery.archive import Archive, ArchiveError, Entry, check_metrics,
 from poise.discovery.confirm import Discovery, confirm, confirm_fidelity, confirm_metrics, search_means, stats
 from poise.discovery.objective import Objective, parse_directive
 from poise.evaluation.fidelity import default_timeout_s
-from poise.discovery.selection import SelectionConfig, nodes_from_archive, select
+from poise.discovery.selection import SelectionConfig, nodes_from_archive, select, to_race
 from poise.isolation.hook import choose_isolation
 from poise.isolation.process import kill_all
 from poise.reflect.curves import Finding
@@ -61,6 +61,9 @@ class DiscoverConfig:
     max_attempts: int = 3  # implement -> verify rounds before a proposal is rejected
     reeval_top: int = 2
     reeval_seeds: tuple[int, ...] = (1001, 1002, 1003)  # fresh seeds, never used by the search
+    # racing: a candidate about to lead the search or become a parent twice is first trained on this many
+    # search seeds (eval_seed, eval_seed+1, ...; see selection.to_race); 1 turns racing off
+    race_seeds: int = 3
     eval_timeout_s: float | None = None  # per evaluation; None: 10x the fidelity's expected time
     verify_timeout_s: float = 30.0  # per verification (synthetic batches take about a second)
     threads: int | None = None  # torch threads per worker; None: cores // workers
@@ -78,6 +81,7 @@ class DiscoverConfig:
         d = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
         if "reeval_seeds" in d:
             d["reeval_seeds"] = tuple(d["reeval_seeds"])
+        d.setdefault("race_seeds", 1)  # runs stored before racing existed did not race
         if isinstance(d.get("agents"), dict):
             a = {k: v for k, v in d["agents"].items() if k in {f.name for f in dataclasses.fields(AgentsConfig)}}
             if a.get("price") is not None:
@@ -87,7 +91,7 @@ class DiscoverConfig:
 
 
 # the settings a resumed run must share with the run it continues (the budget may grow)
-_FIXED = ("fidelity", "directive", "strategy", "search_seed", "eval_seed", "reeval_seeds")
+_FIXED = ("fidelity", "directive", "strategy", "search_seed", "eval_seed", "reeval_seeds", "race_seeds")
 MAX_PROPOSER_FAILURES = 3  # an LLM proposer failing this many rounds in a row is not going to recover
 
 
@@ -143,7 +147,10 @@ class Loop:
         cores = os.cpu_count() or 1
         self.threads = cfg.threads or max(1, cores // max(1, cfg.workers))
         self.timeout = cfg.eval_timeout_s or default_timeout_s(cfg.fidelity, self.threads)
-        self.selection_cfg = SelectionConfig()
+        self.selection_cfg = SelectionConfig(race_seeds=cfg.race_seeds)
+        self.race_queue: list[tuple[int, int]] = []  # (entry id, seed) of racing evaluations to start
+        self.racing: set[tuple[int, int]] = set()  # ... queued or in flight; a round waits for them
+        self.raced: set[int] = set()  # entries raced by this process (a failed seed is not retried forever)
         self.verify_limits = dataclasses.replace(VERIFY_LIMITS, timeout_s=cfg.verify_timeout_s)
         self.round = len(self.archive.events(kind="select"))
         self.confirm_ids: list[int] = []  # entries to re-evaluate beside the top ones (poise discover --confirm)
@@ -259,10 +266,19 @@ class Loop:
         """Select a parent and write the round's proposals into the archive as "proposed" entries."""
         entries = self.archive.entries()
         nodes = nodes_from_archive(self.archive, self._features, fidelity=self.cfg.fidelity)
+        if self.racing:
+            return -1  # racing evaluations are still running: this round's selection waits for their seeds
         if nodes:
             base = search_means(self.baseline())
+            state = self.rng.getstate()
             parent_id, scores = select(self.cfg.strategy, nodes, self.objective, base, self.selection_cfg,
                                        self.rng, self.round)
+            race = [i for i in to_race(nodes, parent_id, self.objective, base, self.selection_cfg)
+                    if i not in self.raced]
+            if race:
+                self.rng.setstate(state)  # the round is decided again once the seeds are in
+                self._race(race)
+                return -1
         else:  # the first round, while the baseline trains: the root is the only possible parent
             parent_id, scores = 0, []
         self.round += 1
@@ -305,6 +321,20 @@ class Loop:
             if usage.calls or usage.tokens:  # the proposer's call, shared by the proposals it produced
                 self.archive.add_cost(eid, **{k: v / len(props) for k, v in usage.as_cost().items()})
         return len(props)
+
+    def _race(self, ids: list[int]) -> None:
+        """Queue the missing search seeds of `ids` (eval_seed + 1, + 2, ... up to race_seeds in all)."""
+        seeds = [self.cfg.eval_seed + k for k in range(self.cfg.race_seeds)]
+        for i in ids:
+            self.raced.add(i)
+            missing = [s for s in seeds if not self.archive.has_evaluation(i, s, self.cfg.fidelity)]
+            e = self.archive.get(i)
+            self.archive.log("race", i, seeds=missing, round=self.round + 1)
+            self.events.message(f"racing #{i} {e.name}: {len(missing)} more search seed(s) before it may lead "
+                                f"or be a parent again")
+            for s in missing:
+                self.race_queue.append((i, s))
+                self.racing.add((i, s))
 
     def _references(self, parent: Entry, nodes: list[offline.ArchiveNode]) -> list[tuple[str, offline.ArchiveNode]]:
         """The tiered references: (tier, node) for the Pareto front, a complementary node, an exploratory
@@ -432,6 +462,8 @@ class Loop:
 
     def _record(self, e: Entry, seed: int, purpose: str, res) -> None:
         fid = self.cfg.fidelity if purpose != "reeval" else self.cfg.fidelity + "/confirm"
+        if purpose == "race":
+            self.racing.discard((e.id, seed))
         if isinstance(res, EvalFailure):
             reason = f"{res.kind}: {res.message}"
             if purpose == "baseline":
@@ -452,9 +484,12 @@ class Loop:
                 self.archive.set_status(e.id, "failed", reason)
             self.events.eval_finished(e, seed, False, reason)
             return
-        self.archive.add_evaluation(e.id, seed, fid, res.trajectory, res.metrics, res.wall_s, purpose)
+        stored = purpose if purpose != "race" else ("baseline" if e.id == 0 else "search")
+        self.archive.add_evaluation(e.id, seed, fid, res.trajectory, res.metrics, res.wall_s, stored)
         self.archive.add_cost(e.id, wall_s=res.wall_s)
-        if purpose == "search" and e.id != 0:
+        if purpose == "race":
+            pass  # more seeds of an evaluated entry: its status and (set-once) reflection stay
+        elif purpose == "search" and e.id != 0:
             self.archive.set_status(e.id, "evaluated")
             self._reflect(self.archive.get(e.id))
         elif purpose == "baseline" and self.archive.get(0).status != "evaluated":
@@ -518,8 +553,14 @@ class Loop:
             while True:
                 # fill every free worker with a candidate, verifying as needed
                 while len(jobs) < self.cfg.workers:
+                    if self.race_queue:
+                        i, s = self.race_queue.pop(0)
+                        submit(self.archive.get(i), s, "race")
+                        continue
                     e = self._next_ready(max_proposals, busy={i for i, _ in jobs.values()})
                     if e is None:
+                        if self.race_queue:
+                            continue
                         break
                     if self.archive.get(e.id).status != "evaluating":
                         self.archive.set_status(e.id, "evaluating")
@@ -568,7 +609,10 @@ class Loop:
                 self.events.message(f"stopping: the proposer failed {self.proposer_failures} rounds in a row (see "
                                     f"the agent_failed events for its answers)")
                 return None
-            if self.next_proposals() == 0:
+            made = self.next_proposals()
+            if made < 0:
+                return None  # racing first: the loop starts the queued seeds and waits for them
+            if made == 0:
                 idle_rounds += 1
                 if idle_rounds >= 5:
                     self.events.message("the proposer has no new design to offer; stopping early")

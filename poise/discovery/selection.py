@@ -54,7 +54,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from poise.discovery.archive import SELECT_EVENT
-from poise.discovery.objective import METRIC_KEYS, Objective
+from poise.discovery.objective import METRIC_KEYS, Objective, metric_value
 
 STRATEGIES = ("lineage", "greedy", "random", "tournament")
 
@@ -68,6 +68,11 @@ class Node:
     features: tuple[float, ...] = ()  # describes the mechanism (e.g. 0/1 tags); may be empty
     n_selected: int = 0  # how often already chosen as parent (drives the repeat penalty)
     selected_at: tuple[int, ...] = ()  # when it was chosen (round numbers or event ids; larger = later)
+    seed_metrics: tuple[dict, ...] = ()  # the metrics of each search seed behind `metrics` (for the noise)
+
+    @property
+    def n_seeds(self) -> int:
+        return max(1, len(self.seed_metrics))
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,9 @@ class SelectionConfig:
     seed: int = 0  # random_state of the GP's optimiser restarts
     temperature: float = 0.0  # 0 = argmax; > 0 = softmax sampling over Acq
     tournament_size: int = 3
+    # Racing (adaptive re-evaluation): a node about to become a parent for the second time, or leading the
+    # search, is first trained on more search seeds until it has `race_seeds` (1 = off); see `to_race`
+    race_seeds: int = 3
 
     def __post_init__(self):
         if self.div_mode not in ("recent", "knn"):
@@ -160,6 +168,40 @@ def descendant_gains(nodes: Sequence[Node], scalars: dict[int, float], top_k: in
     return out
 
 
+def scalar_noise(nodes: Sequence[Node], objective: Objective, baseline_metrics: dict | None) -> list[float]:
+    """Standard error of each node's scalar (its mean over seeds): the seed spread of the node's own
+    per-seed scalars when it has 2 or more seeds, else the spread pooled over the nodes that have them,
+    divided by sqrt(seeds). 0 when no node has a second seed yet (nothing to estimate the noise from)."""
+    per_seed = [[objective.scalar(m, baseline_metrics) for m in n.seed_metrics] for n in nodes]
+    var = [float(np.var(v, ddof=1)) for v in per_seed if len(v) >= 2]
+    dof = [len(v) - 1 for v in per_seed if len(v) >= 2]
+    pooled = sum(v * d for v, d in zip(var, dof)) / sum(dof) if dof else 0.0
+    out = []
+    for n, v in zip(nodes, per_seed):
+        sd2 = float(np.var(v, ddof=1)) if len(v) >= 2 else pooled
+        out.append(math.sqrt(sd2 / n.n_seeds))
+    return out
+
+
+def gain_noise(nodes: Sequence[Node], se: dict[int, float], top_k: int = 3, gamma: float = 0.7) -> dict[int, float]:
+    """Variance of each observed d_i from the scalars' standard errors: d_i averages K gains
+    γ^k·(scalar_j − scalar_i), each with variance γ^2k·(se_j² + se_i²) (the K largest, by their means)."""
+    kids: dict[int, list[Node]] = {}
+    for n in nodes:
+        if n.parent_id is not None:
+            kids.setdefault(n.parent_id, []).append(n)
+    out: dict[int, float] = {}
+    for n in nodes:
+        terms, stack = [], list(kids.get(n.id, ()))
+        while stack:
+            j = stack.pop()
+            terms.append(gamma ** (2 * (j.depth - n.depth - 1)) * (se[j.id] ** 2 + se[n.id] ** 2))
+            stack.extend(kids.get(j.id, ()))
+        if terms:
+            out[n.id] = sum(sorted(terms, reverse=True)[:top_k]) / top_k ** 2  # the largest: conservative
+    return out
+
+
 def _minmax(values: Sequence[float]) -> list[float]:
     lo, hi = min(values), max(values)
     if not hi - lo > 1e-12:
@@ -208,8 +250,11 @@ def beta_t(cfg: SelectionConfig, n_nodes: int, round: int) -> float:
     return 2.0 * math.log(max(1, n_nodes) * t * t * math.pi ** 2 / (6.0 * cfg.delta))
 
 
-def gp_posterior(x: np.ndarray, observed: dict[int, float], cfg: SelectionConfig) -> tuple[np.ndarray, np.ndarray]:
-    """μ and σ at every row of x, from a GP fitted on the rows in `observed` (row index -> d_i)."""
+def gp_posterior(x: np.ndarray, observed: dict[int, float], cfg: SelectionConfig,
+                 noise: dict[int, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """μ and σ at every row of x, from a GP fitted on the rows in `observed` (row index -> d_i).
+    `noise` (row index -> variance of d_i, from the seed spread) enters as each observation's own noise,
+    so a gain measured on one noisy seed pulls the fit less than one measured on several."""
     n = x.shape[0]
     mu, sd = np.zeros(n), np.full(n, cfg.gp_prior_std)
     if len(observed) < 2:  # too little to fit: the prior, exact at the one observation if any
@@ -222,10 +267,13 @@ def gp_posterior(x: np.ndarray, observed: dict[int, float], cfg: SelectionConfig
 
     kernel = (ConstantKernel(1.0, (1e-3, 1e3)) * Matern(length_scale=1.0, length_scale_bounds=(1e-2, 1e3), nu=2.5)
               + WhiteKernel(noise_level=0.1, noise_level_bounds=(1e-6, 0.5)))
-    gp = GaussianProcessRegressor(kernel=kernel, normalize_y=True, n_restarts_optimizer=cfg.gp_restarts,
-                                  random_state=cfg.seed)
     rows = sorted(observed)
     y = np.array([observed[i] for i in rows])
+    y_var = float(y.var()) if y.var() > 1e-12 else 1.0
+    # normalize_y divides the targets by their std, so their noise variances scale by 1/var(y)
+    alpha = np.array([(noise or {}).get(i, 0.0) / y_var for i in rows]) + 1e-10
+    gp = GaussianProcessRegressor(kernel=kernel, normalize_y=True, n_restarts_optimizer=cfg.gp_restarts,
+                                  random_state=cfg.seed, alpha=alpha)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # routine with a handful of points
         gp.fit(x[rows], y)
@@ -273,7 +321,9 @@ def acquisition(nodes: Sequence[Node], objective: Objective, baseline_metrics: d
     vec_n = (vec - vec.min(axis=0)) / np.where(span > 1e-12, span, 1.0)
     x = np.hstack([_feature_matrix(b.nodes), vec_n])
     observed = {i: b.gains[n.id] for i, n in enumerate(b.nodes) if b.gains[n.id] is not None}
-    mu, sd = gp_posterior(x, observed, cfg)
+    se = scalar_noise(b.nodes, objective, baseline_metrics)
+    var = gain_noise(b.nodes, {n.id: e for n, e in zip(b.nodes, se)}, cfg.top_k, cfg.gamma)
+    mu, sd = gp_posterior(x, observed, cfg, {i: var[n.id] for i, n in enumerate(b.nodes) if n.id in var})
     alpha = mu + math.sqrt(beta_t(cfg, len(b.nodes), round)) * sd
     # Min-max, but over at least the spread of the observed gains: differences in α far smaller than
     # how much d actually varies (a GP that learnt nothing) must not be stretched to [0, 1].
@@ -357,6 +407,33 @@ def select(strategy: str, nodes: Sequence[Node], objective: Objective, baseline_
     return _argmax(entrants), scores
 
 
+def to_race(nodes: Sequence[Node], pick: int, objective: Objective, baseline_metrics: dict | None,
+            cfg: SelectionConfig = SelectionConfig()) -> list[int]:
+    """Racing: the nodes that must be trained on more seeds before `pick` may become this round's parent.
+
+    A single search seed is noisy (GRPO's Overall varies by about a point from seed to seed), and a
+    candidate that was lucky once can capture parent selection for the rest of a run. So before a pick
+    stands, the picked node, when it would become a parent for the second time, and the leader (the
+    best scalar), are raced: each that has fewer than `race_seeds` seeds is trained on the missing ones,
+    then selection runs again on the new means, which may pick someone else. Each node is raced at most
+    once (to `race_seeds`), so racing costs at most `race_seeds - 1` extra trainings per node that leads
+    or is chosen twice, and nothing for the many that never are."""
+    if cfg.race_seeds <= 1 or not nodes:
+        return []
+    by_id = {n.id: n for n in nodes}
+    scalars = {n.id: objective.scalar(n.metrics, baseline_metrics) for n in nodes}
+    best = max(scalars.values())
+    leader = min(i for i, v in scalars.items() if v >= best - 1e-12)
+    out = []
+    for i in (pick, leader):
+        n = by_id.get(i)
+        if n is None or i in out or n.n_seeds >= cfg.race_seeds:
+            continue
+        if i == leader or n.n_selected >= 1:
+            out.append(i)
+    return out
+
+
 # -- from the archive ---------------------------------------------------------------------------------
 def tag_features(entries) -> Callable[[object], tuple[float, ...]]:
     """A features_fn: 0/1 over the sorted union of `proposal["tags"]` of `entries`."""
@@ -404,6 +481,15 @@ def nodes_from_archive(archive, features_fn: Callable[[object], Sequence[float]]
                 metrics[k] = e.mean_metric(k, fidelity)
             except KeyError:
                 pass  # e.g. no tiers to compute hard_pass1 from
+        per_seed = []
+        for ev in e.search_evaluations(fidelity):
+            m = {}
+            for k in METRIC_KEYS:
+                try:
+                    m[k] = metric_value(ev.metrics, k)
+                except KeyError:
+                    pass
+            per_seed.append(m)
         nodes.append(Node(e.id, e.parent_id, depth_of(e.id), metrics, tuple(float(x) for x in features_fn(e)),
-                          len(picked.get(e.id, ())), tuple(picked.get(e.id, ()))))
+                          len(picked.get(e.id, ())), tuple(picked.get(e.id, ())), tuple(per_seed)))
     return nodes

@@ -209,6 +209,9 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
             "loss": sum(losses) / len(losses),
             "adv_abs_mean": float((adv.abs() * m).sum() / ntok),
             "zero_std_groups": float((groups.std(1) == 0).float().mean()),
+            # groups in which no response is correct: the sparse-reward regime of the hard problems
+            "all_fail_groups": float((batch.correct.view(-1, cfg.group_size).sum(1) == 0).float().mean())
+            if N % cfg.group_size == 0 else float(not bool(batch.correct.any())),
             "truncated": float(batch.truncated.float().mean()),
             "sampled_tokens": int(m.sum()),
             "sample_s": t_sample,

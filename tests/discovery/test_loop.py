@@ -16,7 +16,8 @@ from poise.discovery.loop import DiscoverConfig, Loop
 
 
 def _cfg(**kw):
-    base = dict(budget=2, fidelity="smoke", reeval_top=1, reeval_seeds=(1001, 1002), threads=1, verify_timeout_s=8)
+    base = dict(budget=2, fidelity="smoke", reeval_top=1, reeval_seeds=(1001, 1002), threads=1, verify_timeout_s=8,
+                race_seeds=1)  # racing has its own test below
     base.update(kw)
     return DiscoverConfig(**base)
 
@@ -164,3 +165,37 @@ def test_hostile_candidates_are_rejected_or_contained_and_the_loop_goes_on(tmp_p
     # the budget was still filled, with a failure counting as a trained candidate
     assert len([e for e in es.values() if e.status in ("evaluated", "failed") and e.id != 0]) == 3
     assert os.path.exists(tmp_path / "archive.db") and a.integrity_check() in (True, "ok")
+
+
+def test_racing_gives_the_leader_and_a_repeat_parent_more_seeds_before_selection(tmp_path):
+    summary = Loop(tmp_path, _cfg(budget=4, race_seeds=2, reeval_top=0)).run()
+    a = Archive(tmp_path / "archive.db", readonly=True)
+    races = [ev for ev in a.events() if ev.kind == "race"]
+    assert races, "a budget of 4 has rounds after the first: someone leads, so someone is raced"
+    for ev in races:
+        e = a.get(ev.entry_id)
+        seeds = sorted(v.seed for v in e.search_evaluations("smoke"))
+        assert seeds == [0, 1]  # eval_seed and eval_seed + 1, each exactly once
+        purpose = "baseline" if e.id == 0 else "search"
+        assert all(v.purpose == purpose for v in e.search_evaluations())
+    # a race happens before the round it decides: the next select event comes after the raced seeds landed
+    selects = [ev for ev in a.events() if ev.kind == "select"]
+    for r in races:
+        later = [s for s in selects if s.id > r.id]
+        if later:
+            landed = [ev for ev in a.events() if ev.kind == "evaluation" and ev.entry_id == r.entry_id
+                      and ev.payload.get("seed") == 1]
+            assert landed and landed[0].id < later[0].id
+    # the budget counts candidates, not racing seeds
+    assert summary.evaluated + summary.failed == 4
+    # every candidate that became a parent twice has the racing seeds behind it
+    picks = [ev.entry_id for ev in selects]
+    for i in {p for p in picks if picks.count(p) >= 2}:
+        assert len(a.get(i).search_evaluations("smoke")) >= 2
+
+
+def test_racing_off_trains_every_candidate_once(tmp_path):
+    Loop(tmp_path, _cfg(budget=3, race_seeds=1, reeval_top=0)).run()
+    a = Archive(tmp_path / "archive.db", readonly=True)
+    assert not [ev for ev in a.events() if ev.kind == "race"]
+    assert all(len(e.search_evaluations()) == 1 for e in a.entries() if e.status == "evaluated")

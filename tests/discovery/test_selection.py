@@ -2,12 +2,14 @@ import math
 import random
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from poise.discovery.archive import Archive
 from poise.discovery.objective import Objective, parse_directive
 from poise.discovery.selection import (STRATEGIES, Node, SelectionConfig, acquisition, beta_t, descendant_gains,
-                                       diversity, nodes_from_archive, pareto_ranks, select, select_parent)
+                                       diversity, gp_posterior, nodes_from_archive, pareto_ranks, scalar_noise, select,
+                                       select_parent, to_race)
 
 ACC = Objective()  # default: Pareto over (overall, hard_pass1), scalar = overall
 
@@ -206,3 +208,35 @@ def test_nodes_from_a_real_archive(tmp_path):
             nodes_from_archive(a, None, "smoke")  # fidelity is keyword-only
         chosen, scores = select_parent(nodes, ACC, nodes[0].metrics, round=3)
         assert chosen in {0, 1, 3} and len(scores) == 3
+
+
+def seeded(n: Node, overalls) -> Node:
+    return replace(n, seed_metrics=tuple({**n.metrics, "overall": v} for v in overalls),
+                   metrics={**n.metrics, "overall": sum(overalls) / len(overalls)})
+
+
+def test_racing_picks_the_single_seed_leader_and_a_second_time_parent():
+    nodes = [node(0, None, 0, 50), node(1, 0, 1, 58), node(2, 0, 1, 52, selected_at=(3,))]
+    cfg = SelectionConfig(race_seeds=3)
+    assert to_race(nodes, pick=2, objective=ACC, baseline_metrics=None, cfg=cfg) == [2, 1]  # repeat parent, leader
+    assert to_race(nodes, pick=0, objective=ACC, baseline_metrics=None, cfg=cfg) == [1]  # first-time pick: leader only
+    nodes[1] = seeded(nodes[1], [58, 55, 57])  # the leader has its seeds: nothing more to race for it
+    assert to_race(nodes, pick=0, objective=ACC, baseline_metrics=None, cfg=cfg) == []
+    assert to_race(nodes, pick=2, objective=ACC, baseline_metrics=None, cfg=SelectionConfig(race_seeds=1)) == []
+
+
+def test_scalar_noise_uses_own_seeds_else_the_pooled_spread():
+    a = seeded(node(1, 0, 1, 0), [50.0, 52.0])  # var 2
+    b = seeded(node(2, 0, 1, 0), [40.0, 44.0, 42.0])  # var 4
+    c = node(3, 0, 1, 45)  # one seed: the pooled variance (1*2 + 2*4) / 3
+    se = scalar_noise([a, b, c], ACC, None)
+    assert se == pytest.approx([math.sqrt(2 / 2), math.sqrt(4 / 3), math.sqrt(10 / 3)])
+    assert scalar_noise([node(1, 0, 1, 5), node(2, 0, 1, 6)], ACC, None) == [0.0, 0.0]  # nothing to estimate from
+
+
+def test_the_gp_trusts_a_noisy_observation_less():
+    x = np.array([[0.0], [0.5], [1.0], [0.25]])
+    obs = {0: 0.0, 1: 4.0, 2: 0.0}
+    quiet, _ = gp_posterior(x, obs, SelectionConfig(), {0: 0.01, 1: 0.01, 2: 0.01})
+    noisy, _ = gp_posterior(x, obs, SelectionConfig(), {0: 0.01, 1: 25.0, 2: 0.01})
+    assert quiet[1] > noisy[1]  # a gain of 4 seen through seed noise of sd 5 is shrunk toward the others

@@ -40,7 +40,9 @@ class RolloutBatch:
     mask: Tensor  # [N, T] float, 1.0 on response tokens
     group_ids: Tensor  # [N] long, which prompt each response answers
     old_logp: Tensor  # [N, T] log-prob of each sampled token under the policy that sampled it
-    ref_logp: Tensor  # [N, T] log-prob under the frozen reference (the SFT start)
+    # [N, T] log-prob under the frozen reference (the SFT start). Computed only for an algorithm that uses
+    # it (kl_coef != 0, or its code names `ref_logp`); otherwise it equals old_logp (a KL of zero)
+    ref_logp: Tensor
     entropy: Tensor  # [N, T] token entropy of the sampling distribution
     truncated: Tensor  # [N] bool, hit max_len without an end token
     group_size: int

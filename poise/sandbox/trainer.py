@@ -95,9 +95,19 @@ def build_prompts(problems: list[Problem], repeat: int) -> Tensor:
     return pad_prompts(ids)
 
 
+def uses_reference(algo: Algorithm) -> bool:
+    """Whether the algorithm needs the reference log-probs of every response: a KL term in its loss, or
+    code that reads ``ref_logp``. Otherwise the reference forward, a fifth of a step, is skipped."""
+    return algo.config.kl_coef != 0 or not algo.source or "ref_logp" in algo.source
+
+
 def rollout(policy: TinyGPT, ref: TinyGPT, problems: list[Problem], cfg: RLConfig,
-            gen: torch.Generator) -> tuple[RolloutBatch, Tensor, Tensor]:
-    """Sample G responses per problem and package them as a RolloutBatch (plus prompts and tokens)."""
+            gen: torch.Generator, need_ref: bool = True) -> tuple[RolloutBatch, Tensor, Tensor, Tensor]:
+    """Sample G responses per problem and package them as a RolloutBatch (plus prompts, tokens and the
+    per-token KL to the reference of the rows it was measured on, for the KL curve).
+
+    Without ``need_ref`` the reference runs on the first response of each group only (an eighth of the
+    rows at G = 8), enough for the KL curve, and the batch's ``ref_logp`` is ``old_logp``."""
     G = cfg.group_size
     dev = next(policy.parameters()).device
     prompts = build_prompts(problems, G).to(dev)
@@ -108,12 +118,20 @@ def rollout(policy: TinyGPT, ref: TinyGPT, problems: list[Problem], cfg: RLConfi
     valid = torch.tensor([g[0] for g in graded], device=dev)
     correct = torch.tensor([g[1] for g in graded], device=dev)
     with torch.no_grad():
-        ref_logp, _ = response_logprobs(ref, prompts, s.tokens, s.mask, cfg.precision)
+        if need_ref:
+            ref_logp, _ = response_logprobs(ref, prompts, s.tokens, s.mask, cfg.precision)
+            kl_rows = slice(None)
+            kl_ref = ref_logp
+        else:
+            kl_rows = slice(None, None, G)
+            kl_ref, _ = response_logprobs(ref, prompts[kl_rows], s.tokens[kl_rows], s.mask[kl_rows], cfg.precision)
+            ref_logp = s.logp
+    kl = (kl_penalty(s.logp[kl_rows], kl_ref, "k3") * s.mask[kl_rows]).sum() / s.mask[kl_rows].sum().clamp_min(1)
     batch = RolloutBatch(
         rewards=correct.float(), correct=correct, valid=valid, lengths=s.lengths, mask=s.mask,
         group_ids=torch.arange(len(problems), device=dev).repeat_interleave(G), old_logp=s.logp, ref_logp=ref_logp,
         entropy=s.entropy, truncated=~s.finished, group_size=G, max_len=cfg.max_new_tokens)
-    return batch, prompts, s.tokens
+    return batch, prompts, s.tokens, kl
 
 
 def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed: int, exclude: set[str],
@@ -128,6 +146,7 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
     acfg = algo.config
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     params = [p for p in policy.parameters()]
+    need_ref = uses_reference(algo)
     curves: list[dict] = []
     for step in range(cfg.steps):
         t0 = time.perf_counter()
@@ -136,7 +155,7 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
         else:
             step_problems = [problems[(step * cfg.prompts_per_step + i) % len(problems)]
                              for i in range(cfg.prompts_per_step)]
-        batch, prompts, tokens = rollout(policy, ref, step_problems, cfg, gen)
+        batch, prompts, tokens, kl = rollout(policy, ref, step_problems, cfg, gen, need_ref)
         t_sample = time.perf_counter() - t0
         N, T = batch.mask.shape
         task_reward = float(batch.rewards.mean())
@@ -203,7 +222,7 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
             "validity": float(batch.valid.float().mean()),
             "entropy": float((batch.entropy * m).sum() / ntok),
             "response_length": float(batch.lengths.float().mean()),
-            "kl": float((kl_penalty(batch.old_logp, batch.ref_logp, "k3") * m).sum() / ntok),
+            "kl": float(kl),  # k3 estimate of KL(pi_old || pi_ref) per token (see rollout)
             "clip_frac": sum(clip_fracs) / len(clip_fracs) if clip_fracs else 0.0,
             "grad_norm": sum(grad_norms) / len(grad_norms),
             "loss": sum(losses) / len(losses),

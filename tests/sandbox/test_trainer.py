@@ -106,3 +106,47 @@ def test_an_exception_in_candidate_code_names_the_file_and_line(smoke, smoke_pol
         _train(_candidate(tmp_path, body, "broken"), smoke, smoke_policy, steps=1)
     msg = str(e.value)
     assert "KeyError" in msg and "broken.py line 2" in msg and "x['missing']" in msg
+
+
+REF_READER = """
+from poise.algorithms.base import to_tokens
+
+def compute_advantages(batch, cfg):
+    # a made-up estimator that reads the reference log-probs: it must get the real ones
+    d = ((batch.old_logp - batch.ref_logp) * batch.mask).sum(1)
+    return to_tokens(d - d.mean(), batch.mask)
+"""
+
+
+def test_the_reference_forward_runs_only_for_algorithms_that_use_it(smoke, smoke_policy, tmp_path, monkeypatch):
+    import poise.sandbox.trainer as trainer
+    from poise.sandbox.trainer import uses_reference
+
+    grpo = load_algorithm("grpo")
+    assert not uses_reference(grpo)
+    assert uses_reference(_candidate(tmp_path, REF_READER))
+    kl_cfg = type(grpo.config)(**{**grpo.config.__dict__, "kl_coef": 0.1})
+    assert uses_reference(type(grpo)(**{**grpo.__dict__, "config": kl_cfg}))
+
+    seen = []  # the batches every candidate saw
+    rows = []  # rows the reference model ran on
+
+    real_logprobs = trainer.response_logprobs
+
+    def spy(model, prompts, *a, **k):
+        if model is smoke_policy:
+            rows.append(prompts.shape[0])
+        return real_logprobs(model, prompts, *a, **k)
+    monkeypatch.setattr(trainer, "response_logprobs", spy)
+    for algo in (grpo, _candidate(tmp_path, REF_READER)):
+        rows.clear()
+        inner = algo.compute_advantages
+        wrapped = type(algo)(**{**algo.__dict__, "compute_advantages": lambda b, c, f=inner: (seen.append(b), f(b, c))[1]})
+        _, curves = _train(wrapped, smoke, smoke_policy, steps=1)
+        n = smoke.rl.prompts_per_step * smoke.rl.group_size
+        b = seen[-1]
+        if algo is grpo:  # the reference ran on one response per group, for the KL curve only
+            assert rows == [smoke.rl.prompts_per_step] and torch.equal(b.ref_logp, b.old_logp)
+        else:  # every row (at step 0 the policy still equals the reference, so the values cannot tell)
+            assert rows == [n]
+        assert math.isfinite(curves[0]["kl"])

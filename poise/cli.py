@@ -56,8 +56,12 @@ def _start_metrics(fid, seeds, progress) -> list:
     from poise.sandbox.sft import cache_dir, sft_key
 
     out = []
-    key = sft_key(fid.model, fid.sft, fid.eval.heldout_size, fid.eval.heldout_seed)
-    ekey = hashlib.sha256(json.dumps(fid.to_dict()["eval"], sort_keys=True).encode()).hexdigest()[:8]
+    key = sft_key(fid.model, fid.sft)
+    from poise.sandbox.task import GREEDY_SCALE, TIERS
+
+    # the start's results depend on the evaluation settings and on the tiers (not only on the policy)
+    ekey = hashlib.sha256(json.dumps([fid.to_dict()["eval"], [dataclasses.asdict(t) for t in TIERS], GREEDY_SCALE],
+                                     sort_keys=True).encode()).hexdigest()[:8]
     task = progress.add_task("evaluating the SFT start", total=len(seeds), info="")
     for s in seeds:
         path = cache_dir() / "sft" / f"{key}.eval-{ekey}-seed{s}.json"

@@ -18,7 +18,7 @@ import torch
 
 from poise.algorithms.base import Algorithm
 from poise.evaluation.fidelity import Fidelity, get_fidelity
-from poise.sandbox.benchmark import all_held_out_prompts, evaluate_policy
+from poise.sandbox.benchmark import evaluate_policy
 from poise.sandbox.model import TinyGPT
 from poise.sandbox.sft import held_out_prompts, load_or_train_sft
 from poise.sandbox.trainer import train_rl
@@ -39,8 +39,7 @@ class EvalResult:
 
 
 def sft_policy(fid: Fidelity, progress=None, log: Callable[[str], None] = lambda s: None) -> TinyGPT:
-    return load_or_train_sft(fid.model, fid.sft, fid.eval.heldout_size, fid.eval.heldout_seed,
-                             precision="fp32", progress=progress, log=log)
+    return load_or_train_sft(fid.model, fid.sft, precision="fp32", progress=progress, log=log)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -57,8 +56,8 @@ def evaluate(algorithm: Algorithm, fidelity: Fidelity | str, seed: int,
     """Train from the SFT start with ``algorithm`` and score on the held-out suite. Raises CandidateError
     (from poise.sandbox.trainer) when the algorithm fails; the message names the problem.
 
-    ``split="confirm"`` scores on the second held-out set (re-evaluation of discoveries) and keeps both
-    sets out of training; the default keeps only the search set out, as every earlier result did."""
+    ``split="confirm"`` scores on the second held-out set (re-evaluation of discoveries). Training never
+    sees a prompt of either set."""
     fid = get_fidelity(fidelity) if isinstance(fidelity, str) else fidelity
     if split != fid.eval.split:
         fid = dataclasses.replace(fid, eval=dataclasses.replace(fid.eval, split=split))
@@ -67,9 +66,7 @@ def evaluate(algorithm: Algorithm, fidelity: Fidelity | str, seed: int,
     policy = copy.deepcopy(ref)
     for p in ref.parameters():
         p.requires_grad_(False)
-    exclude = held_out_prompts(fid.eval.heldout_size, fid.eval.heldout_seed)
-    if fid.eval.split != "search":
-        exclude |= all_held_out_prompts(fid.eval)
+    exclude = held_out_prompts(fid.eval.heldout_size, fid.eval.heldout_seed)  # both splits, whichever is scored
     t_train = time.time()
     trajectory = train_rl(algorithm, policy, ref, fid.rl, seed, exclude, on_step)
     t_eval = time.time()

@@ -28,27 +28,28 @@ class Fidelity:
                 "eval": asdict(self.eval)}
 
 
-_MODEL = ModelConfig(n_layer=3, n_head=4, n_embd=128, block_size=128)
+_MODEL = ModelConfig(n_layer=3, n_head=4, n_embd=128, block_size=160)
+BUDGET = 80  # tokens a response may take in RL and evaluation: the warm start's longest scratchpads run past it
 
 FIDELITIES: dict[str, Fidelity] = {
     "smoke": Fidelity(
         "smoke",
-        ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=128),
+        ModelConfig(n_layer=2, n_head=2, n_embd=64, block_size=160),
         SFTConfig(steps=200, batch_size=32),
-        RLConfig(steps=3, prompts_per_step=4, group_size=4, num_minibatches=2),
-        EvalConfig(heldout_size=4, samples=4),
+        RLConfig(steps=3, prompts_per_step=4, group_size=4, num_minibatches=2, max_new_tokens=BUDGET),
+        EvalConfig(heldout_size=4, samples=4, max_new_tokens=BUDGET),
     ),
     "standard": Fidelity(
         "standard", _MODEL,
-        SFTConfig(steps=2000, batch_size=64),
-        RLConfig(steps=100, prompts_per_step=16, group_size=8, lr=5e-5),
-        EvalConfig(heldout_size=64, samples=32),
+        SFTConfig(),
+        RLConfig(steps=100, prompts_per_step=16, group_size=8, lr=5e-5, max_new_tokens=BUDGET),
+        EvalConfig(heldout_size=128, samples=32, max_new_tokens=BUDGET),
     ),
     "full": Fidelity(
         "full", _MODEL,
-        SFTConfig(steps=2000, batch_size=64),
-        RLConfig(steps=300, prompts_per_step=16, group_size=8, lr=5e-5),
-        EvalConfig(heldout_size=128, samples=64),
+        SFTConfig(),  # the same warm start as standard: it depends on neither the held-out sets nor RL
+        RLConfig(steps=300, prompts_per_step=16, group_size=8, lr=5e-5, max_new_tokens=BUDGET),
+        EvalConfig(heldout_size=256, samples=64, max_new_tokens=BUDGET),
     ),
 }
 

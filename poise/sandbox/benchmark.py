@@ -14,7 +14,8 @@ import torch
 
 from poise.evaluation.metrics import OVERALL_WEIGHTS, mean_pass_at_k, overall
 from poise.sandbox.model import TinyGPT, generate
-from poise.sandbox.task import HARD_TIERS, TIERS, Tier, decode, grade, hard_pass1, held_out_set  # noqa: F401 (re-exported)
+from poise.sandbox.task import (HARD_TIERS, STYLES, TIERS, Tier, decode, grade, hard_pass1,  # noqa: F401 (re-exported)
+                               held_out_prompts, held_out_set, held_out_split, style_of)
 from poise.sandbox.trainer import build_prompts
 
 
@@ -24,7 +25,7 @@ class EvalConfig:
     heldout_seed: int = 1234
     samples: int = 32  # n for the pass@k tiers
     max_new_tokens: int = 96
-    batch_rows: int = 2048  # rows decoded at once (bounds memory)
+    batch_rows: int = 1024  # rows decoded at once (bounds memory: the KV cache of 1,024 rows is ~0.5 GB)
     precision: str = "fp32"
     # "search": the held-out set discovery selects on; "confirm": a second held-out set, disjoint from it,
     # on which the best candidates are re-evaluated (fresh seeds), so a discovery is never scored on
@@ -34,25 +35,17 @@ class EvalConfig:
 
 def eval_problems(tier: Tier, cfg: EvalConfig) -> list:
     """The held-out problems of ``tier`` for ``cfg.split``."""
-    search = held_out_set(tier, cfg.heldout_size, cfg.heldout_seed)
-    if cfg.split == "search":
-        return search
-    if cfg.split == "confirm":
-        return held_out_set(tier, cfg.heldout_size, cfg.heldout_seed + 1, frozenset(p.prompt for p in search))
-    raise ValueError(f"unknown held-out split {cfg.split!r}; use 'search' or 'confirm'")
+    return held_out_split(tier, cfg.heldout_size, cfg.heldout_seed, cfg.split)
 
 
 def all_held_out_prompts(cfg: EvalConfig) -> set[str]:
     """Every held-out prompt of both splits: RL training never sees one."""
-    out: set[str] = set()
-    for split in ("search", "confirm"):
-        c = EvalConfig(**{**cfg.__dict__, "split": split})
-        out |= {p.prompt for t in TIERS for p in eval_problems(t, c)}
-    return out
+    return held_out_prompts(cfg.heldout_size, cfg.heldout_seed)
 
 
 def _decode_all(model: TinyGPT, problems, n: int, greedy: bool, cfg: EvalConfig, gen: torch.Generator):
-    """[(valid, correct, length)] for n responses per problem, in batches of at most batch_rows rows."""
+    """[(valid, correct, length, finished, style, has_answer)] for n responses per problem, in batches of
+    at most batch_rows rows."""
     out = []
     per = max(1, cfg.batch_rows // n)
     for i in range(0, len(problems), per):
@@ -61,8 +54,9 @@ def _decode_all(model: TinyGPT, problems, n: int, greedy: bool, cfg: EvalConfig,
                      precision=cfg.precision)
         tokens, finished, lengths = s.tokens.cpu(), s.finished.cpu(), s.lengths.cpu()
         for r in range(tokens.shape[0]):
-            v, c = grade(decode(tokens[r]), bool(finished[r]), chunk[r // n])
-            out.append((v, c, int(lengths[r])))
+            text, fin = decode(tokens[r]), bool(finished[r])
+            v, c = grade(text, fin, chunk[r // n])
+            out.append((v, c, int(lengths[r]), fin, style_of(text), ">" in text))
     return out
 
 
@@ -79,6 +73,12 @@ def evaluate_tier(model: TinyGPT, tier: Tier, cfg: EvalConfig, gen: torch.Genera
         "length": sum(r[2] for r in res) / len(res),
         "problems": len(problems),
         "samples": n,
+        # why responses are invalid: they ran past the token budget, or ended without a final answer
+        "truncated": 100 * sum(not r[3] for r in res) / len(res),
+        "no_answer": 100 * sum(r[3] and not r[5] for r in res) / len(res),
+        # share and accuracy of each scratchpad style: what a longer or shorter response buys on this tier
+        "styles": {st: {"share": 100 * len(rs) / len(res), "accuracy": 100 * sum(r[1] for r in rs) / len(rs)}
+                   for st in STYLES if (rs := [r for r in res if r[4] == st])},
     }
     if not greedy:
         for k in (2, 4, 8, 16, 32, 64):

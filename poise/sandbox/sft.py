@@ -25,23 +25,34 @@ from typing import Callable
 import torch
 
 from poise.sandbox.model import ModelConfig, TinyGPT, autocast, pad_prompts, response_logprobs
-from poise.sandbox.task import BOS, EOS, PAD, TIERS, encode, held_out_set, solution, training_problems
+from poise.sandbox.task import (BOS, EOS, HELD_OUT_SHARE, PAD, STYLES, encode, held_out_prompts,  # noqa: F401 (re-exported)
+                               make_problem, reserved, solution)
 
-CACHE_VERSION = 1  # bump when the SFT code changes what it produces
+CACHE_VERSION = 2  # bump when the SFT code changes what it produces
 
 
 @dataclass(frozen=True)
 class SFTConfig:
-    steps: int = 600
+    steps: int = 2000
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 0.01
     warmup: int = 30
-    style_weights: tuple[float, float, float] = (0.45, 0.45, 0.10)  # verbose, concise, direct
-    # Targets are cut at the generation budget, so the warm start never learns an answer it could not
-    # finish in time; at 96 tokens only the longest verbose scratchpads (12 terms) come near it.
-    max_response_tokens: int = 96
-    slip: float = 0.1  # per-step error rate of the SFT teacher (see task.solution)
+    style_weights: tuple[float, float, float] = (0.45, 0.35, 0.20)  # verbose, concise, direct
+    # the teacher answers directly (no scratchpad) only chains up to this many terms, as one answers an
+    # easy sum at a glance; longer ones always get a scratchpad (0 = direct at any length)
+    direct_max_terms: int = 3
+    # The teacher writes its scratchpads in full, whatever the generation budget of RL and evaluation: the
+    # warm start learns verbose scratchpads that, on the longest chains, run past that budget (invalid)
+    max_response_tokens: int = 120
+    # the teacher's problems: chains of min_terms..max_terms numbers in 1..max_operand (uniform),
+    # independent of the held-out tiers
+    min_terms: int = 2
+    max_terms: int = 12
+    max_operand: int = 19
+    p_sub: float = 0.4
+    slip: float = 0.15  # per-step error rate of the SFT teacher (see task.solution)
+    no_answer: float = 0.06  # share of scratchpads that end without stating the final answer (invalid)
     seed: int = 0
 
 
@@ -54,23 +65,27 @@ def cache_dir() -> Path:
 ASSETS = Path(__file__).parent / "assets"
 
 
-def held_out_prompts(heldout_size: int, seed: int) -> set[str]:
-    return {p.prompt for t in TIERS for p in held_out_set(t, heldout_size, seed)}
-
-
-def sft_key(model_cfg: ModelConfig, sft_cfg: SFTConfig, heldout_size: int, heldout_seed: int) -> str:
+def sft_key(model_cfg: ModelConfig, sft_cfg: SFTConfig) -> str:
     blob = json.dumps({"v": CACHE_VERSION, "model": asdict(model_cfg), "sft": asdict(sft_cfg),
-                       "task": [asdict(t) for t in TIERS],  # the training mix is drawn over the tiers
-                       "heldout": [heldout_size, heldout_seed], "torch": torch.__version__.split("+")[0]},
+                       # the teacher's data depends on neither the tiers nor the held-out sets (task.reserved)
+                       "reserved": HELD_OUT_SHARE, "torch": torch.__version__.split("+")[0]},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def sft_batch(rng: random.Random, cfg: SFTConfig, exclude: set[str], n: int):
-    probs = training_problems(rng, n, TIERS, exclude)
-    styles = rng.choices(("verbose", "concise", "direct"), weights=cfg.style_weights, k=n)
+    probs = []
+    while len(probs) < n:
+        p = make_problem(rng, rng.randint(cfg.min_terms, cfg.max_terms), cfg.max_operand, cfg.p_sub)
+        if p.prompt not in exclude and not reserved(p.prompt):
+            probs.append(p)
+    no_direct = (*cfg.style_weights[:2], 0.0)
+    styles = [rng.choices(STYLES, weights=cfg.style_weights if not cfg.direct_max_terms
+                          or len(p.operands) <= cfg.direct_max_terms else no_direct)[0] for p in probs]
     prompts = pad_prompts([[BOS, *encode(p.prompt)] for p in probs])
-    resp = [(encode(solution(p, s, rng, cfg.slip)) + [EOS])[:cfg.max_response_tokens] for p, s in zip(probs, styles)]
+    answers = [rng.random() >= cfg.no_answer for _ in probs]
+    resp = [(encode(solution(p, s, rng, cfg.slip, a)) + [EOS])[:cfg.max_response_tokens]
+            for p, s, a in zip(probs, styles, answers)]
     T = max(len(r) for r in resp)
     tokens = torch.full((n, T), PAD, dtype=torch.long)
     for i, r in enumerate(resp):
@@ -120,20 +135,11 @@ def _expected_digest(path: Path) -> str | None:
         return None
 
 
-def cached_sft_file(model_cfg: ModelConfig, cfg: SFTConfig, heldout_size: int, heldout_seed: int) -> Path | None:
-    """The file holding this warm start (cache or shipped asset), or None when it must be trained."""
-    key = sft_key(model_cfg, cfg, heldout_size, heldout_seed)
-    for f in (cache_dir() / "sft" / f"{key}.pt", ASSETS / f"sft-{key}.pt"):
-        if f.exists():
-            return f
-    return None
-
-
-def load_or_train_sft(model_cfg: ModelConfig, cfg: SFTConfig, heldout_size: int, heldout_seed: int,
-                      precision: str = "fp32", progress=None, log: Callable[[str], None] = lambda s: None) -> TinyGPT:
+def load_or_train_sft(model_cfg: ModelConfig, cfg: SFTConfig, precision: str = "fp32", progress=None,
+                      log: Callable[[str], None] = lambda s: None) -> TinyGPT:
     """The cached warm start for this configuration, training (and caching) it on first use. The file is
     written atomically, so a crash mid-write never leaves a corrupt cache entry."""
-    key = sft_key(model_cfg, cfg, heldout_size, heldout_seed)
+    key = sft_key(model_cfg, cfg)
     path = cache_dir() / "sft" / f"{key}.pt"
     for candidate in (path, ASSETS / f"sft-{key}.pt"):
         if not candidate.exists():
@@ -152,7 +158,7 @@ def load_or_train_sft(model_cfg: ModelConfig, cfg: SFTConfig, heldout_size: int,
             log(f"cached SFT policy {candidate} is unreadable ({e}); retraining it")
     t0 = time.time()
     log(f"training the SFT warm start (cached afterwards in {path})")
-    model = train_sft(model_cfg, cfg, held_out_prompts(heldout_size, heldout_seed), precision, progress)
+    model = train_sft(model_cfg, cfg, set(), precision, progress)  # task.reserved keeps held-out prompts out
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(model.state_dict(), tmp)

@@ -1,26 +1,36 @@
 """Tiny-math: procedurally generated arithmetic chains with verifiable answers.
 
-A problem is a chain of additions and subtractions, ``"14+7-9+3="``; the answer is its value (running
-totals never go below zero). A response is a scratchpad of steps, each ending in ``;``, then ``>`` and
-the answer:
+A problem is a chain of additions and subtractions of numbers 1..19, ``"14+17-9+3="``; the answer is its
+value (running totals never go below zero). A response is a scratchpad of steps, each ending in ``;``,
+then ``>`` and the answer:
 
-    verbose  "14+7=21;21-9=12;12+3=15;>15"     every step written out
-    concise  "21;12;15;>15"                    running totals only
-    direct   ">15"                             no scratchpad
+    verbose  "14+17=31;31-9=22;22+3=25;>25"     every step written out
+    concise  "31;22;25;>25"                     running totals only: the arithmetic is done "in the head"
+    direct   ">25"                              no scratchpad (the teacher does this only for short chains)
 
-The SFT data mixes the three styles, so the policy can trade length for accuracy and a length-shaping
-algorithm has something to shape. The format is strict, so that *validity* (the response parses and
-ended before the budget) and *correctness* (the answer is right) are separate signals, as the paper's
-validity masking needs.
+The three conditions of real math RL that the paper's mechanisms answer are built in, each by a
+mechanism a real model has (docs/benchmarks.md measures them at the warm start):
+
+- sparse rewards on the hard problems: the warm start learnt from a careless teacher (each step off by
+  1-3 with probability ``SFTConfig.slip``), so its samples slip now and then and long chains mostly fail
+  at temperature 1, while its most likely step is usually right (greedy decoding does better);
+- responses that are well-formed or not: the teacher sometimes stops without stating the answer
+  (``SFTConfig.no_answer``: the boxed answer a real model forgets), and it wrote its long scratchpads in
+  full, so on the longest chains the warm start's verbose scratchpads run past the generation budget;
+  both are *invalid*, a signal separate from correctness;
+- easy problems that can be answered briefly while hard ones need the long reasoning: two-digit
+  arithmetic done in the head (concise, direct) goes wrong more often than written out (verbose), which
+  matters little on a chain of two or three numbers and a lot on a chain of ten.
 
 Six tiers of difficulty play the roles of the paper's benchmarks. The three hardest are scored by
 pass@k at temperature 1 (AIME24, AIME25, AMC in the paper), the three easier ones by greedy accuracy
-(MATH-500, Minerva, OlympiadBench). Each tier has a fixed held-out set drawn from its own seed, and
-training prompts that collide with a held-out prompt are skipped.
+(MATH-500, Minerva, OlympiadBench). Held-out problems are drawn only from prompts reserved for evaluation
+(``reserved``), which training never sees.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from dataclasses import dataclass
@@ -57,12 +67,12 @@ class Tier:
 
 # The paper's suite and weights: AIME24 .20, AIME25 .20, AMC .15, MATH-500 .15, Minerva .15, OlympiadBench .15.
 TIERS: tuple[Tier, ...] = (
-    Tier("aime24", 9, 11, 9, 0.3, "pass@k", 0.20),
-    Tier("aime25", 10, 12, 9, 0.5, "pass@k", 0.20),
-    Tier("amc", 6, 8, 9, 0.4, "pass@k", 0.15),
-    Tier("math500", 2, 3, 9, 0.3, "greedy", 0.15),
-    Tier("minerva", 3, 5, 9, 0.4, "greedy", 0.15),
-    Tier("olympiad", 5, 7, 9, 0.4, "greedy", 0.15),
+    Tier("aime24", 11, 12, 19, 0.4, "pass@k", 0.20),
+    Tier("aime25", 11, 12, 19, 0.5, "pass@k", 0.20),
+    Tier("amc", 10, 11, 19, 0.4, "pass@k", 0.15),
+    Tier("math500", 2, 3, 19, 0.4, "greedy", 0.15),
+    Tier("minerva", 3, 5, 19, 0.4, "greedy", 0.15),
+    Tier("olympiad", 5, 7, 19, 0.4, "greedy", 0.15),
 )
 HARD_TIERS = tuple(t.name for t in TIERS if t.metric == "pass@k")  # the sparse-reward tiers
 
@@ -97,7 +107,8 @@ def tier_problem(rng: random.Random, tier: Tier) -> Problem:
     return make_problem(rng, rng.randint(tier.min_terms, tier.max_terms), tier.max_operand, tier.p_sub)
 
 
-def solution(problem: Problem, style: str, rng: random.Random | None = None, slip: float = 0.0) -> str:
+def solution(problem: Problem, style: str, rng: random.Random | None = None, slip: float = 0.0,
+             answer: bool = True) -> str:
     """A scratchpad in one of the three styles. With ``slip`` > 0 each step's result is off by 1-3 with
     that probability and the chain carries on from the wrong value: a careless teacher. SFT on such data
     gives a policy whose most likely step is right but whose samples slip now and then, so long chains
@@ -116,7 +127,11 @@ def solution(problem: Problem, style: str, rng: random.Random | None = None, sli
         elif style == "concise":
             steps.append(f"{new};")
         total = new
-    return ("" if style == "direct" else "".join(steps)) + f">{total}"
+    if style == "direct":
+        return f">{total}"
+    # without ``answer`` the scratchpad just stops: the final answer is never stated, as when a model ends
+    # its reasoning without the boxed answer the grader looks for
+    return "".join(steps) + (f">{total}" if answer else "")
 
 
 def grade(response: str, finished: bool, problem: Problem) -> tuple[bool, bool]:
@@ -130,26 +145,78 @@ def grade(response: str, finished: bool, problem: Problem) -> tuple[bool, bool]:
     return True, int(m.group(1)) == problem.answer
 
 
+def style_of(response: str) -> str:
+    """Which scratchpad style a response is written in: "direct" (answer only), "verbose" (its first step
+    writes the operation out) or "concise" (running totals). Malformed responses are classified by their
+    first step all the same, so every sample counts toward its style's share."""
+    if response.startswith(">"):
+        return "direct"
+    head = response.split(";", 1)[0]
+    return "verbose" if ("+" in head or "-" in head or "=" in head) else "concise"
+
+
+# One prompt in HELD_OUT_SHARE, chosen by a hash of its text, is reserved for evaluation: held-out sets
+# draw only reserved prompts, and neither the warm start nor RL ever trains on one. So no held-out set,
+# of any tier, size or seed, can overlap training data, and the warm start does not depend on them.
+HELD_OUT_SHARE = 8
+
+
+def reserved(prompt: str) -> bool:
+    return int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=4).digest(), "big") % HELD_OUT_SHARE == 0
+
+
+# Greedy tiers cost one decode per problem where a pass@k tier costs k: they get this many times more
+# held-out problems, which buys power cheaply (their score is a proportion over problems).
+GREEDY_SCALE = 4
+
+
+def held_out_size(tier: Tier, size: int) -> int:
+    """Problems per held-out split of ``tier`` for a fidelity's ``heldout_size``."""
+    return size * GREEDY_SCALE if tier.metric == "greedy" else size
+
+
 def held_out_set(tier: Tier, size: int, seed: int = 1234, exclude: frozenset[str] = frozenset()) -> list[Problem]:
     """A fixed held-out set for a tier: the same (tier, size, seed, exclude) always gives the same problems.
     ``exclude`` keeps a second set (the confirmation set) disjoint from the first."""
     rng = random.Random(f"heldout/{tier.name}/{seed}")
     seen: set[str] = set(exclude)
     out: list[Problem] = []
+    tries = 0
     while len(out) < size:
         p = tier_problem(rng, tier)
-        if p.prompt not in seen:  # distinct problems, so pass@k is not over-counted
+        tries += 1
+        if p.prompt not in seen and reserved(p.prompt):  # distinct problems, so pass@k is not over-counted
             seen.add(p.prompt)
             out.append(p)
+        elif tries > 2000 * size:
+            raise ValueError(f"tier {tier.name} has too few distinct problems for a held-out set of {size}; "
+                             f"lower the held-out size or widen the tier")
     return out
 
 
+def held_out_split(tier: Tier, size: int, seed: int, split: str) -> list[Problem]:
+    """The problems of one held-out split: "search" (what discovery selects on) or "confirm" (a second
+    set, disjoint from it, on which the best candidates are re-evaluated)."""
+    n = held_out_size(tier, size)
+    search = held_out_set(tier, n, seed)
+    if split == "search":
+        return search
+    if split == "confirm":
+        return held_out_set(tier, n, seed + 1, frozenset(p.prompt for p in search))
+    raise ValueError(f"unknown held-out split {split!r}; use 'search' or 'confirm'")
+
+
+def held_out_prompts(size: int, seed: int) -> set[str]:
+    """Every held-out prompt of both splits of every tier: neither the warm start nor RL trains on one."""
+    return {p.prompt for t in TIERS for split in ("search", "confirm") for p in held_out_split(t, size, seed, split)}
+
+
 def training_problems(rng: random.Random, n: int, tiers: tuple[Tier, ...], exclude: set[str]) -> list[Problem]:
-    """``n`` training problems drawn uniformly over ``tiers``, never one of the held-out prompts."""
+    """``n`` training problems drawn uniformly over ``tiers``, never a reserved (held-out) prompt."""
     out: list[Problem] = []
     while len(out) < n:
         p = tier_problem(rng, tiers[rng.randrange(len(tiers))])
-        if p.prompt not in exclude:
+        if p.prompt not in exclude and not reserved(p.prompt):
             out.append(p)
     return out
 

@@ -2,8 +2,8 @@ import random
 
 import pytest
 
-from poise.sandbox.task import (STYLES, TIERS, decode, encode, grade, held_out_set, make_problem, solution,
-                                training_problems, EOS)
+from poise.sandbox.task import (EOS, STYLES, TIERS, Tier, decode, encode, grade, held_out_set, make_problem,
+                                solution, training_problems)
 
 
 def _value(prompt: str) -> int:
@@ -59,13 +59,27 @@ def test_held_out_sets_are_fixed_distinct_and_tier_specific():
     assert {p.prompt for p in held_out_set(TIERS[1], 64)} != {p.prompt for p in a}
 
 
-def test_training_problems_never_include_held_out_prompts():
-    held = {p.prompt for t in TIERS for p in held_out_set(t, 64)}
-    train = training_problems(random.Random(0), 3000, TIERS, held)
-    assert not held & {p.prompt for p in train}
-    # and the exclusion is doing something: easy tiers collide often without it
-    unfiltered = training_problems(random.Random(0), 3000, TIERS, set())
-    assert held & {p.prompt for p in unfiltered}
+def test_training_data_never_includes_a_held_out_prompt():
+    from poise.sandbox.sft import SFTConfig, sft_batch
+    from poise.sandbox.task import HELD_OUT_SHARE, held_out_prompts, make_problem, reserved
+
+    held = held_out_prompts(16, 1234)  # both splits of every tier
+    assert held and all(reserved(p) for p in held)
+    train = training_problems(random.Random(0), 3000, TIERS, set())
+    assert not any(reserved(p.prompt) for p in train) and not held & {p.prompt for p in train}
+    prompts, _, _ = sft_batch(random.Random(0), SFTConfig(), set(), 512)
+    assert prompts.shape[0] == 512 and not any(reserved(decode(row)) for row in prompts)
+    # the rule does something: about one prompt in HELD_OUT_SHARE is reserved
+    rng = random.Random(1)
+    drawn = [make_problem(rng, 3, 19, 0.4).prompt for _ in range(4000)]
+    share = sum(map(reserved, drawn)) / len(drawn)
+    assert 0.5 / HELD_OUT_SHARE < share < 1.5 / HELD_OUT_SHARE
+
+
+def test_a_tier_too_small_for_its_held_out_set_is_a_clear_error():
+    tiny = Tier("tiny", 2, 2, 2, 0.0, "greedy", 0.0)  # only "1+1=", "1+2=", ... : 4 distinct prompts
+    with pytest.raises(ValueError, match="too few distinct problems"):
+        held_out_set(tiny, 50)
 
 
 def test_tokenizer_round_trip_and_clear_error():

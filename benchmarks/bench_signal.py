@@ -1,7 +1,7 @@
 """Signal benchmark: can the sandbox separate algorithms?
 
-Evaluates the SFT start, every built-in and a deliberately broken control (sign-flipped GRPO) over the
-same seeds at one fidelity, then prints a markdown table (mean ± 95% CI over seeds) and the difference
+Evaluates the SFT start, every built-in and two controls over the same seeds: sign-flipped GRPO (a
+deliberately broken algorithm) and null GRPO (coin-flip rewards: what the optimiser's noise does alone), at one fidelity, then prints a markdown table (mean ± 95% CI over seeds) and the difference
 of each algorithm from GRPO with a Welch 95% interval, and plots the learning curves side by side.
 Results are appended to a JSON file as each evaluation finishes, so an interrupted run resumes.
 
@@ -30,14 +30,14 @@ from poise.sandbox.benchmark import hard_pass1
 from poise.sandbox.task import TIERS
 
 HERE = Path(__file__).parent
-CONTROL = HERE / "algorithms" / "flipped_grpo.py"
+CONTROLS = HERE / "algorithms"  # flipped_grpo.py, null_grpo.py
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fidelity", default="standard")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--algorithms", default=",".join(BUILTINS) + ",flipped_grpo")
+    ap.add_argument("--algorithms", default=",".join(BUILTINS) + ",flipped_grpo,null_grpo")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per evaluation")
     ap.add_argument("--workers", type=int, default=2, help="evaluations run at once, each in its own process")
     ap.add_argument("--out", default=str(HERE / "results"))
@@ -58,7 +58,8 @@ def main() -> None:
         if name == "sft_start":
             res = evaluate_start(fid, seed)
         else:
-            spec = AlgorithmSpec(name) if name in BUILTINS else AlgorithmSpec(name, CONTROL.read_text(), str(CONTROL))
+            path = CONTROLS / f"{name}.py"
+            spec = AlgorithmSpec(name) if name in BUILTINS else AlgorithmSpec(name, path.read_text(), str(path))
             res = run_evaluation(spec, fid.name, seed, args.threads)
         if isinstance(res, EvalFailure):
             print(f"{key}: FAILED {res.message}", file=sys.stderr)

@@ -29,7 +29,7 @@ import torch
 
 from poise.algorithms import load_algorithm
 from poise.sandbox.model import ModelConfig, TinyGPT
-from poise.sandbox.task import CHARS, TIERS, training_problems
+from poise.sandbox.task import CHARS, training_problems
 from poise.sandbox.trainer import RLConfig, train_rl
 
 
@@ -97,7 +97,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     n_prompts = args.prompts_per_step * (args.warmup + args.steps + 2)
-    problems = training_problems(random.Random(args.seed), n_prompts, TIERS, set())
+    problems = training_problems(random.Random(args.seed), n_prompts)
     result = {"config": vars(args), "machine": platform.machine(), "torch": torch.__version__,
               "threads": torch.get_num_threads()}
     result["poise_matched_fp32"] = run_poise(problems, args, 1, "fp32")

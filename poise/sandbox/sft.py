@@ -1,7 +1,7 @@
 """SFT warm start: teach the tiny policy the answer format and the three scratchpad styles.
 
-The warm start is deliberately short: it leaves multi-step problems error-prone, so that the hard tiers
-give sparse rewards, as AIME does for a 1.5B model. It is cached on disk by the hash of everything that
+The teacher is careless (``SFTConfig.slip``), so the warm start's samples slip now and then and the
+hard tiers give sparse rewards, as AIME does for a 1.5B model, while its most likely steps are right. It is cached on disk by the hash of everything that
 determines it, so every candidate algorithm starts from the very same policy.
 
 Only trusted processes (the CLI, the evaluation workers) read or write it: candidate code runs in a
@@ -53,6 +53,11 @@ class SFTConfig:
     p_sub: float = 0.4
     slip: float = 0.15  # per-step error rate of the SFT teacher (see task.solution)
     no_answer: float = 0.06  # share of scratchpads that end without stating the final answer (invalid)
+    # A second cosine cycle from a lower peak (a warm restart) after the first: it settles the policy into
+    # a flatter optimum, whose arithmetic survives the noise of RL updates (docs/benchmarks.md §1 measures
+    # a policy without it losing its greedy accuracy to a null, coin-flip-reward training run)
+    restart_steps: int = 1500
+    restart_lr: float = 1e-3
     seed: int = 0
 
 
@@ -93,15 +98,12 @@ def sft_batch(rng: random.Random, cfg: SFTConfig, exclude: set[str], n: int):
     return prompts, tokens, (tokens != PAD).float()
 
 
-def train_sft(model_cfg: ModelConfig, cfg: SFTConfig, exclude: set[str], precision: str = "fp32",
-              progress: Callable[[int, int, float], None] | None = None, device: str = "cpu") -> TinyGPT:
-    torch.manual_seed(cfg.seed)
-    rng = random.Random(f"sft/{cfg.seed}")
-    model = TinyGPT(model_cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-    model.train()
-    for step in range(cfg.steps):
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+def _sft_cycle(model: TinyGPT, cfg: SFTConfig, rng: random.Random, exclude: set[str], steps: int, peak: float,
+               warmup: int, precision: str, progress, done: int, total: int, device: str) -> None:
+    """One cosine cycle of AdamW (a fresh optimiser) from ``peak`` to zero over ``steps``."""
+    opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    for step in range(steps):
+        lr = peak * (min(1.0, (step + 1) / warmup) if warmup else 1.0) * 0.5 * (1 + math.cos(math.pi * step / steps))
         for g in opt.param_groups:
             g["lr"] = lr
         prompts, tokens, mask = (t.to(device) for t in sft_batch(rng, cfg, exclude, cfg.batch_size))
@@ -112,7 +114,20 @@ def train_sft(model_cfg: ModelConfig, cfg: SFTConfig, exclude: set[str], precisi
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if progress is not None:
-            progress(step + 1, cfg.steps, float(loss.detach()))
+            progress(done + step + 1, total, float(loss.detach()))
+
+
+def train_sft(model_cfg: ModelConfig, cfg: SFTConfig, exclude: set[str], precision: str = "fp32",
+              progress: Callable[[int, int, float], None] | None = None, device: str = "cpu") -> TinyGPT:
+    torch.manual_seed(cfg.seed)
+    model = TinyGPT(model_cfg).to(device)
+    model.train()
+    total = cfg.steps + cfg.restart_steps
+    _sft_cycle(model, cfg, random.Random(f"sft/{cfg.seed}"), exclude, cfg.steps, cfg.lr, cfg.warmup, precision,
+               progress, 0, total, device)
+    if cfg.restart_steps:
+        _sft_cycle(model, cfg, random.Random(f"sft/{cfg.seed}/restart"), exclude, cfg.restart_steps, cfg.restart_lr,
+                   0, precision, progress, cfg.steps, total, device)
     model.eval()
     return model.cpu()
 

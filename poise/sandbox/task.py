@@ -67,12 +67,12 @@ class Tier:
 
 # The paper's suite and weights: AIME24 .20, AIME25 .20, AMC .15, MATH-500 .15, Minerva .15, OlympiadBench .15.
 TIERS: tuple[Tier, ...] = (
-    Tier("aime24", 11, 12, 19, 0.4, "pass@k", 0.20),
-    Tier("aime25", 11, 12, 19, 0.5, "pass@k", 0.20),
-    Tier("amc", 10, 11, 19, 0.4, "pass@k", 0.15),
-    Tier("math500", 2, 3, 19, 0.4, "greedy", 0.15),
-    Tier("minerva", 3, 5, 19, 0.4, "greedy", 0.15),
-    Tier("olympiad", 5, 7, 19, 0.4, "greedy", 0.15),
+    Tier("aime24", 12, 13, 19, 0.4, "pass@k", 0.20),
+    Tier("aime25", 12, 13, 19, 0.5, "pass@k", 0.20),
+    Tier("amc", 11, 12, 19, 0.4, "pass@k", 0.15),
+    Tier("math500", 3, 4, 19, 0.4, "greedy", 0.15),
+    Tier("minerva", 5, 7, 19, 0.4, "greedy", 0.15),
+    Tier("olympiad", 7, 9, 19, 0.4, "greedy", 0.15),
 )
 HARD_TIERS = tuple(t.name for t in TIERS if t.metric == "pass@k")  # the sparse-reward tiers
 
@@ -211,11 +211,20 @@ def held_out_prompts(size: int, seed: int) -> set[str]:
     return {p.prompt for t in TIERS for split in ("search", "confirm") for p in held_out_split(t, size, seed, split)}
 
 
-def training_problems(rng: random.Random, n: int, tiers: tuple[Tier, ...], exclude: set[str]) -> list[Problem]:
-    """``n`` training problems drawn uniformly over ``tiers``, never a reserved (held-out) prompt."""
+# The RL training set: chains of 2-10 numbers, uniformly. Like a curated math RL set it holds problems a
+# model solves now and then, with a share (about a third of GRPO's first groups) it never solves; the
+# hard tiers' 11-13-term chains are longer than any training problem, as AIME is harder than most of a
+# training set, so they measure what RL generalises rather than what it memorised.
+TRAIN_TERMS = (2, 10)
+TRAIN_MAX_OPERAND = 19
+TRAIN_P_SUB = 0.4
+
+
+def training_problems(rng: random.Random, n: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[Problem]:
+    """``n`` RL training problems (chain lengths uniform over TRAIN_TERMS), never a reserved (held-out) prompt."""
     out: list[Problem] = []
     while len(out) < n:
-        p = tier_problem(rng, tiers[rng.randrange(len(tiers))])
+        p = make_problem(rng, rng.randint(*TRAIN_TERMS), TRAIN_MAX_OPERAND, TRAIN_P_SUB)
         if p.prompt not in exclude and not reserved(p.prompt):
             out.append(p)
     return out

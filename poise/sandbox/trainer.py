@@ -32,7 +32,7 @@ from torch import Tensor
 from poise.algorithms.base import Algorithm, RolloutBatch, aggregate, kl_penalty, surrogate
 from poise.isolation.hook import HookError
 from poise.sandbox.model import TinyGPT, generate, pad_prompts, response_logprobs
-from poise.sandbox.task import BOS, Problem, TIERS, decode, encode, grade, training_problems
+from poise.sandbox.task import BOS, Problem, decode, encode, grade, training_problems
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
     for step in range(cfg.steps):
         t0 = time.perf_counter()
         if problems is None:
-            step_problems = training_problems(rng, cfg.prompts_per_step, TIERS, exclude)
+            step_problems = training_problems(rng, cfg.prompts_per_step, exclude)
         else:
             step_problems = [problems[(step * cfg.prompts_per_step + i) % len(problems)]
                              for i in range(cfg.prompts_per_step)]

@@ -8,7 +8,7 @@ from poise.sandbox.model import ModelConfig
 from poise.sandbox.sft import SFTConfig, load_or_train_sft, sft_key
 
 TINY = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=160)
-QUICK = SFTConfig(steps=30, batch_size=16)
+QUICK = SFTConfig(steps=30, batch_size=16, restart_steps=0)
 
 
 def test_warm_start_learns(tmp_path, monkeypatch):
@@ -18,6 +18,24 @@ def test_warm_start_learns(tmp_path, monkeypatch):
     load_or_train_sft(TINY, cfg, progress=lambda i, n, loss: losses.append(loss))
     assert len(losses) == cfg.steps
     assert sum(losses[-5:]) / 5 < 0.85 * sum(losses[:5]) / 5  # ~2.9 -> ~2.35 nats per token
+
+
+def test_the_restart_cycle_continues_the_first_cycle(tmp_path, monkeypatch):
+    """The warm restart runs after the first cycle (progress counts both) and changes the policy; the first
+    cycle is the same with or without it, so the shipped asset's first half is the no-restart policy."""
+    monkeypatch.setenv("POISE_CACHE", str(tmp_path))
+    steps = []
+    cfg = dataclasses.replace(QUICK, restart_steps=10, restart_lr=1e-3)
+    seen = []
+    real = sft_mod._sft_cycle
+    monkeypatch.setattr(sft_mod, "_sft_cycle", lambda model, *a, **k: (
+        real(model, *a, **k), seen.append({n: t.clone() for n, t in model.state_dict().items()}))[0])
+    with_restart = load_or_train_sft(TINY, cfg, progress=lambda i, n, loss: steps.append((i, n)))
+    assert steps == [(i, 40) for i in range(1, 41)] and len(seen) == 2
+    without = load_or_train_sft(TINY, QUICK)
+    assert all(torch.equal(seen[0][k], v) for k, v in without.state_dict().items())  # same first cycle
+    assert not all(torch.equal(x, y) for x, y in zip(with_restart.state_dict().values(), without.state_dict().values()))
+    assert sft_key(TINY, cfg) != sft_key(TINY, QUICK)
 
 
 def test_second_call_loads_the_cache_instead_of_training(tmp_path, monkeypatch):

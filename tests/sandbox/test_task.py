@@ -65,8 +65,12 @@ def test_training_data_never_includes_a_held_out_prompt():
 
     held = held_out_prompts(16, 1234)  # both splits of every tier
     assert held and all(reserved(p) for p in held)
-    train = training_problems(random.Random(0), 3000, TIERS, set())
+    train = training_problems(random.Random(0), 3000)
     assert not any(reserved(p.prompt) for p in train) and not held & {p.prompt for p in train}
+    # the training set spans TRAIN_TERMS and stops short of the hard tiers' chains
+    from poise.sandbox.task import HARD_TIERS, TIER_BY_NAME, TRAIN_TERMS
+    assert {len(p.operands) for p in train} == set(range(TRAIN_TERMS[0], TRAIN_TERMS[1] + 1))
+    assert all(TIER_BY_NAME[t].max_terms > TRAIN_TERMS[1] for t in HARD_TIERS)
     prompts, _, _ = sft_batch(random.Random(0), SFTConfig(), set(), 512)
     assert prompts.shape[0] == 512 and not any(reserved(decode(row)) for row in prompts)
     # the rule does something: about one prompt in HELD_OUT_SHARE is reserved

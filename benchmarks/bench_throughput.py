@@ -48,7 +48,7 @@ def matmul_ceiling(n_embd: int, rows: int, dtype: torch.dtype, seconds: float = 
 
 def run_poise(problems, args, minibatches: int, precision: str) -> dict:
     torch.manual_seed(args.seed)
-    cfg = ModelConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=32 + args.max_new)
+    cfg = ModelConfig(n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd, block_size=48 + args.max_new)
     ref = TinyGPT(cfg).eval()
     for p in ref.parameters():
         p.requires_grad_(False)

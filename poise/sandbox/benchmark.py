@@ -14,7 +14,8 @@ import torch
 
 from poise.evaluation.metrics import OVERALL_WEIGHTS, mean_pass_at_k, overall
 from poise.sandbox.model import TinyGPT, generate
-from poise.sandbox.task import HARD_TIERS, TIERS, Tier, decode, grade, hard_pass1, held_out_set  # noqa: F401 (re-exported)
+from poise.sandbox.task import (HARD_TIERS, STYLES, TIERS, Tier, decode, grade, hard_pass1,  # noqa: F401 (re-exported)
+                               held_out_set, style_of)
 from poise.sandbox.trainer import build_prompts
 
 
@@ -52,7 +53,8 @@ def all_held_out_prompts(cfg: EvalConfig) -> set[str]:
 
 
 def _decode_all(model: TinyGPT, problems, n: int, greedy: bool, cfg: EvalConfig, gen: torch.Generator):
-    """[(valid, correct, length)] for n responses per problem, in batches of at most batch_rows rows."""
+    """[(valid, correct, length, finished, style, has_answer)] for n responses per problem, in batches of
+    at most batch_rows rows."""
     out = []
     per = max(1, cfg.batch_rows // n)
     for i in range(0, len(problems), per):
@@ -61,8 +63,9 @@ def _decode_all(model: TinyGPT, problems, n: int, greedy: bool, cfg: EvalConfig,
                      precision=cfg.precision)
         tokens, finished, lengths = s.tokens.cpu(), s.finished.cpu(), s.lengths.cpu()
         for r in range(tokens.shape[0]):
-            v, c = grade(decode(tokens[r]), bool(finished[r]), chunk[r // n])
-            out.append((v, c, int(lengths[r])))
+            text, fin = decode(tokens[r]), bool(finished[r])
+            v, c = grade(text, fin, chunk[r // n])
+            out.append((v, c, int(lengths[r]), fin, style_of(text), ">" in text))
     return out
 
 
@@ -79,6 +82,12 @@ def evaluate_tier(model: TinyGPT, tier: Tier, cfg: EvalConfig, gen: torch.Genera
         "length": sum(r[2] for r in res) / len(res),
         "problems": len(problems),
         "samples": n,
+        # why responses are invalid: they ran past the token budget, or ended without a final answer
+        "truncated": 100 * sum(not r[3] for r in res) / len(res),
+        "no_answer": 100 * sum(r[3] and not r[5] for r in res) / len(res),
+        # share and accuracy of each scratchpad style: what a longer or shorter response buys on this tier
+        "styles": {st: {"share": 100 * len(rs) / len(res), "accuracy": 100 * sum(r[1] for r in rs) / len(rs)}
+                   for st in STYLES if (rs := [r for r in res if r[4] == st])},
     }
     if not greedy:
         for k in (2, 4, 8, 16, 32, 64):

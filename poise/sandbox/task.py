@@ -97,7 +97,8 @@ def tier_problem(rng: random.Random, tier: Tier) -> Problem:
     return make_problem(rng, rng.randint(tier.min_terms, tier.max_terms), tier.max_operand, tier.p_sub)
 
 
-def solution(problem: Problem, style: str, rng: random.Random | None = None, slip: float = 0.0) -> str:
+def solution(problem: Problem, style: str, rng: random.Random | None = None, slip: float = 0.0,
+             answer: bool = True) -> str:
     """A scratchpad in one of the three styles. With ``slip`` > 0 each step's result is off by 1-3 with
     that probability and the chain carries on from the wrong value: a careless teacher. SFT on such data
     gives a policy whose most likely step is right but whose samples slip now and then, so long chains
@@ -116,7 +117,11 @@ def solution(problem: Problem, style: str, rng: random.Random | None = None, sli
         elif style == "concise":
             steps.append(f"{new};")
         total = new
-    return ("" if style == "direct" else "".join(steps)) + f">{total}"
+    if style == "direct":
+        return f">{total}"
+    # without ``answer`` the scratchpad just stops: the final answer is never stated, as when a model ends
+    # its reasoning without the boxed answer the grader looks for
+    return "".join(steps) + (f">{total}" if answer else "")
 
 
 def grade(response: str, finished: bool, problem: Problem) -> tuple[bool, bool]:
@@ -128,6 +133,16 @@ def grade(response: str, finished: bool, problem: Problem) -> tuple[bool, bool]:
     if m is None:
         return False, False
     return True, int(m.group(1)) == problem.answer
+
+
+def style_of(response: str) -> str:
+    """Which scratchpad style a response is written in: "direct" (answer only), "verbose" (its first step
+    writes the operation out) or "concise" (running totals). Malformed responses are classified by their
+    first step all the same, so every sample counts toward its style's share."""
+    if response.startswith(">"):
+        return "direct"
+    head = response.split(";", 1)[0]
+    return "verbose" if ("+" in head or "-" in head or "=" in head) else "concise"
 
 
 def held_out_set(tier: Tier, size: int, seed: int = 1234, exclude: frozenset[str] = frozenset()) -> list[Problem]:

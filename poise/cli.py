@@ -12,11 +12,11 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-
-from poise.isolation.text import printable
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich import box
 from rich.table import Table
+
+from poise.isolation.text import printable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="poise: automated discovery of RL algorithms for language models.")

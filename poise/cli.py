@@ -12,11 +12,11 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-
-from poise.isolation.text import printable
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich import box
 from rich.table import Table
+
+from poise.isolation.text import printable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="poise: automated discovery of RL algorithms for language models.")
@@ -435,10 +435,10 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
     # a narrow terminal keeps the columns that identify and compare; the reasons go below the table
     width = console.width
     wide, compact = width >= 130, width < 120
-    t = Table(title="candidates · search set: mean over the search seeds in 'seeds' · confirmation: fresh seeds, "
+    t = Table(title="candidates · search set: mean over its search seeds · confirmation: fresh seeds, "
                     "mean ± 95% CI (seeds)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     cols = (["id", "name", "parent"] + (["gen", "status", "objective"] if width >= 100 else ["status"])
-            + ["Overall", "seeds"]
+            + ["Overall"] + (["seeds"] if width >= 100 else [])
             + (["Δ GRPO"] if wide else []) + ["length"] + (["confirm", "disc?"] if compact else
                                                            ["confirm Overall", "verdict"])
             + (["train min"] if wide else [])
@@ -452,7 +452,7 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
         else:
             t.add_column(c, justify="left" if c in ("status", "verdict", "disc?") else "right", no_wrap=True)
     base = view.baseline.search
-    notes = []
+    notes, seed_notes = [], []
     for c in view.candidates:
         e, s = c.entry, c.search
         conf = c.confirmation.overall if c.confirmation else (view.baseline_confirm.get("overall") if c.id == 0 else None)
@@ -480,8 +480,12 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
         if reason and not wide:
             notes.append(f"  #{c.id} {escape(e.name)} ({c.status}): {escape(reason[:160])}")
         row["disc?"] = verdict
+        if s and width < 100 and row["seeds"] != "1":  # no room for the column: say it below the table
+            seed_notes.append(f"#{c.id} {row['seeds']}")
         t.add_row(*(row[k] for k in cols))
     console.print(t)
+    if seed_notes:
+        console.print("search seeds behind Overall: 1 each, except " + ", ".join(seed_notes), highlight=False)
     for line in notes:
         console.print(line, highlight=False)
     front = view.pareto_front()

@@ -18,7 +18,7 @@ from typing import Callable
 from poise.algorithms import AlgorithmError, builtin_source, load_algorithm
 from poise.backends.tiny import EvalResult, evaluate, pick_device
 from poise.isolation.hook import HookError, HookLimits, HookProcess
-from poise.isolation.process import MEMORY_PHRASES, Limits, run_in_child
+from poise.isolation.process import Limits, mentions_memory, run_in_child
 from poise.sandbox.sft import cache_dir
 from poise.sandbox.trainer import CandidateError
 
@@ -89,7 +89,7 @@ def evaluate_in_child(payload: dict, emit: Callable[[dict], None]) -> dict:
             return {"failure": "internal", "message": str(e)}
         return {"failure": "memory" if e.kind == "memory" else "candidate", "message": str(e)}
     except CandidateError as e:
-        memory = any(p in str(e).lower() for p in MEMORY_PHRASES)
+        memory = mentions_memory(str(e))
         return {"failure": "memory" if memory else "candidate", "message": str(e)}
 
 

@@ -264,10 +264,10 @@ class Loop:
 
     def next_proposals(self) -> int:
         """Select a parent and write the round's proposals into the archive as "proposed" entries."""
-        entries = self.archive.entries()
-        nodes = nodes_from_archive(self.archive, self._features, fidelity=self.cfg.fidelity)
         if self.racing:
             return -1  # racing evaluations are still running: this round's selection waits for their seeds
+        entries = self.archive.entries()
+        nodes = nodes_from_archive(self.archive, self._features, fidelity=self.cfg.fidelity)
         if nodes:
             base = search_means(self.baseline())
             state = self.rng.getstate()
@@ -487,9 +487,8 @@ class Loop:
         stored = purpose if purpose != "race" else ("baseline" if e.id == 0 else "search")
         self.archive.add_evaluation(e.id, seed, fid, res.trajectory, res.metrics, res.wall_s, stored)
         self.archive.add_cost(e.id, wall_s=res.wall_s)
-        if purpose == "race":
-            pass  # more seeds of an evaluated entry: its status and (set-once) reflection stay
-        elif purpose == "search" and e.id != 0:
+        # a racing seed adds to an evaluated entry: its status and (set-once) reflection stay as they are
+        if purpose == "search" and e.id != 0:
             self.archive.set_status(e.id, "evaluated")
             self._reflect(self.archive.get(e.id))
         elif purpose == "baseline" and self.archive.get(0).status != "evaluated":

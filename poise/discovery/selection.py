@@ -146,20 +146,31 @@ def pareto_ranks(vectors: Sequence[Sequence[float]]) -> list[int]:
     return ranks
 
 
-def descendant_gains(nodes: Sequence[Node], scalars: dict[int, float], top_k: int = 3,
-                     gamma: float = 0.7) -> dict[int, float | None]:
-    """d_i of the module docstring for every node: None when i has no descendant among the nodes."""
+def _descendants(nodes: Sequence[Node]) -> dict[int, list[tuple[Node, int]]]:
+    """For every node, its descendants among the nodes, each with the generations below its children
+    (0 for a child, 1 for a grandchild, ...): the exponent of γ in the module docstring."""
     kids: dict[int, list[Node]] = {}
     for n in nodes:
         if n.parent_id is not None:
             kids.setdefault(n.parent_id, []).append(n)
-    out: dict[int, float | None] = {}
+    out: dict[int, list[tuple[Node, int]]] = {}
     for n in nodes:
-        gains, stack = [], list(kids.get(n.id, ()))
+        found, stack = [], list(kids.get(n.id, ()))
         while stack:
             j = stack.pop()
-            gains.append(gamma ** (j.depth - n.depth - 1) * (scalars[j.id] - scalars[n.id]))
+            found.append((j, j.depth - n.depth - 1))
             stack.extend(kids.get(j.id, ()))
+        out[n.id] = found
+    return out
+
+
+def descendant_gains(nodes: Sequence[Node], scalars: dict[int, float], top_k: int = 3,
+                     gamma: float = 0.7) -> dict[int, float | None]:
+    """d_i of the module docstring for every node: None when i has no descendant among the nodes."""
+    desc = _descendants(nodes)
+    out: dict[int, float | None] = {}
+    for n in nodes:
+        gains = [gamma ** k * (scalars[j.id] - scalars[n.id]) for j, k in desc[n.id]]
         if not gains:
             out[n.id] = None
             continue
@@ -185,20 +196,13 @@ def scalar_noise(nodes: Sequence[Node], objective: Objective, baseline_metrics: 
 
 def gain_noise(nodes: Sequence[Node], se: dict[int, float], top_k: int = 3, gamma: float = 0.7) -> dict[int, float]:
     """Variance of each observed d_i from the scalars' standard errors: d_i averages K gains
-    γ^k·(scalar_j − scalar_i), each with variance γ^2k·(se_j² + se_i²) (the K largest, by their means)."""
-    kids: dict[int, list[Node]] = {}
-    for n in nodes:
-        if n.parent_id is not None:
-            kids.setdefault(n.parent_id, []).append(n)
+    γ^k·(scalar_j − scalar_i), each with variance γ^2k·(se_j² + se_i²); the K largest of these variances
+    are taken, whichever gains d_i averaged (conservative)."""
     out: dict[int, float] = {}
-    for n in nodes:
-        terms, stack = [], list(kids.get(n.id, ()))
-        while stack:
-            j = stack.pop()
-            terms.append(gamma ** (2 * (j.depth - n.depth - 1)) * (se[j.id] ** 2 + se[n.id] ** 2))
-            stack.extend(kids.get(j.id, ()))
+    for n, desc in _descendants(nodes).items():
+        terms = [gamma ** (2 * k) * (se[j.id] ** 2 + se[n] ** 2) for j, k in desc]
         if terms:
-            out[n.id] = sum(sorted(terms, reverse=True)[:top_k]) / top_k ** 2  # the largest: conservative
+            out[n] = sum(sorted(terms, reverse=True)[:top_k]) / top_k ** 2
     return out
 
 
@@ -475,12 +479,6 @@ def nodes_from_archive(archive, features_fn: Callable[[object], Sequence[float]]
     features_fn = features_fn or tag_features(evaluated)
     nodes = []
     for e in evaluated:
-        metrics = {}
-        for k in METRIC_KEYS:
-            try:
-                metrics[k] = e.mean_metric(k, fidelity)
-            except KeyError:
-                pass  # e.g. no tiers to compute hard_pass1 from
         per_seed = []
         for ev in e.search_evaluations(fidelity):
             m = {}
@@ -488,8 +486,11 @@ def nodes_from_archive(archive, features_fn: Callable[[object], Sequence[float]]
                 try:
                     m[k] = metric_value(ev.metrics, k)
                 except KeyError:
-                    pass
+                    pass  # e.g. no tiers to compute hard_pass1 from
             per_seed.append(m)
+        # the mean over seeds of each key that every seed has (as Entry.mean_metric computes it)
+        metrics = {k: sum(m[k] for m in per_seed) / len(per_seed) for k in METRIC_KEYS
+                   if all(k in m for m in per_seed)}
         nodes.append(Node(e.id, e.parent_id, depth_of(e.id), metrics, tuple(float(x) for x in features_fn(e)),
                           len(picked.get(e.id, ())), tuple(picked.get(e.id, ())), tuple(per_seed)))
     return nodes

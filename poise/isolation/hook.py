@@ -36,7 +36,7 @@ from torch import Tensor
 from poise.algorithms.base import AlgoConfig, Algorithm, RolloutBatch, default_policy_loss, surrogate
 from poise.isolation import wire
 from poise.isolation.jail import POISE_PACKAGE, jail_command, jail_status
-from poise.isolation.process import MEMORY_PHRASES
+from poise.isolation.process import mentions_memory
 from poise.isolation.text import printable
 
 BATCH_TENSORS = ("rewards", "correct", "valid", "lengths", "mask", "group_ids", "old_logp", "ref_logp", "entropy",
@@ -330,7 +330,7 @@ class HookProcess:
         msg = what.get(op, f"{op} ended the hook process (os._exit, a crash, or a limit it hit)")
         if sig == signal.SIGXCPU:
             msg = f"{op} used up the hook process's CPU time ({self.limits.cpu_s} s in all) and was stopped"
-        memoryish = any(p in tail.lower() for p in MEMORY_PHRASES)
+        memoryish = mentions_memory(tail)
         return HookError(f"{msg}; {how}" + (f"\n{tail}" if tail else ""), "memory" if memoryish else "died")
 
     def call(self, op: str, batch: RolloutBatch, extra: dict[str, Tensor] | None = None,

@@ -75,8 +75,13 @@ class ChildResult:
         return asdict(self)
 
 
+def mentions_memory(text: str) -> bool:
+    """Whether an error message or a stderr tail says that memory ran out."""
+    return any(p in text.lower() for p in MEMORY_PHRASES)
+
+
 def is_memory_error(e: BaseException) -> bool:
-    return isinstance(e, MemoryError) or any(p in str(e).lower() for p in MEMORY_PHRASES)
+    return isinstance(e, MemoryError) or mentions_memory(str(e))
 
 
 def where(e: BaseException) -> str:
@@ -262,7 +267,7 @@ def _result(final: dict | None, timed_out: bool, code: int, tail: str, limits: L
     if timed_out:
         return res(False, None, "timeout", f"the child process took longer than {limits.timeout_s:g}s and was "
                                            f"stopped (its process group was killed)")
-    memoryish = any(p in tail.lower() for p in MEMORY_PHRASES)
+    memoryish = mentions_memory(tail)
     if code < 0 and -code == signal.SIGXCPU:
         return res(False, None, "timeout", f"the child process used more than its {limits.cpu_s} CPU seconds and was "
                                            f"stopped")

@@ -182,7 +182,7 @@ class _Checker(ast.NodeVisitor):
         elif name.startswith(("set_", "register_")):
             self.error(node, f"`.{name}` changes a global setting, a tensor's storage or installs a hook",
                        "a candidate must not change global state; compute with tensor operations only")
-        elif name in BANNED_ATTRS or name in STDLIB_ATTRS or name.endswith("Storage"):
+        elif self._bad_attr(name):  # "_", "set_" and "register_" names were caught just above
             self.error(node, f"`.{name}` reaches outside pure tensor math (files, processes, devices, the RNG)",
                        "use only tensor operations")
         if isinstance(node.ctx, (ast.Store, ast.Del)):

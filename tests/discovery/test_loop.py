@@ -48,6 +48,7 @@ def test_a_run_leaves_a_complete_archive(tmp_path):
     assert summary.confirmed and summary.confirmed[0].entry_id == best
     assert (tmp_path / "summary.json").exists()
     assert [ev for ev in a.events() if ev.kind == "select"]
+    assert not [ev for ev in a.events() if ev.kind == "race"]  # racing off (race_seeds=1): one seed each
 
 
 def test_a_second_run_in_the_same_folder_needs_resume(tmp_path):
@@ -192,10 +193,3 @@ def test_racing_gives_the_leader_and_a_repeat_parent_more_seeds_before_selection
     picks = [ev.entry_id for ev in selects]
     for i in {p for p in picks if picks.count(p) >= 2}:
         assert len(a.get(i).search_evaluations("smoke")) >= 2
-
-
-def test_racing_off_trains_every_candidate_once(tmp_path):
-    Loop(tmp_path, _cfg(budget=3, race_seeds=1, reeval_top=0)).run()
-    a = Archive(tmp_path / "archive.db", readonly=True)
-    assert not [ev for ev in a.events() if ev.kind == "race"]
-    assert all(len(e.search_evaluations()) == 1 for e in a.entries() if e.status == "evaluated")

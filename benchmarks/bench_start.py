@@ -92,7 +92,8 @@ def main() -> None:
              "malformed | length | verbose: share / acc | concise: share / acc | direct: share / acc |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        st = " | ".join(f"{r['styles'][s]['share']:.0f}% / {r['styles'][s]['accuracy']:.1f}" for s in STYLES)
+        st = " | ".join("—" if r["styles"][s]["share"] != r["styles"][s]["share"]  # nan: never sampled
+                        else f"{r['styles'][s]['share']:.0f}% / {r['styles'][s]['accuracy']:.1f}" for s in STYLES)
         lines.append(f"| {r['tier']} | {r['terms']} | {r['metric']} | {r['score']:.1f} | {r['score_ok']} | "
                      f"{r['pass@1']:.1f} | {r['pass1_ok']} | {r['validity']:.1f} | {r['truncated']:.1f} | "
                      f"{r['no_answer']:.1f} | {r['malformed']:.1f} | {r['length']:.1f} | {st} |")

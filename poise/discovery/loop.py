@@ -38,7 +38,7 @@ from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
 from poise.discovery.archive import Archive, ArchiveError, Entry, check_metrics, code_hash
 from poise.discovery.confirm import Discovery, confirm, confirm_fidelity, confirm_metrics, search_means, stats
 from poise.discovery.objective import Objective, parse_directive
-from poise.evaluation.fidelity import default_timeout_s
+from poise.evaluation.fidelity import default_timeout_s, sandbox_fingerprint
 from poise.discovery.selection import SelectionConfig, nodes_from_archive, select, to_race
 from poise.isolation.hook import choose_isolation
 from poise.isolation.process import kill_all
@@ -137,11 +137,19 @@ class Loop:
         self.events = events or Events()
         try:
             cfg = self._settings(cfg, resume)
+            sandbox = sandbox_fingerprint(cfg.fidelity)
+            stored = self.archive.get_meta("sandbox")
+            if stored is not None and stored != sandbox:
+                raise ArchiveError(f"{self.root} was evaluated on another version of the {cfg.fidelity!r} sandbox "
+                                   f"(fingerprint {stored}, this poise has {sandbox}): its numbers would not compare "
+                                   f"with new ones. Start a new run with another --out folder, or resume it with "
+                                   f"the poise version that made it")
         except BaseException:
             self.archive.close()
             raise
         self.cfg = cfg
         self.archive.set_meta("config", json.dumps(cfg.to_dict()))
+        self.archive.set_meta("sandbox", sandbox)
         self.objective: Objective = parse_directive(cfg.directive or None)
         self.rng = random.Random(f"discover/{cfg.search_seed}/{len(self.archive.entries())}")
         cores = os.cpu_count() or 1

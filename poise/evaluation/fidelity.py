@@ -7,6 +7,8 @@ full      longer training and larger held-out sets, for confirming a discovery
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 
 from poise.sandbox.benchmark import EvalConfig
@@ -73,3 +75,16 @@ EXPECTED_S = {"smoke": 20.0, "standard": 150.0, "full": 600.0}
 def default_timeout_s(fidelity: str, threads: int) -> float:
     """10x the expected wall time of one evaluation, more with fewer than 2 threads."""
     return 10 * EXPECTED_S.get(fidelity, 300.0) * max(1, 2 // max(1, threads))
+
+
+def sandbox_fingerprint(name: str) -> str:
+    """What a fidelity's numbers depend on besides the algorithm: its settings, the tiers, the training set
+    and the held-out rule. Two runs compare only if it is the same; a resumed discovery run checks it, so an
+    upgrade that retunes the sandbox cannot mix old and new evaluations in one archive."""
+    from poise.sandbox import task
+
+    blob = json.dumps({"fidelity": get_fidelity(name).to_dict(), "tiers": [asdict(t) for t in task.TIERS],
+                       "greedy_scale": task.GREEDY_SCALE, "train_terms": list(task.TRAIN_TERMS),
+                       "train_max_operand": task.TRAIN_MAX_OPERAND, "train_p_sub": task.TRAIN_P_SUB,
+                       "held_out_share": task.HELD_OUT_SHARE}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

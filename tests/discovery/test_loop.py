@@ -59,6 +59,26 @@ def test_a_second_run_in_the_same_folder_needs_resume(tmp_path):
         Loop(tmp_path, _cfg(budget=1, directive="accurate and concise"), resume=True)
 
 
+def test_a_run_is_not_resumed_on_a_retuned_sandbox(tmp_path, monkeypatch):
+    """An upgrade that changes what a fidelity means (tiers, training set, settings) must not mix old and new
+    evaluations in one archive: resuming is refused with the fix, and the archive is left as it was."""
+    import poise.discovery.loop as loop_mod
+    from poise.evaluation.fidelity import sandbox_fingerprint
+
+    Loop(tmp_path, _cfg(budget=1)).close()
+    assert Archive(tmp_path / "archive.db", readonly=True).get_meta("sandbox") == sandbox_fingerprint("smoke")
+    Loop(tmp_path, _cfg(budget=1), resume=True).close()  # the same sandbox resumes
+    monkeypatch.setattr(loop_mod, "sandbox_fingerprint", lambda name: "0123456789abcdef")
+    with pytest.raises(Exception, match="another version of the 'smoke' sandbox.*--out"):
+        Loop(tmp_path, _cfg(budget=1), resume=True)
+    assert Archive(tmp_path / "archive.db", readonly=True).get_meta("sandbox") == sandbox_fingerprint("smoke")
+    # and the fingerprint does follow the sandbox's definition
+    import poise.sandbox.task as task
+    before = sandbox_fingerprint("smoke")
+    monkeypatch.setattr(task, "TRAIN_TERMS", (2, 9))
+    assert sandbox_fingerprint("smoke") != before
+
+
 def _eval_keys(path):
     a = Archive(path, readonly=True)
     try:

@@ -15,7 +15,7 @@ import torch
 from poise.evaluation.metrics import OVERALL_WEIGHTS, mean_pass_at_k, overall
 from poise.sandbox.model import TinyGPT, generate
 from poise.sandbox.task import (HARD_TIERS, STYLES, TIERS, Tier, decode, grade, hard_pass1,  # noqa: F401 (re-exported)
-                               held_out_prompts, held_out_set, held_out_split, style_of)
+                               held_out_set, held_out_split, style_of)
 from poise.sandbox.trainer import build_prompts
 
 
@@ -36,11 +36,6 @@ class EvalConfig:
 def eval_problems(tier: Tier, cfg: EvalConfig) -> list:
     """The held-out problems of ``tier`` for ``cfg.split``."""
     return held_out_split(tier, cfg.heldout_size, cfg.heldout_seed, cfg.split)
-
-
-def all_held_out_prompts(cfg: EvalConfig) -> set[str]:
-    """Every held-out prompt of both splits: RL training never sees one."""
-    return held_out_prompts(cfg.heldout_size, cfg.heldout_seed)
 
 
 def _decode_all(model: TinyGPT, problems, n: int, greedy: bool, cfg: EvalConfig, gen: torch.Generator):

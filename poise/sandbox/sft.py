@@ -1,8 +1,9 @@
 """SFT warm start: teach the tiny policy the answer format and the three scratchpad styles.
 
 The teacher is careless (``SFTConfig.slip``), so the warm start's samples slip now and then and the
-hard tiers give sparse rewards, as AIME does for a 1.5B model, while its most likely steps are right. It is cached on disk by the hash of everything that
-determines it, so every candidate algorithm starts from the very same policy.
+hard tiers give sparse rewards, as AIME does for a 1.5B model, while its most likely steps are right.
+It is cached on disk by the hash of everything that determines it, so every candidate algorithm starts
+from the very same policy.
 
 Only trusted processes (the CLI, the evaluation workers) read or write it: candidate code runs in a
 jailed hook process that cannot see the cache. Each file is checked by its SHA-256 on load (the shipped
@@ -25,8 +26,8 @@ from typing import Callable
 import torch
 
 from poise.sandbox.model import ModelConfig, TinyGPT, autocast, pad_prompts, response_logprobs
-from poise.sandbox.task import (BOS, EOS, HELD_OUT_SHARE, PAD, STYLES, encode, held_out_prompts,  # noqa: F401 (re-exported)
-                               make_problem, reserved, solution)
+from poise.sandbox.task import (BOS, EOS, HELD_OUT_SHARE, PAD, STYLES, draw_problems, encode,  # noqa: F401
+                               held_out_prompts, solution)  # held_out_prompts is re-exported
 
 CACHE_VERSION = 2  # bump when the SFT code changes what it produces
 
@@ -79,11 +80,7 @@ def sft_key(model_cfg: ModelConfig, sft_cfg: SFTConfig) -> str:
 
 
 def sft_batch(rng: random.Random, cfg: SFTConfig, exclude: set[str], n: int):
-    probs = []
-    while len(probs) < n:
-        p = make_problem(rng, rng.randint(cfg.min_terms, cfg.max_terms), cfg.max_operand, cfg.p_sub)
-        if p.prompt not in exclude and not reserved(p.prompt):
-            probs.append(p)
+    probs = draw_problems(rng, n, (cfg.min_terms, cfg.max_terms), cfg.max_operand, cfg.p_sub, exclude)
     no_direct = (*cfg.style_weights[:2], 0.0)
     styles = [rng.choices(STYLES, weights=cfg.style_weights if not cfg.direct_max_terms
                           or len(p.operands) <= cfg.direct_max_terms else no_direct)[0] for p in probs]

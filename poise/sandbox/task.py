@@ -18,9 +18,9 @@ mechanism a real model has (docs/benchmarks.md measures them at the warm start):
   (``SFTConfig.no_answer``: the boxed answer a real model forgets), and it wrote its long scratchpads in
   full, so on the longest chains the warm start's verbose scratchpads run past the generation budget;
   both are *invalid*, a signal separate from correctness;
-- easy problems that can be answered briefly while hard ones need the long reasoning: two-digit
-  arithmetic done in the head (concise, direct) goes wrong more often than written out (verbose), which
-  matters little on a chain of two or three numbers and a lot on a chain of ten.
+- a length trade-off: two-digit arithmetic done in the head (concise, direct) goes wrong more often
+  than written out (verbose). (The design aims for this to matter little on short chains and a lot on
+  long ones; at this warm start the written-out style is clearly more accurate at every length.)
 
 Six tiers of difficulty play the roles of the paper's benchmarks. The three hardest are scored by
 pass@k at temperature 1 (AIME24, AIME25, AMC in the paper), the three easier ones by greedy accuracy
@@ -220,14 +220,20 @@ TRAIN_MAX_OPERAND = 19
 TRAIN_P_SUB = 0.4
 
 
-def training_problems(rng: random.Random, n: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[Problem]:
-    """``n`` RL training problems (chain lengths uniform over TRAIN_TERMS), never a reserved (held-out) prompt."""
+def draw_problems(rng: random.Random, n: int, terms: tuple[int, int], max_operand: int, p_sub: float,
+                  exclude: set[str] | frozenset[str] = frozenset()) -> list[Problem]:
+    """``n`` training problems with chain lengths uniform over ``terms``, never a reserved (held-out) prompt."""
     out: list[Problem] = []
     while len(out) < n:
-        p = make_problem(rng, rng.randint(*TRAIN_TERMS), TRAIN_MAX_OPERAND, TRAIN_P_SUB)
+        p = make_problem(rng, rng.randint(*terms), max_operand, p_sub)
         if p.prompt not in exclude and not reserved(p.prompt):
             out.append(p)
     return out
+
+
+def training_problems(rng: random.Random, n: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[Problem]:
+    """``n`` RL training problems (chain lengths uniform over TRAIN_TERMS)."""
+    return draw_problems(rng, n, TRAIN_TERMS, TRAIN_MAX_OPERAND, TRAIN_P_SUB, exclude)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def train_cmd(
     from poise.isolation import JailUnavailable, choose_isolation
     from poise.verify.static import static_check
     from poise.report.plots import plot_curves
-    from poise.runs import new_run_dir, run_manifest, save_seed, summarize, write_json, write_metrics_csv
+    from poise.runs import new_run_dir, run_manifest, save_seed, summarize, versus, write_json, write_metrics_csv
 
     try:
         fid = get_fidelity(fidelity)
@@ -185,7 +185,7 @@ def train_cmd(
         write_json(run / "failures.json", [f.__dict__ for f in failures])
         raise typer.Exit(2)
 
-    summary = {"algorithm": summarize(results), "sft_start": summarize(start),
+    summary = {"algorithm": summarize(results), "sft_start": summarize(start), "vs_start": versus(results, start),
                "failures": [f.__dict__ for f in failures]}
     write_json(run / "summary.json", summary)
     write_metrics_csv(run / "metrics.csv", [(label, r) for r in results] + [("sft_start", r) for r in start])
@@ -197,26 +197,38 @@ def train_cmd(
 
 
 def _print_table(label: str, summary: dict, n: int) -> None:
+    from poise.evaluation.metrics import CI
     from poise.sandbox.task import TIERS
 
-    a, b = summary["algorithm"], summary["sft_start"]
-    t = Table(title=f"held-out results, mean ± 95% CI over {n} seed(s)")
+    a, b, d = summary["algorithm"], summary["sft_start"], summary["vs_start"]
+    t = Table(title=f"held-out results, mean ± 95% CI over {n} seed(s); Δ: Welch 95% CI of {label} - start")
     t.add_column("tier")
     t.add_column("metric")
     t.add_column("SFT start", justify="right")
     t.add_column(label, justify="right", style="bold")
-    from poise.evaluation.metrics import CI
+    t.add_column("Δ", justify="right")
 
-    def fmt(d):
-        return str(CI(d["mean"], d["lo"], d["hi"], d["n"], d["std"]))
+    def fmt(x):
+        return str(CI(x["mean"], x["lo"], x["hi"], x["n"], x["std"]))
+
+    def delta(x):
+        return f"{x['mean']:+.1f}" + ("" if x["lo"] != x["lo"] else f" ± {(x['hi'] - x['lo']) / 2:.1f}")
     for tier in TIERS:
         metric = "greedy acc" if tier.metric == "greedy" else "pass@k"
-        t.add_row(tier.name, metric, fmt(b["tiers"][tier.name]), fmt(a["tiers"][tier.name]))
-    t.add_row("hard tiers", "pass@1", fmt(b["hard_pass@1"]), fmt(a["hard_pass@1"]))
-    t.add_row("Overall", "weighted", fmt(b["overall"]), fmt(a["overall"]), style="bold")
-    t.add_row("length", "tokens", fmt(b["length"]), fmt(a["length"]))
-    t.add_row("validity", "%", fmt(b["validity"]), fmt(a["validity"]))
+        t.add_row(tier.name, metric, fmt(b["tiers"][tier.name]), fmt(a["tiers"][tier.name]), delta(d[tier.name]))
+    t.add_row("hard tiers", "pass@1", fmt(b["hard_pass@1"]), fmt(a["hard_pass@1"]), delta(d["hard_pass@1"]))
+    t.add_row("Overall", "weighted", fmt(b["overall"]), fmt(a["overall"]), delta(d["overall"]), style="bold")
+    t.add_row("length", "tokens", fmt(b["length"]), fmt(a["length"]), delta(d["length"]))
+    t.add_row("validity", "%", fmt(b["validity"]), fmt(a["validity"]), delta(d["validity"]))
     console.print(t)
+    o = d["overall"]
+    if o["lo"] != o["lo"]:  # nan: one seed
+        console.print(f"Overall {label} - start: {o['mean']:+.1f}; train 2 or more seeds for an interval")
+    else:
+        said = ("above its start" if o["lo"] > 0 else "below its start" if o["hi"] < 0
+                else "not separated from its start (the interval contains 0)")
+        console.print(f"Overall {label} - start: {o['mean']:+.1f} [{o['lo']:+.1f}, {o['hi']:+.1f}] "
+                      f"(Welch 95%, {a['overall']['n']} and {b['overall']['n']} seeds): {said}")
 
 
 @app.command("discover")

@@ -14,7 +14,7 @@ import torch
 
 from poise import __version__
 from poise.backends.tiny import EvalResult
-from poise.evaluation.metrics import mean_ci
+from poise.evaluation.metrics import diff_ci, mean_ci
 from poise.sandbox.benchmark import hard_pass1
 from poise.sandbox.task import TIERS
 
@@ -66,6 +66,20 @@ def summarize(results: list[EvalResult]) -> dict:
     out["hard_pass@1"] = mean_ci([hard_pass1(r.metrics) for r in results]).to_dict()
     out["per_seed_overall"] = [r.metrics["overall"] for r in results]
     return out
+
+
+def _row_values(r: EvalResult) -> dict[str, float]:
+    vals = {t.name: r.metrics["tiers"][t.name]["score"] for t in TIERS}
+    vals.update({k: r.metrics[k] for k in ("overall", "length", "validity")}, **{"hard_pass@1": hard_pass1(r.metrics)})
+    return vals
+
+
+def versus(results: list[EvalResult], baseline: list[EvalResult]) -> dict:
+    """Welch 95% interval of (mean over ``results``) - (mean over ``baseline``) for each tier score,
+    Overall, hard pass@1, length and validity: the comparison a reader of two per-arm intervals needs,
+    since two overlapping intervals do not mean the difference is zero."""
+    a, b = [_row_values(r) for r in results], [_row_values(r) for r in baseline]
+    return {k: diff_ci([x[k] for x in a], [x[k] for x in b]).to_dict() for k in a[0]}
 
 
 def write_metrics_csv(path: Path, rows: list[tuple[str, EvalResult]]) -> None:

@@ -32,6 +32,15 @@ def test_train_writes_a_complete_run_folder(tmp_path, smoke_policy):
     assert summary["algorithm"]["seeds"] == [0, 1] and summary["algorithm"]["overall"]["n"] == 2
     assert "Overall" in r.stdout and "SFT start" in r.stdout and "hard tiers" in r.stdout
     assert summary["algorithm"]["hard_pass@1"]["n"] == 2
+    overall = {}  # per arm, from metrics.csv: the difference the summary and the verdict line report
+    for row in (run / "metrics.csv").read_text().splitlines()[1:]:
+        name, _, tier, _, score = row.split(",")[:5]
+        if tier == "overall":
+            overall.setdefault(name, []).append(float(score))
+    d = summary["vs_start"]["overall"]
+    assert d["mean"] == pytest.approx(sum(overall["grpo"]) / 2 - sum(overall["sft_start"]) / 2, abs=1e-3)
+    assert d["lo"] < d["mean"] < d["hi"] or d["lo"] == d["hi"]
+    assert f"Overall grpo - start: {d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]" in " ".join(r.stdout.split())
     header = (run / "curves_seed_0.csv").read_text().splitlines()[0].split(",")
     for k in ["reward", "accuracy", "validity", "entropy", "response_length", "kl", "clip_frac", "grad_norm"]:
         assert k in header

@@ -69,7 +69,7 @@ def get_fidelity(name: str) -> Fidelity:
 # Wall seconds one evaluation takes on 2 cores (docs/benchmarks.md), and the default limit after which
 # it is stopped: generous, since a busy machine can be several times slower, but finite, so a candidate
 # that stalls training cannot hold a run forever.
-EXPECTED_S = {"smoke": 20.0, "standard": 150.0, "full": 600.0}
+EXPECTED_S = {"smoke": 20.0, "standard": 160.0, "full": 600.0}
 
 
 def default_timeout_s(fidelity: str, threads: int) -> float:

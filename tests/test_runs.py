@@ -1,0 +1,24 @@
+import pytest
+from scipy import stats
+
+from poise.backends.tiny import EvalResult
+from poise.runs import versus
+from poise.sandbox.task import TIERS
+
+
+def result(seed: int, overall: float, length: float) -> EvalResult:
+    tiers = {t.name: {"metric": t.metric, "score": overall + i, "pass@1": 2.0 + seed, "validity": 90.0, "length": length}
+             for i, t in enumerate(TIERS)}
+    return EvalResult(algorithm="a", seed=seed, fidelity="smoke", metrics={"tiers": tiers, "overall": overall, "length": length,
+                                                            "validity": 90.0}, trajectory=[], wall_s=1.0)
+
+
+def test_versus_is_welchs_interval_of_the_difference():
+    a = [result(0, 65.8, 62.0), result(1, 64.6, 63.0), result(2, 67.8, 61.5)]
+    b = [result(0, 63.0, 54.0), result(1, 63.3, 55.0), result(2, 63.8, 54.5), result(3, 62.7, 54.2)]
+    d = versus(a, b)
+    for key, get in (("overall", lambda r: r.metrics["overall"]), ("length", lambda r: r.metrics["length"])):
+        ci = stats.ttest_ind([get(r) for r in a], [get(r) for r in b], equal_var=False).confidence_interval(0.95)
+        assert d[key]["lo"] == pytest.approx(ci.low) and d[key]["hi"] == pytest.approx(ci.high)
+    assert d["olympiad"]["mean"] == pytest.approx(d["overall"]["mean"])  # tier score = overall + its index in both
+    assert d["validity"] == {"mean": 0.0, "lo": 0.0, "hi": 0.0, "n": 3, "std": 0.0}  # equal constants: no spread

@@ -75,11 +75,21 @@ def main() -> None:
     report(done, names, args.seeds, fid.name, out)
 
 
+def _all_fail(rs: list[EvalResult]) -> str:
+    """Share of training groups (%) in which no response was correct: where GRPO's signal is zero."""
+    if not rs[0].trajectory:
+        return ""
+    first = mean_ci([100 * sum(x["all_fail_groups"] for x in r.trajectory[:10]) / 10 for r in rs])
+    last = mean_ci([100 * sum(x["all_fail_groups"] for x in r.trajectory[-10:]) / 10 for r in rs])
+    return f"{first.mean:.1f} / {last.mean:.1f}"
+
+
 def report(done: dict, names: list[str], seeds: int, fidelity: str, out: Path) -> None:
     res = {n: [EvalResult(**done[f"{n}/{s}"]) for s in range(seeds) if f"{n}/{s}" in done] for n in names}
     cols = [t.name for t in TIERS]
-    lines = ["| algorithm | seeds | " + " | ".join(cols) + " | hard pass@1 | Overall | Δ Overall vs GRPO | length | validity |",
-             "|---" * (len(cols) + 7) + "|"]
+    lines = ["| algorithm | seeds | " + " | ".join(cols) + " | hard pass@1 | Overall | Δ Overall vs GRPO | length | validity "
+             "| all-fail groups, first / last 10 steps |",
+             "|---" * (len(cols) + 8) + "|"]
     grpo = [r.metrics["overall"] for r in res.get("grpo", [])]
     for n, rs in res.items():
         if not rs:
@@ -90,7 +100,7 @@ def report(done: dict, names: list[str], seeds: int, fidelity: str, out: Path) -
         dtxt = "—" if d is None else f"{d.mean:+.1f} [{d.lo:+.1f}, {d.hi:+.1f}]"
         lines.append(f"| {n} | {len(rs)} | " + " | ".join(cells) + f" | {mean_ci([hard_pass1(r.metrics) for r in rs])} | "
                      f"**{mean_ci(ov)}** | {dtxt} | {mean_ci([r.metrics['length'] for r in rs])} | "
-                     f"{mean_ci([r.metrics['validity'] for r in rs])} |")
+                     f"{mean_ci([r.metrics['validity'] for r in rs])} | {_all_fail(rs)} |")
     table = "\n".join(lines)
     start = res.get("sft_start", [])
     extra = []

@@ -1,15 +1,22 @@
-"""Search efficiency: lineage selection against greedy and random parent selection at the same budget.
+"""Search efficiency: lineage selection against greedy and random parent selection, with and without
+racing, scored by what a user would take home: the confirmed Overall of the run's pick.
 
-For each strategy and search seed, run the real discovery loop (offline proposer, sandboxed verifier,
-reflection) with ``--budget`` candidates and record, after each candidate, the best held-out Overall
-found so far (search held-out set, training seed 0). Every run starts from the same GRPO baseline.
+For each strategy, racing setting (``--race``: search seeds a candidate needs before it may lead or be a
+parent twice; 1 = off) and search seed, run the real discovery loop (offline proposer, sandboxed
+verifier, reflection) with ``--budget`` candidates, no directive. After every training the run has
+done (search and racing evaluations alike, in the order they finished), its *pick* is the entry with
+the highest mean search Overall over the seeds trained so far. The pick is then scored where it was
+not selected: trained on ``--confirm-seeds`` fresh seeds and evaluated on the confirmation held-out
+set. The table reports that confirmed Overall against trainings spent, so racing pays for its extra
+seeds, and beside it the pick's search score, whose excess over the confirmed one is selection luck.
 
 Evaluations are cached by *design* (the offline proposer's mechanism description, which fixes the
-code's behaviour) and training seed: the same design trained with the same seed gives the same numbers
-(the sandbox is deterministic on the CPU), so runs that reach the same design share one training run.
-That makes the comparison affordable on 2 cores and changes nothing about what each strategy finds.
+code's behaviour), training seed, held-out split and the sandbox's fingerprint: the same design trained
+with the same seed gives the same numbers (the sandbox is deterministic on the CPU), so runs that reach
+the same design share one training, and a retuned sandbox never reuses an old number. Both the cache and
+the finished runs are written as they complete, so an interrupted benchmark resumes where it stopped.
 
-    python benchmarks/bench_search.py --budget 4 --seeds 3 --workers 2
+    python benchmarks/bench_search.py --budget 12 --seeds 3 --race 1,3 --workers 2
 Results: benchmarks/results/search_efficiency.{json,md}; the cache: benchmarks/results/search_cache.json
 """
 
@@ -20,24 +27,42 @@ import json
 import shutil
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from poise.agents import offline  # noqa: E402
+from poise.algorithms import builtin_source  # noqa: E402
 from poise.backends.tiny import EvalResult  # noqa: E402
+from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation  # noqa: E402
 from poise.discovery.archive import Archive  # noqa: E402
 from poise.discovery.loop import DiscoverConfig, Loop  # noqa: E402
+from poise.evaluation.fidelity import sandbox_fingerprint  # noqa: E402
 from poise.evaluation.metrics import mean_ci  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-CACHE = RESULTS / "search_cache.json"
+CACHE = RESULTS / "search_cache.json"  # --out moves both
+CONFIRM_SEEDS = (1001, 1002, 1003, 1004, 1005)
+_lock = threading.Lock()
 
 
-def _key(entry, seed: int, fidelity: str) -> str:
-    d = offline.design_of(entry.proposal) or offline.GRPO
-    return f"{fidelity}/{seed}/{d.key()}"
+def design_key(proposal: dict | None) -> str:
+    return (offline.design_of(proposal) or offline.GRPO).key()
+
+
+def cache_key(design: str, seed: int, fidelity: str, split: str) -> str:
+    return f"{sandbox_fingerprint(fidelity)}/{fidelity}/{split}/{seed}/{design}"
+
+
+def _store(key: str, res: EvalResult) -> None:
+    with _lock:
+        CachedLoop.cache[key] = res.to_dict()
+        tmp = CACHE.with_suffix(".tmp")
+        tmp.write_text(json.dumps(CachedLoop.cache))
+        tmp.replace(CACHE)
 
 
 class CachedLoop(Loop):
@@ -46,89 +71,136 @@ class CachedLoop(Loop):
     cache: dict = {}
 
     def _evaluate(self, e, seed, purpose):
-        k = _key(e, seed, self.cfg.fidelity)
+        split = "confirm" if purpose == "reeval" else "search"
+        k = cache_key(design_key(e.proposal), seed, self.cfg.fidelity, split)
         hit = self.cache.get(k)
         if hit is not None:
             return e, seed, purpose, EvalResult(**hit)
         e, seed, purpose, res = super()._evaluate(e, seed, purpose)
         if isinstance(res, EvalResult):
-            self.cache[k] = res.to_dict()
-            tmp = CACHE.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.cache))
-            tmp.replace(CACHE)
+            _store(k, res)
         return e, seed, purpose, res
 
 
-def run_one(strategy: str, seed: int, args) -> dict:
-    root = Path(tempfile.mkdtemp(prefix=f"search-{strategy}-{seed}-"))
+def run_one(strategy: str, race: int, seed: int, args) -> dict:
+    """One discovery run; returns its pick after each training, with the pick's search score and code."""
+    root = Path(tempfile.mkdtemp(prefix=f"search-{strategy}-r{race}-{seed}-"))
     cfg = DiscoverConfig(budget=args.budget, fidelity=args.fidelity, strategy=strategy, search_seed=seed,
-                         workers=args.workers, reeval_top=0, reeval_seeds=())
+                         workers=args.workers, reeval_top=0, reeval_seeds=(), race_seeds=race)
     t0 = time.time()
     CachedLoop(root, cfg).run()
     a = Archive(root / "archive.db", readonly=True)
-    base = a.evaluations(0)[0].metrics["overall"]
-    trained = [e for e in a.entries() if e.id != 0 and e.status in ("evaluated", "failed")]
-    trained.sort(key=lambda e: e.id)
-    best, curve, names = base, [], []
-    for e in trained:
-        ev = a.evaluations(e.id, "search")
-        if ev:
-            best = max(best, ev[0].metrics["overall"])
-        curve.append(best)
-        names.append(f"{e.name}:{ev[0].metrics['overall']:.1f}" if ev else f"{e.name}:failed")
+    entries = {e.id: e for e in a.entries()}
+    evs = sorted((v for e in entries.values() for v in a.evaluations(e.id, trajectories=False)
+                  if v.purpose in ("search", "baseline")), key=lambda v: v.id)
     a.close()
     shutil.rmtree(root, ignore_errors=True)
-    return {"strategy": strategy, "seed": seed, "baseline": base, "curve": curve, "candidates": names,
-            "wall_s": time.time() - t0}
+    seen: dict[int, list[float]] = {}
+    picks, codes = [], {}
+    for v in evs:  # replay: after each training, the entry with the best mean search Overall so far
+        seen.setdefault(v.entry_id, []).append(v.metrics["overall"])
+        best = max(seen, key=lambda i: (sum(seen[i]) / len(seen[i]), -i))
+        e = entries[best]
+        d = design_key(e.proposal)
+        codes[d] = e.code
+        picks.append({"entry": best, "name": e.name, "design": d, "search": sum(seen[best]) / len(seen[best]),
+                      "seeds": len(seen[best])})
+    trained = sum(1 for e in entries.values() if e.id != 0 and e.status in ("evaluated", "failed"))
+    return {"strategy": strategy, "race": race, "seed": seed, "budget": args.budget, "candidates": trained,
+            "trainings": len(evs), "picks": picks, "codes": codes, "wall_s": time.time() - t0}
+
+
+def confirm_all(runs: list[dict], args) -> dict[str, float]:
+    """Confirmed Overall (mean over fresh seeds, confirmation set) of every design that was ever a pick."""
+    codes = {d: c for r in runs for d, c in r["codes"].items()}
+    todo = [(d, s) for d in codes for s in CONFIRM_SEEDS[:args.confirm_seeds]
+            if cache_key(d, s, args.fidelity, "confirm") not in CachedLoop.cache]
+
+    def one(job):
+        d, s = job
+        spec = AlgorithmSpec("pick", codes[d] or builtin_source("grpo"), f"design: {d}")
+        res = run_evaluation(spec, args.fidelity, s, threads=max(1, 2 // args.workers), split="confirm")
+        if isinstance(res, EvalFailure):
+            print(f"confirmation of {d} seed {s} failed: {res.message}", file=sys.stderr)
+            return
+        _store(cache_key(d, s, args.fidelity, "confirm"), res)
+        print(f"confirmed {d[:60]} seed {s}: {res.metrics['overall']:.1f}", flush=True)
+
+    with ThreadPoolExecutor(args.workers) as pool:
+        list(pool.map(one, todo))
+    out = {}
+    for d in codes:
+        vals = [CachedLoop.cache[k]["metrics"]["overall"] for s in CONFIRM_SEEDS[:args.confirm_seeds]
+                if (k := cache_key(d, s, args.fidelity, "confirm")) in CachedLoop.cache]
+        if vals:
+            out[d] = sum(vals) / len(vals)
+    return out
+
+
+def table(runs: list[dict], confirmed: dict[str, float], args) -> str:
+    checkpoints = sorted({min(c, args.budget * args.max_race) for c in (2, 4, 8, 12, 16, 24, 32)})
+    lines = ["| strategy | racing | seeds | trainings | " + " | ".join(f"after {c}" for c in checkpoints)
+             + " | at the end | pick's search score | selection luck |",
+             "|---|---|---|---|" + "---|" * len(checkpoints) + "---|---|---|"]
+    for strategy in args.strategies.split(","):
+        for race in args.race:
+            rs = [r for r in runs if r["strategy"] == strategy and r["race"] == race and r["budget"] == args.budget]
+            if not rs:
+                continue
+            cells = []
+            for c in checkpoints:
+                vals = [confirmed.get(r["picks"][min(c, len(r["picks"])) - 1]["design"]) for r in rs]
+                cells.append(str(mean_ci(vals)) if None not in vals else "?")
+            end = [confirmed.get(r["picks"][-1]["design"]) for r in rs]
+            search = [r["picks"][-1]["search"] for r in rs]
+            luck = str(mean_ci([s - e for s, e in zip(search, end)])) if None not in end else "?"
+            lines.append(f"| {strategy} | {'off' if race == 1 else f'{race} seeds'} | {len(rs)} | "
+                         f"{mean_ci([r['trainings'] for r in rs]).mean:.1f} | " + " | ".join(cells)
+                         + f" | {str(mean_ci(end)) if None not in end else '?'} | {mean_ci(search)} | {luck} |")
+    lines += ["", "Picks at the end (confirmed Overall):"]
+    for r in runs:
+        p = r["picks"][-1]
+        c = confirmed.get(p["design"])
+        lines.append(f"- {r['strategy']}, racing {r['race']}, seed {r['seed']}: #{p['entry']} {p['name']} "
+                     f"(search {p['search']:.1f} over {p['seeds']} seed(s); confirmed "
+                     f"{'?' if c is None else f'{c:.1f}'})")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
+    global RESULTS, CACHE
     ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", type=int, default=4)
+    ap.add_argument("--budget", type=int, default=12)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--race", default="1,3", help="racing settings to compare (1 = off)")
+    ap.add_argument("--confirm-seeds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fidelity", default="standard")
     ap.add_argument("--strategies", default="lineage,greedy,random")
-    ap.add_argument("--reuse", nargs="*", default=[], help="archives of earlier runs whose search evaluations "
-                                                            "(same fidelity, seed 0) fill the cache")
+    ap.add_argument("--out", default=str(RESULTS), help="folder for the results and the cache")
     args = ap.parse_args()
+    RESULTS = Path(args.out)
+    CACHE = RESULTS / "search_cache.json"
+    args.race = [int(x) for x in args.race.split(",")]
+    args.max_race = max(args.race)
     RESULTS.mkdir(exist_ok=True)
     CachedLoop.cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
-    for path in args.reuse:
-        a = Archive(Path(path), readonly=True)
-        for e in a.entries():
-            for v in a.evaluations(e.id):
-                if v.purpose in ("search", "baseline") and v.fidelity == args.fidelity:
-                    CachedLoop.cache.setdefault(_key(e, v.seed, args.fidelity), EvalResult(
-                        e.name, v.seed, args.fidelity, v.trajectory, v.metrics, v.wall_s, {}).to_dict())
-        a.close()
     out_json = RESULTS / "search_efficiency.json"
-    runs = json.loads(out_json.read_text()) if out_json.exists() else []
-    done = {(r["strategy"], r["seed"], len(r["curve"])) for r in runs}
+    runs = [r for r in (json.loads(out_json.read_text()) if out_json.exists() else []) if "picks" in r]
+    done = {(r["strategy"], r["race"], r["seed"], r["budget"]) for r in runs}
     for seed in range(args.seeds):
-        for strategy in args.strategies.split(","):
-            if (strategy, seed, args.budget) in done:
-                continue
-            r = run_one(strategy, seed, args)
-            print(json.dumps(r), flush=True)
-            runs.append(r)
-            out_json.write_text(json.dumps(runs, indent=1))
-    lines = [f"| strategy | seeds | " + " | ".join(f"best after {i + 1}" for i in range(args.budget)) + " |",
-             "|---|---|" + "---|" * args.budget]
-    for strategy in args.strategies.split(","):
-        rs = [r for r in runs if r["strategy"] == strategy and len(r["curve"]) == args.budget]
-        if not rs:
-            continue
-        cells = []
-        for i in range(args.budget):
-            ci = mean_ci([r["curve"][i] for r in rs])
-            cells.append(str(ci))
-        lines.append(f"| {strategy} | {len(rs)} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append(f"GRPO baseline (seed 0, search held-out set): {runs[0]['baseline']:.1f}; "
-                 f"distinct trainings in the cache: {len(CachedLoop.cache)}")
-    (RESULTS / "search_efficiency.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        for race in args.race:
+            for strategy in args.strategies.split(","):
+                if (strategy, race, seed, args.budget) in done:
+                    continue
+                r = run_one(strategy, race, seed, args)
+                print(json.dumps({k: v for k, v in r.items() if k not in ("codes", "picks")}), flush=True)
+                runs.append(r)
+                out_json.write_text(json.dumps(runs, indent=1))
+    confirmed = confirm_all([r for r in runs if r["budget"] == args.budget], args)
+    text = table(runs, confirmed, args)
+    (RESULTS / "search_efficiency.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

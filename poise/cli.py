@@ -233,6 +233,7 @@ def _print_table(label: str, summary: dict, n: int) -> None:
 
 @app.command("discover")
 def discover_cmd(
+    ctx: typer.Context,
     budget: int = typer.Option(8, "--budget", "-b", min=1, help="candidates to train (verification rejects do not count)"),
     directive: str = typer.Option("", "--directive", "-d", help='what to look for, e.g. "accurate and concise"'),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="evaluations run in parallel (separate processes)"),
@@ -296,13 +297,16 @@ def discover_cmd(
     try:
         with _progress() as progress:
             events = _DiscoverEvents(progress, fid.rl.steps)
-            loop = Loop(out, cfg, events, resume=resume)
+            loop = Loop(out, cfg, events, resume=resume, given=_given_settings(ctx))
             loop.confirm_ids = list(confirm)
             console.print(f"[bold]poise discover[/] → {out} · budget {loop.cfg.budget} · {loop.objective.describe()} "
                           f"· {loop.cfg.workers} worker(s) × {loop.threads} thread(s) · strategy {loop.cfg.strategy}")
+            if resume:
+                console.print("resumed with " + ("changes: " + "; ".join(loop.changes) if loop.changes else
+                                                 "the run's stored settings (name an option to change it)"))
             if loop.cfg.agents.uses_llm:
                 console.print(f"agents: {loop.agents.describe()} · LLM budget {loop.agents.budget.describe()}")
-            events.start(loop.cfg.budget, loop._trained())
+            events.start(loop)
             summary = loop.run()
     except (ArchiveError, ValueError, LLMError, JailUnavailable) as e:
         _fail(str(e))
@@ -311,6 +315,23 @@ def discover_cmd(
                   f"continue with: poise discover --resume --out {out}")
         raise typer.Exit(130)
     _print_discovery(summary)
+
+
+# `poise discover` options -> the DiscoverConfig field each one sets
+_DISCOVER_FIELDS = {"budget": "budget", "directive": "directive", "workers": "workers", "fidelity": "fidelity",
+                    "strategy": "strategy", "seed": "search_seed", "reeval_seeds": "reeval_seeds",
+                    "reeval_top": "reeval_top", "race_seeds": "race_seeds", "threads": "threads",
+                    "unsafe_no_jail": "unsafe_no_jail", "llm": "agents.llm", "role": "agents.roles",
+                    "llm_budget_tokens": "agents.budget_tokens", "llm_budget_usd": "agents.budget_usd",
+                    "llm_price": "agents.price", "llm_timeout": "agents.timeout_s",
+                    "llm_max_tokens": "agents.max_tokens", "llm_key_env": "agents.key_env"}
+
+
+def _given_settings(ctx: typer.Context) -> frozenset[str]:
+    """The settings the user named on the command line (or in the environment): a resumed run keeps
+    every other one as it was stored, whatever this command's defaults are."""
+    sources = {p: ctx.get_parameter_source(p) for p in _DISCOVER_FIELDS}
+    return frozenset(f for p, f in _DISCOVER_FIELDS.items() if sources[p] is not None and sources[p].name != "DEFAULT")
 
 
 def _agents_config(llm, roles, budget_tokens, budget_usd, price, timeout, max_tokens, key_env):
@@ -346,8 +367,9 @@ class _DiscoverEvents:
     def __init__(self, progress: Progress, steps: int):
         self.p, self.steps, self.tasks, self.total = progress, steps, {}, None
 
-    def start(self, budget: int, done: int) -> None:
-        self.total = self.p.add_task("candidates trained", total=budget, completed=done, info="")
+    def start(self, loop) -> None:
+        # candidates still in flight from a stopped run are trained again: they advance the bar when they end
+        self.total = self.p.add_task("candidates trained", total=loop.cfg.budget, completed=loop.finished(), info="")
 
     def message(self, text: str) -> None:  # loop messages quote candidates' names and errors: never markup
         self.p.console.print(escape(printable(text)), highlight=False)

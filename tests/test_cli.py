@@ -204,3 +204,56 @@ def test_every_view_gives_a_clear_error_on_a_missing_or_corrupt_run_or_unknown_i
     if len(cmd) > 1:
         r = call(runs["fake"], "99")
         assert r.returncode == 2 and "no candidate #99" in r.stderr and "ids are 0..6" in r.stderr
+
+
+def test_resume_keeps_the_stored_budget_and_says_what_a_named_option_changes(tmp_path, monkeypatch):
+    """`poise discover --resume` with no --budget keeps the run's budget (not the command's default 8);
+    `--budget 5` changes it and says so. The loop itself is stopped at once (Ctrl-C), as a user might."""
+    from typer.testing import CliRunner
+
+    from poise.cli import app
+    from poise.discovery.loop import DiscoverConfig, Loop
+
+    out = tmp_path / "run"
+    Loop(out, DiscoverConfig(budget=3, fidelity="smoke", threads=1)).close()
+
+    def stop(self):  # what Loop.run does on Ctrl-C: close the archive, let the interrupt through
+        self.close()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Loop, "run", stop)
+    monkeypatch.setenv("COLUMNS", "200")
+    r = CliRunner().invoke(app, ["discover", "--resume", "--out", str(out)])
+    assert r.exit_code == 130, r.output
+    assert "budget 3" in r.output and "resumed with the run's stored settings" in r.output
+    r = CliRunner().invoke(app, ["discover", "--resume", "--out", str(out), "--budget", "5", "--workers", "1"])
+    assert r.exit_code == 130 and "resumed with changes: budget 3 -> 5" in r.output, r.output
+    r = CliRunner().invoke(app, ["discover", "--resume", "--out", str(out), "--fidelity", "standard"])
+    assert r.exit_code == 2 and "--fidelity differs" in " ".join(r.output.split()), r.output
+
+
+def test_progress_on_resume_counts_the_candidate_that_was_in_flight_once(tmp_path):
+    """A run stopped with one candidate training resumes at 'trained 1/3', and that candidate's end makes
+    it 2/3 (not 3/3: it was counted once when the run resumed and once when it finished)."""
+    from rich.progress import Progress
+
+    from poise.algorithms import builtin_source
+    from poise.cli import _DiscoverEvents
+    from poise.discovery.loop import DiscoverConfig, Loop
+
+    loop = Loop(tmp_path, DiscoverConfig(budget=3, fidelity="smoke", threads=1))
+    a = loop.archive
+    base = a.add_entry("GRPO", builtin_source("grpo"), {"name": "GRPO"}, [], 0)
+    done = a.add_entry("A", builtin_source("grpo"), {"name": "A"}, [base], 1)
+    flight = a.add_entry("B", builtin_source("grpo"), {"name": "B"}, [base], 1)
+    for i, statuses in ((done, ("verified", "evaluating", "failed")), (flight, ("verified", "evaluating"))):
+        for st in statuses:
+            a.set_status(i, st, "NaN at step 2" if st == "failed" else "")
+    with Progress(disable=True) as p:
+        ev = _DiscoverEvents(p, steps=3)
+        ev.start(loop)
+        assert p.tasks[0].completed == 1 and p.tasks[0].total == 3
+        ev.eval_started(a.get(flight), 0, "search")
+        ev.eval_finished(a.get(flight), 0, True, "Overall 1.0")
+        assert p.tasks[0].completed == 2
+    loop.close()

@@ -90,8 +90,19 @@ class DiscoverConfig:
         return cls(**d)
 
 
-# the settings a resumed run must share with the run it continues (the budget may grow)
-_FIXED = ("fidelity", "directive", "strategy", "search_seed", "eval_seed", "reeval_seeds", "race_seeds")
+# the settings a resumed run may change when the user names them; every other one must stay as stored
+# (the re-evaluation's fresh seeds may only be extended)
+_CHANGEABLE = ("budget", "workers", "threads", "eval_timeout_s", "verify_timeout_s", "reeval_top", "reeval_seeds",
+               "agents", "unsafe_no_jail")
+
+
+def _show(value, key: str) -> str:
+    if key == "reeval_seeds":
+        return f"{len(value)} ({', '.join(map(str, value))})" if value else "0"
+    if key == "agents":
+        who = value.llm or ", ".join(f"{r}={m}" for r, m in value.roles.items()) or "offline"
+        return f"({who}, LLM budget {value.budget_tokens or 'none'} tokens / ${value.budget_usd or 'none'})"
+    return "default" if value is None else str(value)
 MAX_PROPOSER_FAILURES = 3  # an LLM proposer failing this many rounds in a row is not going to recover
 
 
@@ -130,13 +141,14 @@ class RunSummary:
 
 
 class Loop:
-    def __init__(self, root: Path, cfg: DiscoverConfig, events: Events | None = None, resume: bool = False):
+    def __init__(self, root: Path, cfg: DiscoverConfig, events: Events | None = None, resume: bool = False,
+                 given: frozenset[str] | None = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.archive = Archive(self.root / "archive.db")
         self.events = events or Events()
         try:
-            cfg = self._settings(cfg, resume)
+            cfg = self._settings(cfg, resume, given)
             sandbox = sandbox_fingerprint(cfg.fidelity)
             stored = self.archive.get_meta("sandbox")
             if stored is not None and stored != sandbox:
@@ -150,6 +162,8 @@ class Loop:
         self.cfg = cfg
         self.archive.set_meta("config", json.dumps(cfg.to_dict()))
         self.archive.set_meta("sandbox", sandbox)
+        if self.changes:
+            self.archive.log("resume_settings", None, changes=self.changes)
         self.objective: Objective = parse_directive(cfg.directive or None)
         self.rng = random.Random(f"discover/{cfg.search_seed}/{len(self.archive.entries())}")
         cores = os.cpu_count() or 1
@@ -176,8 +190,11 @@ class Loop:
         self.llm_spent = False  # set when the LLM budget runs out: no new LLM work, finish what is in flight
         self.proposer_failures = 0  # consecutive rounds in which an LLM proposer gave nothing usable
 
-    def _settings(self, cfg: DiscoverConfig, resume: bool) -> DiscoverConfig:
-        """The run's settings: a resumed run keeps the stored ones (only budget, workers and limits change)."""
+    def _settings(self, cfg: DiscoverConfig, resume: bool, given: frozenset[str] | None) -> DiscoverConfig:
+        """The run's settings. A resumed run keeps every stored one except those in ``given`` (the settings
+        the user named, e.g. on the command line; None: every field of ``cfg``); of those, only the ones that
+        cannot make the run incoherent may change, and each change is recorded in ``self.changes``."""
+        self.changes: list[str] = []
         stored = self.archive.get_meta("config")
         if stored is None:
             return cfg
@@ -185,20 +202,30 @@ class Loop:
             raise ArchiveError(f"{self.root} already holds a discovery run; pass --resume to continue it, "
                                f"or choose another --out folder")
         old = DiscoverConfig.from_dict(json.loads(stored))
-        for k in _FIXED:
-            if k == "reeval_seeds" and tuple(cfg.reeval_seeds[:len(old.reeval_seeds)]) == tuple(old.reeval_seeds):
-                continue  # more fresh seeds for the re-evaluation extend it; earlier ones are kept
-            if getattr(cfg, k) != getattr(old, k) and getattr(cfg, k) != getattr(DiscoverConfig(), k):
-                raise ArchiveError(f"--{k.replace('_', '-')} differs from the run being resumed "
-                                   f"({getattr(cfg, k)!r} vs {getattr(old, k)!r}); a resumed run keeps its "
-                                   f"settings, start a new run to change it")
-        seeds = cfg.reeval_seeds if len(cfg.reeval_seeds) > len(old.reeval_seeds) else old.reeval_seeds
-        # the agents may change on resume (a larger LLM budget, another model); unset, the stored ones continue
-        agents = cfg.agents if cfg.agents != AgentsConfig() else old.agents
-        cfg = dataclasses.replace(old, budget=max(cfg.budget, old.budget), workers=cfg.workers, reeval_seeds=seeds,
-                                  threads=cfg.threads, eval_timeout_s=cfg.eval_timeout_s, agents=agents,
-                                  unsafe_no_jail=cfg.unsafe_no_jail)
-        return cfg
+        given = frozenset(f.name for f in dataclasses.fields(DiscoverConfig)) if given is None else given
+        # agent options named one by one ("agents.budget_tokens") change only themselves
+        parts = {g.split(".", 1)[1] for g in given if g.startswith("agents.")}
+        if parts and "agents" not in given:
+            cfg = dataclasses.replace(cfg, agents=dataclasses.replace(old.agents, **{p: getattr(cfg.agents, p)
+                                                                                   for p in parts}))
+            given = given | {"agents"}
+        new = old
+        for k in sorted(g for g in given if "." not in g):
+            was, now = getattr(old, k), getattr(cfg, k)
+            if now == was:
+                continue
+            flag = "--" + k.replace("_", "-").replace("search-seed", "seed")
+            if k == "reeval_seeds" and len(now) < len(was):
+                raise ArchiveError(f"--reeval-seeds {len(now)}: the run being resumed re-evaluates on {len(was)} "
+                                   f"fresh seeds; it can extend them (a larger number), not drop any")
+            if k == "reeval_seeds" and tuple(now[:len(was)]) != tuple(was):
+                raise ArchiveError(f"the fresh seeds {list(now)} do not extend the stored {list(was)}")
+            if k not in _CHANGEABLE:
+                raise ArchiveError(f"{flag} differs from the run being resumed ({now!r} vs {was!r}); a resumed run "
+                                   f"keeps its settings, start a new run (another --out) to change it")
+            new = dataclasses.replace(new, **{k: now})
+            self.changes.append(f"{k.replace('_', ' ')} {_show(was, k)} -> {_show(now, k)}")
+        return new
 
     def close(self) -> None:
         self.archive.close()
@@ -244,8 +271,13 @@ class Loop:
         return out
 
     def _trained(self) -> int:
+        """Candidates that count against the budget: trained, failed in training, or training now."""
+        return self.finished() + self.counts().get("evaluating", 0)
+
+    def finished(self) -> int:
+        """Candidates whose training has ended (a resumed run trains the in-flight ones again)."""
         c = self.counts()
-        return c.get("evaluated", 0) + c.get("failed", 0) + c.get("evaluating", 0)
+        return c.get("evaluated", 0) + c.get("failed", 0)
 
     # ------------------------------------------------------------------------------------------------
     # phases

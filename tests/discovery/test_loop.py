@@ -2,6 +2,7 @@
 real SQLite. Smoke numbers are not science; these tests check the machinery."""
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -57,6 +58,34 @@ def test_a_second_run_in_the_same_folder_needs_resume(tmp_path):
         Loop(tmp_path, _cfg(budget=1))
     with pytest.raises(Exception, match="directive"):
         Loop(tmp_path, _cfg(budget=1, directive="accurate and concise"), resume=True)
+
+
+def test_a_resumed_run_keeps_every_stored_setting_unless_it_is_named(tmp_path):
+    """`--resume` without options continues the run as it was (the command line's default budget of 8 must
+    not replace a stored 3); a named setting changes and is recorded; a named incoherent one is refused."""
+    from poise.agents.roles import AgentsConfig
+
+    Loop(tmp_path, _cfg(budget=3, reeval_seeds=(1001, 1002, 1003), agents=AgentsConfig(budget_tokens=100))).close()
+    cli_defaults = DiscoverConfig()  # budget 8, standard fidelity, 3 fresh seeds, offline agents
+    loop = Loop(tmp_path, cli_defaults, resume=True, given=frozenset())
+    assert (loop.cfg.budget, loop.cfg.fidelity, loop.cfg.threads, loop.cfg.race_seeds) == (3, "smoke", 1, 1)
+    assert loop.cfg.agents.budget_tokens == 100 and loop.changes == []
+    loop.close()
+    loop = Loop(tmp_path, dataclasses.replace(cli_defaults, budget=5, agents=AgentsConfig(budget_tokens=900)),
+                resume=True, given=frozenset({"budget", "agents.budget_tokens"}))
+    assert loop.cfg.budget == 5 and loop.cfg.fidelity == "smoke" and loop.cfg.agents.budget_tokens == 900
+    assert "budget 3 -> 5" in loop.changes and any("100" in c and "900" in c for c in loop.changes)
+    loop.close()
+    a = Archive(tmp_path / "archive.db", readonly=True)
+    assert [ev.payload["changes"] for ev in a.events() if ev.kind == "resume_settings"] == [loop.changes]
+    assert json.loads(a.get_meta("config"))["budget"] == 5
+    a.close()
+    for kw, given, words in [({"fidelity": "standard"}, {"fidelity"}, "--fidelity differs"),
+                             ({"reeval_seeds": (1001,)}, {"reeval_seeds"}, "extend them"),
+                             ({"search_seed": 4}, {"search_seed"}, "--seed differs")]:
+        with pytest.raises(Exception, match=words):
+            Loop(tmp_path, dataclasses.replace(cli_defaults, **kw), resume=True, given=frozenset(given))
+    assert json.loads(Archive(tmp_path / "archive.db", readonly=True).get_meta("config"))["budget"] == 5
 
 
 def test_a_run_is_not_resumed_on_a_retuned_sandbox(tmp_path, monkeypatch):

@@ -422,12 +422,12 @@ def test_threads_share_one_archive(arc):
 
 
 def test_a_schema_1_archive_is_read_as_it_is_and_upgraded_when_written(tmp_path):
-    """The archive shipped from before LLM accounting (schema 1): readable unchanged, and opening it for
+    """An archive written before LLM accounting (schema 1): readable unchanged, and opening it for
     writing adds the llm_calls table and nothing else."""
     import shutil
     from pathlib import Path
 
-    src = Path(__file__).parents[2] / "benchmarks" / "results" / "discover_concise.db"
+    src = Path(__file__).parents[2] / "tests" / "fixtures" / "run_before_retune.db"
     path = tmp_path / "archive.db"
     shutil.copy(src, path)
     with Archive(path, readonly=True) as r:

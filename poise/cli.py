@@ -463,6 +463,9 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
     console.print(f"[bold]{run}[/] · budget {b['budget'] or '?'} · fidelity {cfg.get('fidelity', '?')} · "
                   + " · ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     console.print(view.objective.describe())
+    state = view.state()
+    console.print(f"run: {escape(state)}", style="bold green" if state.startswith("running") else
+                  "bold" if state == "finished" else "bold yellow", highlight=False)
     if view.unjailed_note:
         console.print(f"[bold red]{escape(view.unjailed_note)}[/]")
     uses_llm = bool(view.llm_calls)
@@ -529,7 +532,8 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
         console.print(f"GRPO's seed-to-seed 95% half-width on Overall: ±{noise:.1f} ({view.baseline_confirm['seeds']} "
                       f"fresh seeds); single-seed search gaps below it are noise")
     spent = (f"budget: trained {b['trained']}/{b['budget']} · proposals {b['proposals']}/{b['max_proposals']}"
-             + (f" · {b['in_flight']} in flight" if b["in_flight"] else "") + f" · training {b['train_s'] / 60:.1f} min")
+             + (f" · {b['in_flight']} in flight" if b["in_flight"] and view.writer is not None else
+                f" · {b['in_flight']} unfinished" if b["in_flight"] else "") + f" · training {b['train_s'] / 60:.1f} min")
     if b["llm"]:
         u = b["llm"]
         spent += f" · LLM {u['tokens_in'] + u['tokens_out']:,} tokens"

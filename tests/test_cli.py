@@ -127,9 +127,11 @@ def test_status_shows_candidates_front_confirmation_and_budget(runs, tmp_path):
     assert "DACE-VM-LOO-GRPO" in r.stdout and "92.1 ± 1.7 (5)" in r.stdout  # GRPO on 5 fresh seeds
     assert "discovery" in r.stdout and "Pareto front (id*): #8 DACE-VM-LOO-GRPO, #7 CL-LOO-GRPO, #4 DACE-GRPO" in r.stdout
     assert "budget: trained 8/8 · proposals 8/24" in r.stdout and "±1.7 (5 fresh seeds)" in r.stdout
+    assert "run: finished" in r.stdout  # an archive from before the end mark: its budget is spent, nothing in flight
     r = _wide("status", str(runs["fake"]), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    for text in ("rejected", "failed", "proposed", "1 in flight", "advantages are NaN", "1 agent step(s) failed"):
+    for text in ("rejected", "failed", "proposed", "1 unfinished", "advantages are NaN", "1 agent step(s) failed",
+                 "run: stopped: resume with `poise discover --resume --out"):
         assert text in r.stdout, text
     narrow = subprocess.run([sys.executable, "-m", "poise.cli", "status", str(runs["shipped"])], cwd=tmp_path,
                             env={**os.environ, "COLUMNS": "80"}, capture_output=True, text=True, timeout=600)

@@ -376,6 +376,26 @@ class Archive:
         if created:
             self.path.with_name(self.path.name + ".lock").unlink(missing_ok=True)
 
+    @staticmethod
+    def writer_pid(path: Path | str) -> int | None:
+        """The pid of the process writing the archive at ``path`` now, or None when no process holds its
+        writer lock (the OS drops the lock when its holder dies, whatever the lock file still says)."""
+        lock_path = Path(path).with_name(Path(path).name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     def _take_writer_lock(self) -> None:
         lock_path = self.path.with_name(self.path.name + ".lock")
         self._created_lock = not lock_path.exists()

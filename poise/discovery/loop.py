@@ -621,6 +621,7 @@ class Loop:
         summary = self.summary()
         summary.wall_s = time.time() - t0
         (self.root / "summary.json").write_text(json.dumps(dataclasses.asdict(summary), indent=2))
+        self.archive.set_meta("finished", repr(time.time()))  # what `status` and the report call a finished run
         return summary
 
     def _next_ready(self, max_proposals: int, busy: set[int]) -> Entry | None:

@@ -312,7 +312,7 @@ fidelity {esc(cfg.get("fidelity", "?"))} · strategy {esc(cfg.get("strategy", "?
 trained {b["trained"]}/{b["budget"]} · proposals {b["proposals"]}/{b["max_proposals"]} ·
 {" · ".join(f"{n} {esc(s)}" for s, n in sorted(counts.items()))} · training time {b["train_s"] / 60:.1f} min ·
 made {time.strftime("%Y-%m-%d %H:%M")}</p>
-<p class="meta">{esc(view.objective.describe())}</p>
+<p class="meta">{esc(view.objective.describe())} · run: <b>{esc(view.state())}</b></p>
 {f'<p class="unjailed"><b>{esc(view.unjailed_note)}</b></p>' if view.unjailed_note else ""}
 <h2>Genealogy</h2>
 <p class="note">Each node is an archive entry under its parent. Colour: objective score on the search set; a green

@@ -68,6 +68,8 @@ class RunView:
     baseline_confirm: dict = field(default_factory=dict)  # GRPO's stats on the confirmation set (>= 2 seeds)
     confirm_seeds: list[int] = field(default_factory=list)  # the fresh seeds GRPO was re-evaluated on
     unjailed: dict = field(default_factory=dict)  # archive meta "unjailed": set when code ran without the jail
+    writer: int | None = None  # pid of the process writing the archive now (-1: unknown pid), None: none is
+    finished: bool = False  # the loop ended and wrote its summary
 
     @property
     def unjailed_note(self) -> str:
@@ -99,6 +101,7 @@ class RunView:
                 events = a.events()
                 config = json.loads(a.get_meta("config") or "{}")
                 unjailed = json.loads(a.get_meta("unjailed") or "{}")
+                finished = a.get_meta("finished")
         except (sqlite3.DatabaseError, ValueError, TypeError, KeyError) as e:
             raise RunError(f"{path} cannot be read ({type(e).__name__}: {e}); the archive is damaged. "
                            f"Finished evaluations may be recoverable with `sqlite3 {path} .recover`") from None
@@ -110,7 +113,26 @@ class RunView:
         objective = parse_directive(config.get("directive") or None)
         view = cls.build(path.parent, config, objective, entries, calls, events)
         view.unjailed = unjailed
+        view.writer = Archive.writer_pid(path)
+        # finished: the loop marked its end after the last thing it logged (a resumed run logs anew); an
+        # archive from before that mark is finished when its budget is spent and nothing is in flight
+        last = max((ev.ts for ev in events if not (ev.kind == "meta" and ev.payload.get("key") == "finished")),
+                   default=0.0)
+        b = view.budget()
+        view.finished = (float(finished) >= last if finished else
+                         b["in_flight"] == 0 and b["trained"] >= b["budget"] > 0)
         return view
+
+    def state(self) -> str:
+        """What the run is doing: "running (pid N)", "finished", or "stopped: ..." with the command that
+        continues it (a stopped run's in-flight candidates are trained again on resume)."""
+        if self.writer is not None:
+            return "running" + (f" (pid {self.writer})" if self.writer > 0 else "")
+        if self.finished:
+            return "finished"
+        n = self.budget()["in_flight"]
+        lost = f" ({n} unfinished candidate(s) continue then)" if n else ""
+        return f"stopped: resume with `poise discover --resume --out {self.root}`{lost}"
 
     @classmethod
     def build(cls, root: Path, config: dict, objective: Objective, entries: list[Entry], calls: list[dict],

@@ -50,6 +50,8 @@ def test_a_run_leaves_a_complete_archive(tmp_path):
     assert (tmp_path / "summary.json").exists()
     assert [ev for ev in a.events() if ev.kind == "select"]
     assert not [ev for ev in a.events() if ev.kind == "race"]  # racing off (race_seeds=1): one seed each
+    from poise.report.view import RunView
+    assert RunView.load(tmp_path).state() == "finished"
 
 
 def test_a_second_run_in_the_same_folder_needs_resume(tmp_path):

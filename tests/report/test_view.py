@@ -129,3 +129,35 @@ def test_pm_formats_an_interval_or_only_the_mean():
     assert pm({"mean": 1.0, "lo": 0.5, "hi": 1.5, "n": 3, "std": 0.2}) == "1.0 ± 0.5 (n=3)"
     assert pm({"mean": 1.0, "lo": float("nan"), "hi": float("nan"), "n": 1, "std": float("nan")}) == "1.0"
     assert pm(None) == ""
+
+
+def test_the_run_state_tells_a_running_a_stopped_and_a_finished_run_apart(tmp_path):
+    """The lock file of a killed run still names its pid: the state comes from whether a process holds
+    the writer lock, not from the file. A run the loop marked finished is finished until it logs anew."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = fake_run.build(tmp_path / "run")
+    db = root / "archive.db"
+    assert RunView.load(root).state().startswith("stopped: resume with `poise discover --resume --out")
+    code = f"from poise.discovery.archive import Archive; a = Archive({str(db)!r}); print('open', flush=True); " \
+           f"import time; time.sleep(60)"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "open"
+        assert RunView.load(root).state() == f"running (pid {p.pid})"
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert (root / "archive.db.lock").read_text().strip() == str(p.pid)  # the file still names the dead writer
+    assert Archive.writer_pid(db) is None and RunView.load(root).state().startswith("stopped")
+    a = Archive(db)
+    a.set_meta("finished", repr(time.time()))
+    a.close()
+    assert RunView.load(root).state() == "finished"
+    a = Archive(db)
+    a.log("resume_settings", None, changes=["budget 4 -> 6"])
+    a.close()
+    assert RunView.load(root).state().startswith("stopped")

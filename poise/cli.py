@@ -264,6 +264,8 @@ def discover_cmd(
                                                    "or ANTHROPIC_API_KEY)"),
     unsafe_no_jail: bool = typer.Option(False, "--unsafe-no-jail", help="where the jail cannot start, run LLM-written "
                                         "code without it anyway (recorded in the archive and shown by every view)"),
+    min_effect: list[str] = typer.Option([], "--min-effect", help="METRIC=X: the smallest confirmed change that counts "
+                                         "as a discovery (repeatable; defaults overall=1 point, length=5 percent)"),
 ) -> None:
     """Run the discovery loop: select, propose, implement, verify, evaluate, reflect; then confirm the best."""
     from poise.agents.llm import LLMError
@@ -290,7 +292,14 @@ def discover_cmd(
         _fail(f"--resume: {out} holds no archive.db; start a new run without --resume")
     agents = _agents_config(llm, role, llm_budget_tokens, llm_budget_usd, llm_price, llm_timeout, llm_max_tokens,
                             llm_key_env)
-    cfg = DiscoverConfig(budget=budget, directive=directive.strip(), workers=workers, fidelity=fid.name,
+    effects = {}
+    for item in min_effect:
+        k, sep, v = item.partition("=")
+        try:
+            effects[k.strip()] = float(v)
+        except ValueError:
+            _fail(f"--min-effect {item!r}: expected METRIC=NUMBER, e.g. --min-effect overall=1 --min-effect length=5")
+    cfg = DiscoverConfig(budget=budget, directive=directive.strip(), workers=workers, fidelity=fid.name, min_effect=effects,
                          strategy=strategy, search_seed=seed,
                          reeval_seeds=tuple(range(1000 + 1, 1000 + reeval_seeds + 1)), reeval_top=reeval_top,
                          race_seeds=race_seeds, threads=threads, agents=agents, unsafe_no_jail=unsafe_no_jail)
@@ -324,7 +333,7 @@ _DISCOVER_FIELDS = {"budget": "budget", "directive": "directive", "workers": "wo
                     "unsafe_no_jail": "unsafe_no_jail", "llm": "agents.llm", "role": "agents.roles",
                     "llm_budget_tokens": "agents.budget_tokens", "llm_budget_usd": "agents.budget_usd",
                     "llm_price": "agents.price", "llm_timeout": "agents.timeout_s",
-                    "llm_max_tokens": "agents.max_tokens", "llm_key_env": "agents.key_env"}
+                    "llm_max_tokens": "agents.max_tokens", "llm_key_env": "agents.key_env", "min_effect": "min_effect"}
 
 
 def _given_settings(ctx: typer.Context) -> frozenset[str]:
@@ -416,6 +425,8 @@ def _print_discovery(summary) -> None:
             t.add_row(f"#{d.entry_id} {d.name}", f(d.overall), f(d.hard_pass1), f(d.length), g(d.d_overall),
                       g(d.d_length), ("[green]" if d.verdict == "discovery" else "[yellow]") + d.verdict + "[/]")
         console.print(t)
+        if summary.confirmed[0].needs:
+            console.print(f"a discovery needs, over the whole 95% interval: {summary.confirmed[0].needs}", highlight=False)
     if summary.llm:
         _print_llm_usage(summary.llm)
     console.print(f"archive: {summary.root}/archive.db · summary: {summary.root}/summary.json")
@@ -521,6 +532,9 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
             seed_notes.append(f"#{c.id} {row['seeds']}")
         t.add_row(*(row[k] for k in cols))
     console.print(t)
+    needs = next((c.confirmation.needs for c in view.candidates if c.confirmation and c.confirmation.needs), "")
+    if needs:
+        console.print(f"a discovery needs, over the whole 95% interval: {needs}", highlight=False)
     if seed_notes:
         console.print("search seeds behind Overall: 1 each, except " + ", ".join(seed_notes), highlight=False)
     for line in notes:

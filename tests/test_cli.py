@@ -137,7 +137,10 @@ def test_status_shows_candidates_front_confirmation_and_budget(runs, tmp_path):
                             env={**os.environ, "COLUMNS": "80"}, capture_output=True, text=True, timeout=600)
     lines = narrow.stdout.splitlines()
     assert narrow.returncode == 0 and max(len(ln) for ln in lines) <= 80
-    assert any("DACE-VM-LOO-GRPO" in ln and "93.6±1.2" in ln and "yes" in ln for ln in lines)  # one row, unbroken
+    # one row, unbroken; not a discovery under the minimum effect (its length cut, -0.8 [-1.5, -0.0] tokens, clears
+    # zero but not 5% of GRPO's 44.8), which the line under the table states
+    assert any("DACE-VM-LOO-GRPO" in ln and "93.6±1.2" in ln and " no" in ln for ln in lines)
+    assert "a discovery needs, over the whole 95% interval: Δ length < -2.2 tokens (5% of GRPO's)" in " ".join(narrow.stdout.split())
 
 
 def test_show_prints_proposal_diff_verification_reflection_and_writes_the_plot(runs, tmp_path):

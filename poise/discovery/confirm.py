@@ -6,9 +6,13 @@ them, so their search scores are optimistic. A candidate counts as a *discovery*
 on fresh seeds and scored on the disjoint confirmation set, it beats the baseline with a 95% Welch
 confidence interval on the difference:
 
-- an accuracy objective: Overall higher, the interval above 0;
-- an objective that weighs length ("concise"): length lower, the interval below 0, with mean Overall
-  inside the baseline's own 95% interval or above it.
+- an accuracy objective: Overall higher, the whole interval above the objective's minimum effect
+  (1 point by default);
+- an objective that weighs length ("concise"): length lower, the whole interval below minus the
+  minimum effect (5% of the baseline's length by default), with mean Overall inside the baseline's
+  own 95% interval or above it.
+
+Clearing zero is not enough: with enough seeds any change clears it, however small.
 
 Pure functions of the archive's numbers, so the loop, `poise status` and the report agree.
 """
@@ -34,6 +38,7 @@ class Discovery:
     d_length: dict
     verdict: str  # "discovery" | "not confirmed"
     reason: str
+    needs: str = ""  # the minimum effect the interval had to clear, e.g. "Δ Overall > +1.0"
 
 
 def search_means(entry) -> dict:
@@ -74,12 +79,17 @@ def confirm(entry_id: int, name: str, ms: list[dict], base: list[dict], objectiv
     d_ov, d_ln = diff_ci(ov, bl), diff_ci(ln, bln)
     tol = mean_ci(bl).half_width
     if objective.weights().get("length", 0) > 0:
-        ok = d_ln.hi < 0 and d_ov.mean >= -tol
+        pct = objective.effect("length")
+        cut = pct / 100 * mean_ci(bln).mean  # the minimum effect, in tokens of the baseline's length
+        ok = d_ln.hi < -cut and d_ov.mean >= -tol
+        needs = f"Δ length < -{cut:.1f} tokens ({pct:g}% of GRPO's), Overall within GRPO's ±{tol:.1f}"
         reason = (f"length {d_ln.mean:+.1f} [{d_ln.lo:+.1f}, {d_ln.hi:+.1f}] tokens and Overall {d_ov.mean:+.1f} "
-                  f"[{d_ov.lo:+.1f}, {d_ov.hi:+.1f}] vs the baseline (its CI half-width {tol:.1f})")
+                  f"[{d_ov.lo:+.1f}, {d_ov.hi:+.1f}] vs the baseline; a discovery needs {needs}")
     else:
-        ok = d_ov.lo > 0
-        reason = f"Overall {d_ov.mean:+.1f} [{d_ov.lo:+.1f}, {d_ov.hi:+.1f}] vs the baseline"
+        cut = objective.effect("overall")
+        ok = d_ov.lo > cut
+        needs = f"Δ Overall > +{cut:g}"
+        reason = f"Overall {d_ov.mean:+.1f} [{d_ov.lo:+.1f}, {d_ov.hi:+.1f}] vs the baseline; a discovery needs {needs}"
     return Discovery(entry_id, name, list(seeds), mean_ci(ov).to_dict(), mean_ci(ln).to_dict(),
                      mean_ci([hard_pass1(m) for m in ms]).to_dict(), d_ov.to_dict(), d_ln.to_dict(),
-                     "discovery" if ok else "not confirmed", reason)
+                     "discovery" if ok else "not confirmed", reason, needs)

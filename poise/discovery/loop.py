@@ -37,7 +37,7 @@ from poise.algorithms import builtin_source
 from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
 from poise.discovery.archive import Archive, ArchiveError, Entry, check_metrics, code_hash
 from poise.discovery.confirm import Discovery, confirm, confirm_fidelity, confirm_metrics, search_means, stats
-from poise.discovery.objective import Objective, parse_directive
+from poise.discovery.objective import Objective, run_objective
 from poise.evaluation.fidelity import default_timeout_s, sandbox_fingerprint
 from poise.discovery.selection import SelectionConfig, nodes_from_archive, select, to_race
 from poise.isolation.hook import choose_isolation
@@ -70,6 +70,8 @@ class DiscoverConfig:
     agents: AgentsConfig = field(default_factory=AgentsConfig)  # who plays each role (LLMs or offline)
     # run candidate code that poise did not write without the jail, where the jail cannot start (recorded)
     unsafe_no_jail: bool = False
+    # the smallest confirmed change that counts as a discovery, per metric ({} = objective.MIN_EFFECT)
+    min_effect: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -93,7 +95,7 @@ class DiscoverConfig:
 # the settings a resumed run may change when the user names them; every other one must stay as stored
 # (the re-evaluation's fresh seeds may only be extended)
 _CHANGEABLE = ("budget", "workers", "threads", "eval_timeout_s", "verify_timeout_s", "reeval_top", "reeval_seeds",
-               "agents", "unsafe_no_jail")
+               "agents", "unsafe_no_jail", "min_effect")
 
 
 def _show(value, key: str) -> str:
@@ -149,6 +151,7 @@ class Loop:
         self.events = events or Events()
         try:
             cfg = self._settings(cfg, resume, given)
+            objective = run_objective(cfg.to_dict())  # a bad directive or minimum effect stops here, unrecorded
             sandbox = sandbox_fingerprint(cfg.fidelity)
             stored = self.archive.get_meta("sandbox")
             if stored is not None and stored != sandbox:
@@ -164,7 +167,7 @@ class Loop:
         self.archive.set_meta("sandbox", sandbox)
         if self.changes:
             self.archive.log("resume_settings", None, changes=self.changes)
-        self.objective: Objective = parse_directive(cfg.directive or None)
+        self.objective: Objective = objective
         self.rng = random.Random(f"discover/{cfg.search_seed}/{len(self.archive.entries())}")
         cores = os.cpu_count() or 1
         self.threads = cfg.threads or max(1, cores // max(1, cfg.workers))

@@ -50,6 +50,7 @@ directive with no known word falls back to the default accuracy objective and sa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -66,6 +67,11 @@ W_LENGTH = 0.25
 W_VALIDITY = 0.5
 ACCURACY_TOLERANCE = 2.0  # points of Overall a concise candidate may lose when no CI is given
 PENALTY = 5.0  # scalar points lost per point of constraint violation
+# The smallest change that counts as a discovery, in the objective's units (points; length in percent
+# of the baseline's): the whole confirmation interval must clear it, not only zero. One point of
+# Overall is about GRPO's seed-to-seed standard deviation on `standard`; 5% of length is a sixth of the
+# paper's -29% and more than twice the shortening a length term buys by accident (docs §6).
+MIN_EFFECT = {"overall": 1.0, "hard_pass1": 0.5, "length": 5.0, "validity": 1.0}
 
 
 def metric_value(metrics: dict, key: str) -> float:
@@ -146,6 +152,7 @@ class Objective:
     penalty: float = PENALTY
     understood: tuple[str, ...] = ()  # the directive words that mapped to something
     note: str = ""  # what was (not) understood, for the log and the CLI
+    min_effect: tuple[tuple[str, float], ...] = tuple(MIN_EFFECT.items())  # see MIN_EFFECT
 
     def __post_init__(self):
         object.__setattr__(self, "metrics", tuple(self.metrics))
@@ -155,6 +162,16 @@ class Objective:
         names = [t.name for t in self.metrics]
         if len(set(names)) != len(names):
             raise ValueError(f"each metric may appear once in an objective, got {names}")
+        effect = dict(MIN_EFFECT, **dict(self.min_effect))
+        for k, v in effect.items():
+            if k not in METRIC_KEYS or not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"minimum effect {k}={v!r}: give a metric of {METRIC_KEYS} and a number >= 0, "
+                                 f"e.g. --min-effect overall=1 --min-effect length=5")
+        object.__setattr__(self, "min_effect", tuple(sorted(effect.items())))
+
+    def effect(self, name: str) -> float:
+        """The smallest change of ``name`` that counts as a discovery (points; length: % of the baseline)."""
+        return dict(self.min_effect)[name]
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -216,13 +233,15 @@ class Objective:
             "constraints": [{"name": c.name, "op": c.op, "value": c.value, "relative_to_baseline": c.relative_to_baseline,
                              "tolerance": c.tolerance} for c in self.constraints],
             "penalty": self.penalty, "understood": list(self.understood), "note": self.note,
+            "min_effect": dict(self.min_effect),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Objective:
         return cls(directive=d.get("directive", ""), metrics=tuple(Term(**t) for t in d["metrics"]),
                    constraints=tuple(Constraint(**c) for c in d.get("constraints", ())),
-                   penalty=d.get("penalty", PENALTY), understood=tuple(d.get("understood", ())), note=d.get("note", ""))
+                   penalty=d.get("penalty", PENALTY), understood=tuple(d.get("understood", ())), note=d.get("note", ""),
+                   min_effect=tuple(d.get("min_effect", MIN_EFFECT).items()))
 
 
 # (rule name, regex of whole words / stems). Order is the order terms appear in the objective.
@@ -272,3 +291,11 @@ def parse_directive(text: str | None) -> Objective:
     log.info("directive %r: %s", directive, note)
     return Objective(directive=directive, metrics=tuple(terms), constraints=tuple(constraints),
                      understood=understood, note=note)
+
+
+def run_objective(config: dict) -> Objective:
+    """The objective of a discovery run from its stored settings: the directive, and the minimum effect
+    sizes it was given (a run stored before they existed gets the defaults)."""
+    obj = parse_directive(config.get("directive") or None)
+    given = config.get("min_effect") or {}
+    return dataclasses.replace(obj, min_effect=tuple(given.items())) if given else obj

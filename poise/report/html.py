@@ -168,6 +168,9 @@ def _leaderboard(view: RunView) -> str:
                "difference from GRPO with a Welch 95% interval (length in tokens). The search set's Δ length is in % of "
                "GRPO's. "
                "A green bar marks the Pareto front of the objective.")
+    needs = next((c.confirmation.needs for c in view.candidates if c.confirmation and c.confirmation.needs), "")
+    if needs:
+        note += f" A discovery needs, over the whole 95% interval: {needs}."
     head = ("<tr><th>rank</th><th class=l>candidate</th><th>parent</th><th>gen</th><th>objective</th>"
             "<th>Overall</th><th>Δ GRPO</th><th>hard pass@1</th><th>length</th><th>Δ length</th><th>validity</th>"
             "<th>Pareto</th><th>Overall</th><th>Δ Overall [95% CI]</th><th>Δ length [95% CI]</th>"

@@ -18,7 +18,7 @@ from pathlib import Path
 from poise.agents.llm import usage_by_role
 from poise.discovery.archive import IN_FLIGHT, Archive, ArchiveError, Entry, Event
 from poise.discovery.confirm import Discovery, confirm, confirm_evaluations, search_means, stats
-from poise.discovery.objective import Objective, parse_directive
+from poise.discovery.objective import Objective, run_objective
 from poise.discovery.selection import pareto_ranks
 from poise.evaluation.metrics import CI
 
@@ -110,7 +110,7 @@ class RunView:
         if not entries:
             raise RunError(f"{path} holds no entries yet: the run has not written its baseline. Wait for it, "
                            f"or start the run again")
-        objective = parse_directive(config.get("directive") or None)
+        objective = run_objective(config)
         view = cls.build(path.parent, config, objective, entries, calls, events)
         view.unjailed = unjailed
         view.writer = Archive.writer_pid(path)

@@ -27,3 +27,25 @@ def test_concise_needs_shorter_beyond_noise_and_accuracy_within_the_baselines_in
     assert costly.verdict == "not confirmed"  # shorter, but 9 points less accurate
     same = confirm(3, "L", _ms([89, 90, 91], [39, 41, 43]), BASE, obj, [1, 2, 3])
     assert same.verdict == "not confirmed" and "length +0.0" in same.reason
+
+
+def test_a_discovery_must_clear_the_minimum_effect_not_only_zero():
+    """The shipped run's case: a length cut whose interval clears 0 but not 5% of GRPO's length (41
+    tokens here: 2.05) is not a discovery; a configured smaller minimum makes it one. The same for Overall."""
+    import dataclasses
+
+    obj = parse_directive("accurate and concise")
+    small = _ms([89, 90, 91], [37.8, 38.0, 38.2])  # -3.0 [-5.5, -0.5] tokens: below 0, above -2.05
+    v = confirm(1, "SMALL", small, BASE, obj, [1, 2, 3])
+    assert v.d_length["hi"] < 0 and v.d_length["hi"] > -2.05 and v.verdict == "not confirmed"
+    assert "Δ length < -2.1 tokens (5% of GRPO's)" in v.needs and v.needs in v.reason
+    lax = dataclasses.replace(obj, min_effect=(("length", 0.1),))
+    assert confirm(1, "SMALL", small, BASE, lax, [1, 2, 3]).verdict == "discovery"
+    up = _ms([92.8, 93.0, 93.2], [40, 41, 42])  # +3.0 [+0.5, +5.5] Overall: above 0, not above +1
+    acc = parse_directive(None)
+    u = confirm(2, "UP", up, BASE, acc, [1, 2, 3])
+    assert u.d_overall["lo"] > 0 and u.verdict == "not confirmed" and u.needs == "Δ Overall > +1"
+    assert confirm(2, "UP", up, BASE, dataclasses.replace(acc, min_effect=(("overall", 0.0),)), [1, 2, 3]).verdict \
+        == "discovery"
+    with pytest.raises(ValueError, match="--min-effect"):
+        dataclasses.replace(acc, min_effect=(("speed", 1.0),))

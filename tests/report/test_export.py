@@ -32,7 +32,9 @@ def test_an_exported_candidate_computes_what_the_archived_code_does(tmp_path, en
 
 def test_provenance_states_the_confirmation_or_its_absence(tmp_path):
     view = RunView.load(fake_run.shipped(tmp_path / "run"))
-    assert "confirmation set, 5 fresh seeds: discovery" in export_source(view, view.get(4))
+    # DACE1-GRPO's -1.8 [-2.7, -0.8] tokens was a discovery before the minimum effect (5% of GRPO's length)
+    assert "confirmation set, 5 fresh seeds: not confirmed" in export_source(view, view.get(4))
+    assert "a discovery needs Δ length < -2.2 tokens" in export_source(view, view.get(4))
     assert "not re-evaluated on fresh seeds" in export_source(view, view.get(3))
 
 

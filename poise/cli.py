@@ -622,8 +622,10 @@ def show_cmd(run: Path = typer.Argument(..., help="a run folder from `poise disc
     else:
         console.print(Syntax(e.code, "python", word_wrap=True))
     r = e.reflection
-    console.print("[bold]Reflection[/]" + (f": {escape(str(r.get('verdict')))} · {escape(str(r.get('summary', '')))}"
-                                           if r else ": none yet"), highlight=False)
+    if r:  # the summary opens with the verdict ("fix: ..."); an LLM's may not
+        summary, verdict = str(r.get("summary", "")), str(r.get("verdict"))
+        head = summary if summary.startswith(verdict + ":") else f"{verdict} · {summary}"
+    console.print("[bold]Reflection[/]: " + (escape(head) if r else "none yet"), highlight=False)
     if r:
         console.print(f"  {escape(str(r.get('diagnosis', '')))}", highlight=False)
         for f in r.get("findings", []):

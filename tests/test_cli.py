@@ -149,7 +149,7 @@ def test_show_prints_proposal_diff_verification_reflection_and_writes_the_plot(r
     assert "#8 DACE-VM-LOO-GRPO" in r.stdout and "parent #5 DACE-LOO-GRPO" in r.stdout
     assert "hypothesis:" in r.stdout and "Verification: passed" in r.stdout and "claim:" in r.stdout
     assert "--- #5 DACE-LOO-GRPO" in r.stdout and "+++ #8 DACE-VM-LOO-GRPO" in r.stdout  # the code as a diff
-    assert "Reflection:" in r.stdout and "Confirmation (5 fresh seeds)" in r.stdout
+    assert "Reflection: keep: " in r.stdout and "Confirmation (5 fresh seeds)" in r.stdout  # the verdict once
     assert (tmp_path / "c8.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = _wide("show", str(runs["fake"]), "4", cwd=tmp_path)  # rejected: no curves, but the reasons
     assert r.returncode == 0 and "verification failed after 3 attempts" in r.stdout and "attempt 1" in r.stdout

@@ -242,6 +242,15 @@ OPERATORS: tuple[Operator, ...] = (
 
 OPERATOR_BY_NAME = {op.name: op for op in OPERATORS}
 
+
+def already_has(proposal: dict | None, suggestion: str) -> bool:
+    """Whether a candidate written by this proposer already has the mechanism ``suggestion`` asks for:
+    no operator that answers it can still change its design (AV-GRPO already normalises by the analytic
+    variance). False for a free-form candidate, whose mechanisms are not known."""
+    d = design_of(proposal)
+    ops = [op for op in OPERATORS if suggestion in op.answers]
+    return d is not None and bool(ops) and not any(op.applies(d) for op in ops)
+
 # The fields of a design a crossover may carry over from a reference, with the operator that stands for it.
 _MECHANISM_FIELDS = {
     "scale": "analytic_variance", "validity": "validity_masking", "all_fail": "push_invalid_in_failed_groups",

@@ -40,6 +40,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from poise.agents.offline import already_has
 from poise.evaluation.metrics import diff_ci, mean_ci, t_critical
 from poise.reflect.curves import (
     DETECTORS, MIN_TREND_STEPS, OVERALL_TOL, TIER_MOVE, Finding, Trajectory, _finite, compare, detect_nan,
@@ -386,6 +387,7 @@ class _Comparison:
     hard: bool = False  # hard-tier pass@1 was compared
     d_overall: float | None = None
     tol: float | None = None
+    tol_from: str = ""  # where the noise band comes from, quoted with it
     d_hard: float | None = None
     d_len: float | None = None
 
@@ -402,6 +404,8 @@ def _compare_with_parent(traj: Trajectory, m: dict, ms: list[dict], parent: dict
         ci["overall"] = _noise([x["overall"] for x in ms], [x["overall"] for x in pms])
         c.d_overall = m["overall"] - pm["overall"]
         c.tol = ci["overall"] if ci["overall"] is not None else OVERALL_TOL
+        c.tol_from = (f"95% half-width over {len(ms)} and {len(pms)} search seeds" if ci["overall"] is not None
+                      else "assumed: one search seed each")
     hc = hard_score(m) if m.get("tiers") else None
     hp = hard_score(pm) if pm.get("tiers") else None
     if hc is not None and hp is not None:
@@ -418,7 +422,7 @@ def _compare_with_parent(traj: Trajectory, m: dict, ms: list[dict], parent: dict
 def _summary(verdict: str, failed: list[str], c: _Comparison, m: dict) -> str:
     bits = []
     if c.d_overall is not None:
-        bits.append(f"Overall {c.d_overall:+.1f} vs {c.parent} (noise ±{c.tol:.1f})")
+        bits.append(f"Overall {c.d_overall:+.1f} vs {c.parent} (noise ±{c.tol:.1f}, {c.tol_from})")
     elif _finite(m.get("overall")):
         bits.append(f"Overall {m['overall']:.1f}")
     if c.d_hard is not None:
@@ -474,7 +478,8 @@ def reflect(proposal: dict, trajectory, metrics, parent: dict | None = None, obj
     else:
         acc, other, acc_label = _state(tags, "overall", cmp.overall), _state(tags, "hard", cmp.hard), "Overall"
     verdict, reason = decide(tags, obj, acc, other, acc_label)
-    suggestions = suggest(tags, verdict, obj, traj, m, cmp.overall)
+    # a suggestion is a change from the candidate's own design, never the mechanism it already has
+    suggestions = [s for s in suggest(tags, verdict, obj, traj, m, cmp.overall) if not already_has(proposal, s)]
 
     # Length counts for or against only when the objective asks for short answers.
     fails = set(FAILURE_TAGS) | ({"length_longer", "length_drift_up"} if obj.concise else set())

@@ -238,3 +238,25 @@ def test_digest_of_real_reflections_reads_in_one_line_each():
     text = evidence_digest([("XG-GRPO", keep), ("Bad", drop)], limit=5)
     assert "- XG-GRPO: keep: Overall +4.0 vs GRPO" in text and "- Bad: drop:" in text
     assert all(len(l) <= 400 for l in text.splitlines())
+
+
+def test_a_suggestion_is_never_the_mechanism_the_candidate_already_has():
+    """A weak signal suggests analytic-variance scaling to GRPO, but not to AV-GRPO, which already has it."""
+    import dataclasses
+
+    from poise.agents import offline
+
+    weak = run(adv_abs_mean=ramp(0.5, 0.02))
+    grpo = {"name": "GRPO", "design": dataclasses.asdict(offline.GRPO)}
+    av = {"name": "AV-GRPO", "design": dataclasses.asdict(dataclasses.replace(offline.GRPO, scale="bernoulli"))}
+    assert "analytic_variance" in reflect(grpo, weak, metrics(), parent()).suggestions
+    r = reflect(av, weak, metrics(), parent())
+    assert "analytic_variance" not in r.suggestions and SUGGESTIONS["analytic_variance"] not in r.diagnosis
+
+
+def test_the_noise_band_quoted_says_where_it_comes_from():
+    one = reflect(PROPOSAL, run(), metrics(91.0), parent())
+    assert "(noise ±1.5, assumed: one search seed each)" in one.summary
+    three = reflect(PROPOSAL, [run(), run(), run()], [metrics(91.0), metrics(91.5), metrics(92.0)],
+                    {"name": "GRPO", "trajectory": [run(), run()], "metrics": [metrics(90.0), metrics(90.4)]})
+    assert "95% half-width over 3 and 2 search seeds" in three.summary

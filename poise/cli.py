@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -14,13 +16,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich import box
-from rich.table import Table
+from rich.table import Column, Table
 
 from poise.isolation.text import printable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="poise: automated discovery of RL algorithms for language models.")
-console = Console()
+# Output to a file or a pipe is not cut to 80 columns (rich's default off a terminal): it keeps its full
+# lines, up to PIPE_WIDTH, unless COLUMNS says otherwise. A terminal gets its own width.
+PIPE_WIDTH = 200
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH)
 err = Console(stderr=True, soft_wrap=True)  # error text stays on one line, so it can be grepped
 
 
@@ -45,8 +50,11 @@ def algorithms_cmd() -> None:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+    # at 80 columns the description and the info give way (cut with …), never the counts and the times
+    return Progress(TextColumn("{task.description}", table_column=Column(max_width=32, no_wrap=True, overflow="ellipsis")),
+                    BarColumn(bar_width=12), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis")),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False, expand=True)
 
 
 def _start_metrics(fid, seeds, progress) -> list:
@@ -143,7 +151,8 @@ def train_cmd(
                                      "jailed": isolation.jailed, "isolation_warning": isolation.warning,
                                      "timeout_s": timeout})
     (run / "algorithm.py").write_text(source)
-    console.print(f"[bold]poise train[/] {label} · fidelity {fid.name} · seeds {seed_list} → {run}")
+    console.print(f"[bold]poise train[/] {escape(label)} · fidelity {fid.name} · seeds {seed_list} → {escape(str(run))}",
+                  soft_wrap=True)
 
     results, failures = [], []
     with _progress() as progress:
@@ -191,7 +200,8 @@ def train_cmd(
     write_metrics_csv(run / "metrics.csv", [(label, r) for r in results] + [("sft_start", r) for r in start])
     plot_curves({label: [r.trajectory for r in results]}, run / "curves.png")
     _print_table(label, summary, len(results))
-    console.print(f"curves: {run / 'curves.png'} · metrics: {run / 'metrics.csv'} · summary: {run / 'summary.json'}")
+    for what, name in (("curves", "curves.png"), ("metrics", "metrics.csv"), ("summary", "summary.json")):
+        console.print(f"{what}: {run / name}", soft_wrap=True, highlight=False)
     if failures:
         raise typer.Exit(1)
 
@@ -308,8 +318,9 @@ def discover_cmd(
             events = _DiscoverEvents(progress, fid.rl.steps)
             loop = Loop(out, cfg, events, resume=resume, given=_given_settings(ctx))
             loop.confirm_ids = list(confirm)
-            console.print(f"[bold]poise discover[/] → {out} · budget {loop.cfg.budget} · {loop.objective.describe()} "
-                          f"· {loop.cfg.workers} worker(s) × {loop.threads} thread(s) · strategy {loop.cfg.strategy}")
+            console.print(f"[bold]poise discover[/] → {escape(str(out))}", soft_wrap=True)
+            console.print(f"budget {loop.cfg.budget} · {loop.cfg.workers} worker(s) × {loop.threads} thread(s) · "
+                          f"strategy {loop.cfg.strategy} · {escape(loop.objective.describe())}")
             if resume:
                 console.print("resumed with " + ("changes: " + "; ".join(loop.changes) if loop.changes else
                                                  "the run's stored settings (name an option to change it)"))
@@ -414,23 +425,37 @@ def _print_discovery(summary) -> None:
     console.print(t)
     if summary.confirmed:
         b = summary.baseline_confirm
+        # a narrow terminal keeps what carries the verdict (the differences and the verdict itself, whole);
+        # the per-arm hard pass@1 and length give way, and names fold
+        narrow = console.width < 120
         t = Table(title=f"re-evaluation on fresh seeds and the confirmation held-out set (mean ± 95% CI, "
-                        f"{b['seeds']} seeds)")
-        for c in ("candidate", "Overall", "hard pass@1", "length", "Δ Overall", "Δ length", "verdict"):
-            t.add_column(c)
+                        f"{b['seeds']} seeds)", box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD)
+        cols = ["candidate", "Overall"] + ([] if narrow else ["hard pass@1", "length"]) + ["Δ Overall", "Δ length",
+                                                                                          "verdict"]
+        for c in cols:
+            t.add_column(c, overflow="fold" if c == "candidate" else "ellipsis",
+                         no_wrap=c != "candidate", min_width=13 if c == "verdict" else None)
         f = lambda d: f"{d['mean']:.1f} ± {(d['hi'] - d['lo']) / 2:.1f}"
-        g = lambda d: f"{d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]"
-        t.add_row("GRPO (baseline)", f(b["overall"]), f(b["hard_pass1"]), f(b["length"]), "", "", "")
+        g = ((lambda d: f"{d['mean']:+.1f}±{(d['hi'] - d['lo']) / 2:.1f}") if narrow else
+             (lambda d: f"{d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]"))
+        rows = [["GRPO (baseline)", f(b["overall"]), f(b["hard_pass1"]), f(b["length"]), "", "", ""]]
         for d in summary.confirmed:
-            t.add_row(f"#{d.entry_id} {d.name}", f(d.overall), f(d.hard_pass1), f(d.length), g(d.d_overall),
-                      g(d.d_length), ("[green]" if d.verdict == "discovery" else "[yellow]") + d.verdict + "[/]")
+            rows.append([f"#{d.entry_id} {d.name}", f(d.overall), f(d.hard_pass1), f(d.length), g(d.d_overall),
+                         g(d.d_length), ("[green]" if d.verdict == "discovery" else "[yellow]") + d.verdict + "[/]"])
+        keep = [i for i, c in enumerate(["candidate", "Overall", "hard pass@1", "length", "Δ Overall", "Δ length",
+                                         "verdict"]) if c in cols]
+        for r in rows:
+            t.add_row(*(r[i] for i in keep))
         console.print(t)
         if summary.confirmed[0].needs:
             console.print(f"a discovery needs, over the whole 95% interval: {summary.confirmed[0].needs}", highlight=False)
     if summary.llm:
         _print_llm_usage(summary.llm)
-    console.print(f"archive: {summary.root}/archive.db · summary: {summary.root}/summary.json")
-    console.print(f"look at it: poise status {summary.root} · poise report {summary.root}")
+    # paths and commands are printed whole (soft wrap): a terminal may fold them, but never mid-word by poise
+    console.print(f"archive: {summary.root}/archive.db", soft_wrap=True, highlight=False)
+    console.print(f"summary: {summary.root}/summary.json", soft_wrap=True, highlight=False)
+    console.print(f"look at it: poise status {summary.root} · poise report {summary.root}", soft_wrap=True,
+                  highlight=False)
 
 
 def _print_llm_usage(usage: dict) -> None:

@@ -262,3 +262,55 @@ def test_progress_on_resume_counts_the_candidate_that_was_in_flight_once(tmp_pat
         ev.eval_finished(a.get(flight), 0, True, "Overall 1.0")
         assert p.tasks[0].completed == 2
     loop.close()
+
+
+def _narrow_console(monkeypatch, width=80):
+    import io
+
+    from rich.console import Console
+
+    import poise.cli as cli
+    c = Console(width=width, file=io.StringIO(), force_terminal=False, color_system=None)
+    monkeypatch.setattr(cli, "console", c)
+    return c
+
+
+def test_the_confirmation_table_keeps_whole_verdicts_and_names_at_80_columns(monkeypatch):
+    from poise.cli import _print_discovery
+    from poise.discovery.confirm import Discovery
+    from poise.discovery.loop import RunSummary
+
+    ci = {"mean": 93.6, "lo": 92.4, "hi": 94.8, "n": 5, "std": 1.0}
+    d = {"mean": -0.8, "lo": -1.5, "hi": -0.0, "n": 5, "std": 0.3}
+    disc = Discovery(8, "DACE-VM-LOO-GRPO-WITH-A-LONG-NAME", [1001, 1002], ci, ci, ci, d, d, "not confirmed", "r",
+                     "Δ length < -2.2 tokens (5% of GRPO's)")
+    s = RunSummary("/runs/x", "objective", 8, 0, 0, [(8, "DACE-VM-LOO-GRPO-WITH-A-LONG-NAME", 1.0)], [disc],
+                   {"overall": ci, "length": ci, "hard_pass1": ci, "seeds": 5})
+    c = _narrow_console(monkeypatch)
+    _print_discovery(s)
+    out = c.file.getvalue()
+    assert max(len(ln) for ln in out.splitlines()) <= 80
+    assert "not confirmed" in out and "…" not in out  # whole, not "not confirm…"
+    assert "DACE-VM-LOO-GRPO-WITH-A-LONG-NAME" in "".join(out.split())  # folded at worst, never cut
+    assert "-0.8±0.8" in out  # the differences stay: they carry the verdict
+
+
+def test_progress_at_80_columns_keeps_counts_and_times(monkeypatch):
+    import re
+
+    import poise.cli as cli
+    c = _narrow_console(monkeypatch)
+    p = cli._progress()
+    p.add_task("#12 DACE-VM-LOO-GRPO seed 1001 on the confirmation set", total=50, completed=10,
+               info="acc 0.52 valid 0.91 len 60 and a long tail of text that does not fit")
+    c.print(p.make_tasks_table(p.tasks))
+    line = c.file.getvalue().splitlines()[0]
+    assert len(line) <= 80 and "10/50" in line and re.search(r"\d:\d\d:\d\d\s+\S:\S\S:\S\S$", line), line
+
+
+def test_output_to_a_pipe_is_not_cut_to_80_columns(runs, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    r = subprocess.run([sys.executable, "-m", "poise.cli", "status", str(runs["shipped"])], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert max(len(ln) for ln in r.stdout.splitlines()) > 80 and "not confirmed" in r.stdout

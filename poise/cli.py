@@ -107,7 +107,7 @@ def train_cmd(
     from poise.algorithms import BUILTINS, builtin_source
     from poise.backends.tiny import sft_policy
     from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
-    from poise.evaluation.fidelity import default_timeout_s, get_fidelity
+    from poise.evaluation.fidelity import default_timeout_s, estimate_s, get_fidelity, minutes
     from poise.isolation import JailUnavailable, choose_isolation
     from poise.verify.static import static_check
     from poise.report.plots import plot_curves
@@ -166,10 +166,26 @@ def train_cmd(
 
         sft_policy(fid, sft_prog)
         start = _start_metrics(fid, seed_list, progress)
+        progress.console.print(f"estimate: about {minutes(estimate_s(fid.name, len(seed_list), threads))} for "
+                               f"{len(seed_list)} seed(s) (measured on 2 idle cores; refined after the first steps)")
+        every = progress.add_task("all seeds", total=len(seed_list) * fid.rl.steps, info="")
+        first: list[float] = []  # times of the first seed's first steps
+
+        def measure(i: int) -> None:
+            first.append(time.time())
+            k = min(5, fid.rl.steps) - 1
+            if i == k and k > 0:
+                step_s = (first[-1] - first[0]) / k
+                left = estimate_s(fid.name, len(seed_list), step_s=step_s, steps=fid.rl.steps) - step_s * (k + 1)
+                progress.console.print(f"measured: {step_s:.2f} s a training step here, so about {minutes(left)} "
+                                       f"left in all")
         for s in seed_list:
             task = progress.add_task(f"{label} seed {s}", total=fid.rl.steps, info="")
 
-            def on_step(i, row, task=task):
+            def on_step(i, row, task=task, s=s):
+                if s == seed_list[0] and len(first) < fid.rl.steps:
+                    measure(i)
+                progress.advance(every)
                 progress.update(task, completed=i + 1,
                                 info=f"acc {row['accuracy']:.2f} valid {row['validity']:.2f} len {row['response_length']:.0f}")
             t0 = time.time()
@@ -281,7 +297,7 @@ def discover_cmd(
     from poise.agents.llm import LLMError
     from poise.discovery.archive import ArchiveError
     from poise.discovery.loop import DiscoverConfig, Loop
-    from poise.evaluation.fidelity import get_fidelity
+    from poise.evaluation.fidelity import estimate_s, get_fidelity, minutes
     from poise.isolation import JailUnavailable
 
     try:
@@ -326,6 +342,12 @@ def discover_cmd(
                                                  "the run's stored settings (name an option to change it)"))
             if loop.cfg.agents.uses_llm:
                 console.print(f"agents: {loop.agents.describe()} · LLM budget {loop.agents.budget.describe()}")
+            base = 0 if loop.archive.entries() and loop.baseline().status == "evaluated" else 1
+            left = base + max(0, loop.cfg.budget - loop.finished()) + (loop.cfg.reeval_top + 1) * len(loop.cfg.reeval_seeds)
+            took = estimate_s(loop.cfg.fidelity, left, loop.threads, loop.cfg.workers)
+            console.print(f"estimate: about {minutes(took)} for "
+                          f"{left} evaluations ({loop.cfg.workers} at a time, measured on 2 idle cores), more with "
+                          f"racing seeds; the top bar shows the time left as candidates finish")
             events.start(loop)
             summary = loop.run()
     except (ArchiveError, ValueError, LLMError, JailUnavailable) as e:

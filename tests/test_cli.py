@@ -31,6 +31,9 @@ def test_train_writes_a_complete_run_folder(tmp_path, smoke_policy):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["algorithm"]["seeds"] == [0, 1] and summary["algorithm"]["overall"]["n"] == 2
     assert "Overall" in r.stdout and "SFT start" in r.stdout and "hard tiers" in r.stdout
+    # a time estimate before the run, refined from the first training steps, and a bar over all seeds
+    assert "estimate: about" in r.stdout and "measured:" in r.stdout and "s a training step here" in r.stdout
+    assert "all seeds" in r.stdout
     assert summary["algorithm"]["hard_pass@1"]["n"] == 2
     overall = {}  # per arm, from metrics.csv: the difference the summary and the verdict line report
     for row in (run / "metrics.csv").read_text().splitlines()[1:]:
@@ -231,6 +234,8 @@ def test_resume_keeps_the_stored_budget_and_says_what_a_named_option_changes(tmp
     r = CliRunner().invoke(app, ["discover", "--resume", "--out", str(out)])
     assert r.exit_code == 130, r.output
     assert "budget 3" in r.output and "resumed with the run's stored settings" in r.output
+    # the baseline, 3 candidates, and GRPO and the top 2 on 3 fresh seeds; at smoke's 20 s (x2 at one thread) each
+    assert "estimate: about 9 min for 13 evaluations" in " ".join(r.output.split())
     r = CliRunner().invoke(app, ["discover", "--resume", "--out", str(out), "--budget", "5", "--workers", "1"])
     assert r.exit_code == 130 and "resumed with changes: budget 3 -> 5" in r.output, r.output
     r = CliRunner().invoke(app, ["discover", "--resume", "--out", str(out), "--fidelity", "standard"])

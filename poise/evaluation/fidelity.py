@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 
 from poise.sandbox.benchmark import EvalConfig
@@ -70,6 +71,27 @@ def get_fidelity(name: str) -> Fidelity:
 # it is stopped: generous, since a busy machine can be several times slower, but finite, so a candidate
 # that stalls training cannot hold a run forever.
 EXPECTED_S = {"smoke": 20.0, "standard": 160.0, "full": 600.0}
+
+
+# Training's share of an evaluation's wall time (the rest is the held-out evaluation): 92.1 s of 161.4 s
+# on `standard` (docs/benchmarks.md §2); the other fidelities are assumed alike.
+RL_SHARE = 0.57
+
+
+def estimate_s(fidelity: str, evaluations: int, threads: int = 2, workers: int = 1, step_s: float | None = None,
+               steps: int | None = None) -> float:
+    """Wall seconds that ``evaluations`` evaluations take, ``workers`` at a time: from a measured training
+    step (``step_s`` seconds, ``steps`` to an evaluation) when there is one, else from EXPECTED_S, which
+    was measured on 2 idle cores (fewer threads per evaluation take longer)."""
+    if step_s is not None and steps:
+        one = step_s * steps / RL_SHARE
+    else:
+        one = EXPECTED_S.get(fidelity, 300.0) * max(1.0, 2 / max(1, threads))
+    return one * math.ceil(evaluations / max(1, workers))
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def default_timeout_s(fidelity: str, threads: int) -> float:

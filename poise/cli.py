@@ -20,7 +20,7 @@ from rich.table import Column, Table
 
 from poise.isolation.text import printable
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="poise: automated discovery of RL algorithms for language models.")
 # Output to a file or a pipe is not cut to 80 columns (rich's default off a terminal): it keeps its full
 # lines, up to PIPE_WIDTH, unless COLUMNS says otherwise. A terminal gets its own width.

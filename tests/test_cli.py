@@ -319,3 +319,9 @@ def test_output_to_a_pipe_is_not_cut_to_80_columns(runs, tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert max(len(ln) for ln in r.stdout.splitlines()) > 80 and "not confirmed" in r.stdout
+
+
+def test_help_shows_no_type_beside_a_flag(tmp_path):
+    r = poise("discover", "--help", cwd=tmp_path)
+    assert r.returncode == 0 and "--resume" in r.stdout and "--help" in r.stdout
+    assert "<bool>" not in r.stdout

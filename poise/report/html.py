@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 import time
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def tree_svg(view: RunView, colours: _Colours) -> str:
     """The genealogy: one node per entry, an edge from each parent; evaluated nodes coloured by score,
     failed ones red, rejected ones grey squares, those in flight hollow. Each links to its section."""
     pos = layout({c.id: c.entry.parent_id for c in view.candidates})
-    dx, dy, pad = 120, 78, 60
+    dx, dy, pad = 120, 96, 60  # room for a label of up to three lines under each node
     width = int(max(x for x, _ in pos.values()) * dx + 2 * pad)
     height = int(max(d for _, d in pos.values()) * dy + 2 * pad)
     xy = {i: (pad + x * dx, pad + d * dy) for i, (x, d) in pos.items()}
@@ -120,8 +121,9 @@ def tree_svg(view: RunView, colours: _Colours) -> str:
             ring = ' stroke-width="3" stroke="#2ca02c"' if c.pareto else ' stroke="#333"'
             dash = ' stroke-dasharray="3,2"' if c.status in IN_FLIGHT else ""
             out.append(f'<circle cx="{x:.0f}" cy="{y:.0f}" r="11" fill="{fill}"{ring}{dash}/>')
-        label = f"#{c.id} {c.name}"
-        out.append(f'<text x="{x:.0f}" y="{y + 26:.0f}" text-anchor="middle">{esc(label[:18])}</text>')
+        lines = _label_lines(f"#{c.id} {c.name}")
+        spans = "".join(f'<tspan x="{x:.0f}" dy="{0 if k == 0 else 12}">{esc(ln)}</tspan>' for k, ln in enumerate(lines))
+        out.append(f'<text x="{x:.0f}" y="{y + 26:.0f}" text-anchor="middle">{spans}</text>')
         if c.score is not None:
             out.append(f'<text x="{x:.0f}" y="{y - 15:.0f}" text-anchor="middle" fill="#555">{c.score:.1f}</text>')
         out.append("</a>")
@@ -289,6 +291,25 @@ def _llm_table(view: RunView) -> str:
             f"<th>tokens in</th><th>tokens out</th><th>cost</th><th>seconds</th></tr>{rows}</table>")
 
 
+def _label_lines(label: str, width: int = 16, most: int = 3) -> list[str]:
+    """A node's label in lines of about ``width`` characters, broken after hyphens (names are acronyms
+    like DACE-VM-LOO-GRPO) or spaces; a label longer than ``most`` lines ends with … (the tooltip has it whole)."""
+    parts = re.findall(r"[^\s-]+-?|\s+", label)
+    lines, cur = [], ""
+    for p in parts:
+        if p.isspace():
+            p = " "
+        if cur and len(cur) + len(p.rstrip()) > width:
+            lines.append(cur.rstrip())
+            cur = p.lstrip()
+        else:
+            cur += p
+    if cur.strip():
+        lines.append(cur.rstrip())
+    lines = [ln if len(ln) <= width + 2 else ln[:width + 1] + "…" for ln in lines]
+    return lines if len(lines) <= most else lines[:most - 1] + [lines[most - 1][:width] + "…"]
+
+
 def render(view: RunView) -> str:
     """The whole report as one HTML string."""
     cfg, b = view.config, view.budget()
@@ -296,7 +317,10 @@ def render(view: RunView) -> str:
     colours = _Colours(scores)
     counts = view.counts()
     front = ", ".join(f"#{c.id} {c.name}" for c in view.pareto_front()) or "–"
-    title = f"poise discovery run · {view.root.name}"
+    title = f"poise discovery run · {view.name or view.root.name}"
+    when = view.period()
+    ran = ("ran " + time.strftime("%Y-%m-%d %H:%M", time.localtime(when[0])) + " to "
+           + time.strftime("%Y-%m-%d %H:%M", time.localtime(when[1]))) if when else "no events logged"
     failures = view.agent_failures()
     fail_html = ""
     if failures:
@@ -314,7 +338,7 @@ def render(view: RunView) -> str:
 fidelity {esc(cfg.get("fidelity", "?"))} · strategy {esc(cfg.get("strategy", "?"))} ·
 trained {b["trained"]}/{b["budget"]} · proposals {b["proposals"]}/{b["max_proposals"]} ·
 {" · ".join(f"{n} {esc(s)}" for s, n in sorted(counts.items()))} · training time {b["train_s"] / 60:.1f} min ·
-made {time.strftime("%Y-%m-%d %H:%M")}</p>
+{ran} · report made {time.strftime("%Y-%m-%d %H:%M")}</p>
 <p class="meta">{esc(view.objective.describe())} · run: <b>{esc(view.state())}</b></p>
 {f'<p class="unjailed"><b>{esc(view.unjailed_note)}</b></p>' if view.unjailed_note else ""}
 <h2>Genealogy</h2>

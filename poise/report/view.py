@@ -70,6 +70,7 @@ class RunView:
     unjailed: dict = field(default_factory=dict)  # archive meta "unjailed": set when code ran without the jail
     writer: int | None = None  # pid of the process writing the archive now (-1: unknown pid), None: none is
     finished: bool = False  # the loop ended and wrote its summary
+    name: str = ""  # the run's name: its folder, or the archive file's own name when it is not archive.db
 
     @property
     def unjailed_note(self) -> str:
@@ -113,6 +114,7 @@ class RunView:
         objective = run_objective(config)
         view = cls.build(path.parent, config, objective, entries, calls, events)
         view.unjailed = unjailed
+        view.name = path.stem if path.name != "archive.db" else path.parent.resolve().name
         view.writer = Archive.writer_pid(path)
         # finished: the loop marked its end after the last thing it logged (a resumed run logs anew); an
         # archive from before that mark is finished when its budget is spent and nothing is in flight
@@ -122,6 +124,11 @@ class RunView:
         view.finished = (float(finished) >= last if finished else
                          b["in_flight"] == 0 and b["trained"] >= b["budget"] > 0)
         return view
+
+    def period(self) -> tuple[float, float] | None:
+        """When the run ran: its first and last archived event (epoch seconds); None for an empty log."""
+        ts = [ev.ts for ev in self.events]
+        return (min(ts), max(ts)) if ts else None
 
     def state(self) -> str:
         """What the run is doing: "running (pid N)", "finished", or "stopped: ..." with the command that

@@ -222,7 +222,9 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
             "validity": float(batch.valid.float().mean()),
             "entropy": float((batch.entropy * m).sum() / ntok),
             "response_length": float(batch.lengths.float().mean()),
-            "kl": float(kl),  # k3 estimate of KL(pi_old || pi_ref) per token (see rollout)
+            # k3 estimate of KL(pi_old || pi_ref) per token (see rollout); k3 >= 0, and float rounding of
+            # exp(d) - d - 1 near d = 0 must not log -6e-10
+            "kl": max(0.0, float(kl)),
             "clip_frac": sum(clip_fracs) / len(clip_fracs) if clip_fracs else 0.0,
             "grad_norm": sum(grad_norms) / len(grad_norms),
             "loss": sum(losses) / len(losses),

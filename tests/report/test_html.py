@@ -66,3 +66,17 @@ def test_the_shipped_eight_candidate_run_renders(tmp_path):
     doc = render(view)
     assert time.time() - t0 < 120  # a hang guard only; the 10 s target is in benchmarks/bench_report.py
     assert doc.count('class="node"') == 9 and doc.count('<img class="curves"') == 9
+
+
+def test_the_title_names_the_run_and_the_date_is_when_it_ran(tmp_path):
+    """An archive file passed directly is named by its file, not by the folder it sits in ("results"), and
+    the date is the run's, not the rendering's; tree labels break at hyphens instead of being cut."""
+    import shutil
+
+    shutil.copy(fake_run.SHIPPED, tmp_path / "discover_concise.db")
+    view = RunView.load(tmp_path / "discover_concise.db")
+    doc = render(view)
+    assert "<title>poise discovery run · discover_concise</title>" in doc
+    first, last = view.period()
+    assert time.strftime("ran %Y-%m-%d", time.localtime(first)) in doc and first < last < time.time() - 86400
+    assert ">#8 DACE-VM-LOO-</tspan>" in doc and ">GRPO</tspan>" in doc and "DACE-VM-LOO-GRP<" not in doc

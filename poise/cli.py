@@ -518,8 +518,8 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
     view = _load_run(run, trajectories=False)
     cfg, b = view.config, view.budget()
     counts = view.counts()
-    console.print(f"[bold]{run}[/] · budget {b['budget'] or '?'} · fidelity {cfg.get('fidelity', '?')} · "
-                  + " · ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    console.print(" · ".join([f"[bold]{escape(str(run))}[/]", f"budget {b['budget'] or '?'}",
+                              f"fidelity {cfg.get('fidelity', '?')}"] + [f"{n} {s}" for s, n in sorted(counts.items())]))
     console.print(view.objective.describe())
     state = view.state()
     console.print(f"run: {escape(state)}", style="bold green" if state.startswith("running") else
@@ -594,7 +594,7 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
                       f"fresh seeds); single-seed search gaps below it are noise")
     spent = (f"budget: trained {b['trained']}/{b['budget']} · proposals {b['proposals']}/{b['max_proposals']}"
              + (f" · {b['in_flight']} in flight" if b["in_flight"] and view.writer is not None else
-                f" · {b['in_flight']} unfinished" if b["in_flight"] else "") + f" · training {b['train_s'] / 60:.1f} min")
+                f" · {b['in_flight']} unfinished" if b["in_flight"] and not view.finished else "") + f" · training {b['train_s'] / 60:.1f} min")
     if b["llm"]:
         u = b["llm"]
         spent += f" · LLM {u['tokens_in'] + u['tokens_out']:,} tokens"

@@ -180,7 +180,7 @@ def train_cmd(
                 progress.console.print(f"measured: {step_s:.2f} s a training step here, so about {minutes(left)} "
                                        f"left in all")
         for s in seed_list:
-            task = progress.add_task(f"{label} seed {s}", total=fid.rl.steps, info="")
+            task = progress.add_task(escape(f"{label} seed {s}"), total=fid.rl.steps, info="")
 
             def on_step(i, row, task=task, s=s):
                 if s == seed_list[0] and len(first) < fid.rl.steps:
@@ -217,7 +217,7 @@ def train_cmd(
     plot_curves({label: [r.trajectory for r in results]}, run / "curves.png")
     _print_table(label, summary, len(results))
     for what, name in (("curves", "curves.png"), ("metrics", "metrics.csv"), ("summary", "summary.json")):
-        console.print(f"{what}: {run / name}", soft_wrap=True, highlight=False)
+        console.print(f"{what}: {escape(str(run / name))}", soft_wrap=True, highlight=False)
     if failures:
         raise typer.Exit(1)
 
@@ -317,7 +317,7 @@ def discover_cmd(
     elif resume and not (out / "archive.db").exists():
         _fail(f"--resume: {out} holds no archive.db; start a new run without --resume")
     agents = _agents_config(llm, role, llm_budget_tokens, llm_budget_usd, llm_price, llm_timeout, llm_max_tokens,
-                            llm_key_env)
+                            llm_key_env, resume)
     effects = {}
     for item in min_effect:
         k, sep, v = item.partition("=")
@@ -333,6 +333,12 @@ def discover_cmd(
         with _progress() as progress:
             events = _DiscoverEvents(progress, fid.rl.steps)
             loop = Loop(out, cfg, events, resume=resume, given=_given_settings(ctx))
+            events.steps = get_fidelity(loop.cfg.fidelity).rl.steps  # a resumed run keeps its stored fidelity
+            concise = loop.objective.weights().get("length", 0) > 0
+            for k in set(loop.cfg.min_effect) - {"length" if concise else "overall"}:
+                console.print(f"note: --min-effect {k} does not apply here (the verdict of "
+                              f"{'a concise' if concise else 'an accuracy'} objective reads "
+                              f"{'length' if concise else 'Overall'})", style="yellow")
             loop.confirm_ids = list(confirm)
             console.print(f"[bold]poise discover[/] → {escape(str(out))}", soft_wrap=True)
             console.print(f"budget {loop.cfg.budget} · {loop.cfg.workers} worker(s) × {loop.threads} thread(s) · "
@@ -376,7 +382,7 @@ def _given_settings(ctx: typer.Context) -> frozenset[str]:
     return frozenset(f for p, f in _DISCOVER_FIELDS.items() if sources[p] is not None and sources[p].name != "DEFAULT")
 
 
-def _agents_config(llm, roles, budget_tokens, budget_usd, price, timeout, max_tokens, key_env):
+def _agents_config(llm, roles, budget_tokens, budget_usd, price, timeout, max_tokens, key_env, resume=False):
     from poise.agents.roles import AgentsConfig
 
     parsed = {}
@@ -394,6 +400,8 @@ def _agents_config(llm, roles, budget_tokens, budget_usd, price, timeout, max_to
             _fail(f"--llm-price {price!r}: expected IN,OUT in $ per million tokens, e.g. --llm-price 0.4,1.6")
     cfg = AgentsConfig(llm=llm.strip(), roles=parsed, budget_tokens=budget_tokens, budget_usd=budget_usd, price=p,
                        timeout_s=timeout, max_tokens=max_tokens, key_env=key_env)
+    if resume:  # only the named options are given; the loop checks them merged with the stored agents
+        return cfg
     try:
         cfg.validate()
     except ValueError as e:
@@ -474,10 +482,10 @@ def _print_discovery(summary) -> None:
     if summary.llm:
         _print_llm_usage(summary.llm)
     # paths and commands are printed whole (soft wrap): a terminal may fold them, but never mid-word by poise
-    console.print(f"archive: {summary.root}/archive.db", soft_wrap=True, highlight=False)
-    console.print(f"summary: {summary.root}/summary.json", soft_wrap=True, highlight=False)
-    console.print(f"look at it: poise status {summary.root} · poise report {summary.root}", soft_wrap=True,
-                  highlight=False)
+    root = escape(str(summary.root))
+    console.print(f"archive: {root}/archive.db", soft_wrap=True, highlight=False)
+    console.print(f"summary: {root}/summary.json", soft_wrap=True, highlight=False)
+    console.print(f"look at it: poise status {root} · poise report {root}", soft_wrap=True, highlight=False)
 
 
 def _print_llm_usage(usage: dict) -> None:

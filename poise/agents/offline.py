@@ -243,20 +243,26 @@ OPERATORS: tuple[Operator, ...] = (
 OPERATOR_BY_NAME = {op.name: op for op in OPERATORS}
 
 
-def already_has(proposal: dict | None, suggestion: str) -> bool:
-    """Whether a candidate written by this proposer already has the mechanism ``suggestion`` asks for:
-    no operator that answers it can still change its design (AV-GRPO already normalises by the analytic
-    variance). False for a free-form candidate, whose mechanisms are not known."""
-    d = design_of(proposal)
-    ops = [op for op in OPERATORS if suggestion in op.answers]
-    return d is not None and bool(ops) and not any(op.applies(d) for op in ops)
-
-# The fields of a design a crossover may carry over from a reference, with the operator that stands for it.
-_MECHANISM_FIELDS = {
-    "scale": "analytic_variance", "validity": "validity_masking", "all_fail": "push_invalid_in_failed_groups",
-    "length": "correctness_gated_length", "clip_high": "clip_higher", "loss_agg": "sequence_mean_loss",
-    "entropy_coef": "entropy_bonus", "baseline": "leave_one_out",
+# What a design that already has the mechanism a reflection suggests looks like. A suggestion with no
+# entry here (a KL anchor, a smaller step, overlong shaping) is never taken as present.
+_HAS = {
+    "analytic_variance": lambda d: d.scale in ("bernoulli", "bernoulli_smoothed"),
+    "validity_masking": lambda d: d.validity == "mask",
+    "handle_degenerate_groups": lambda d: d.all_fail != "zero",
+    "length_shaping": lambda d: d.length != "none",
+    "correctness_gate_length": lambda d: d.length == "correct_gated",
+    "clip_higher": lambda d: d.clip_high > 0.2,
+    "entropy_bonus": lambda d: d.entropy_coef > 0,
+    "sequence_level_agg": lambda d: d.loss_agg != "token-mean",
 }
+
+
+def already_has(proposal: dict | None, suggestion: str) -> bool:
+    """Whether a candidate written by this proposer already has the mechanism ``suggestion`` asks for
+    (AV-GRPO already normalises by the analytic variance). False for a free-form candidate, whose
+    mechanisms are not known, and for a suggestion no design field expresses."""
+    d = design_of(proposal)
+    return d is not None and suggestion in _HAS and _HAS[suggestion](d)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -389,7 +389,9 @@ class Archive:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else -1
+            return int(text) if text.isascii() and text.isdigit() else -1
+        except OSError:  # a filesystem without flock: nobody can be known to hold it
+            return None
         else:
             fcntl.flock(fd, fcntl.LOCK_UN)
             return None
@@ -401,7 +403,15 @@ class Archive:
         self._created_lock = not lock_path.exists()
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # a reader asking who writes (writer_pid) holds a shared lock for an instant: wait that out
+            for _ in range(10):
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    time.sleep(0.05)
+            else:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)

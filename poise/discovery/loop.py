@@ -152,6 +152,11 @@ class Loop:
         try:
             cfg = self._settings(cfg, resume, given)
             objective = run_objective(cfg.to_dict())  # a bad directive or minimum effect stops here, unrecorded
+            # so do agents that cannot work together, a missing API key, or a jail that cannot start: all are
+            # checked before anything of this invocation is written to the archive
+            agents = Agents(cfg.agents, ledger=self.archive, on_retry=self.events.message)
+            # an LLM implementer writes code poise did not: it runs only in the jail (or, explicitly, unsafely)
+            isolation = choose_isolation(agents.llms["implementer"] is None, cfg.unsafe_no_jail)
             sandbox = sandbox_fingerprint(cfg.fidelity)
             stored = self.archive.get_meta("sandbox")
             if stored is not None and stored != sandbox:
@@ -179,13 +184,7 @@ class Loop:
         self.verify_limits = dataclasses.replace(VERIFY_LIMITS, timeout_s=cfg.verify_timeout_s)
         self.round = len(self.archive.events(kind="select"))
         self.confirm_ids: list[int] = []  # entries to re-evaluate beside the top ones (poise discover --confirm)
-        try:
-            self.agents = Agents(cfg.agents, ledger=self.archive, on_retry=self.events.message)
-            # an LLM implementer writes code poise did not: it runs only in the jail (or, explicitly, unsafely)
-            self.isolation = choose_isolation(self.agents.llms["implementer"] is None, cfg.unsafe_no_jail)
-        except BaseException:
-            self.archive.close()
-            raise
+        self.agents, self.isolation = agents, isolation
         if not self.isolation.jailed:  # kept for good: a run that once ran without the jail says so in every view
             self.events.message(self.isolation.warning)
             self.archive.set_meta("unjailed", json.dumps({"unsafe_no_jail": cfg.unsafe_no_jail,
@@ -223,9 +222,16 @@ class Loop:
                                    f"fresh seeds; it can extend them (a larger number), not drop any")
             if k == "reeval_seeds" and tuple(now[:len(was)]) != tuple(was):
                 raise ArchiveError(f"the fresh seeds {list(now)} do not extend the stored {list(was)}")
+            if k == "budget" and now < self.finished():
+                raise ArchiveError(f"--budget {now}: the run being resumed has already trained {self.finished()} "
+                                   f"candidates; give at least that many")
             if k not in _CHANGEABLE:
                 raise ArchiveError(f"{flag} differs from the run being resumed ({now!r} vs {was!r}); a resumed run "
                                    f"keeps its settings, start a new run (another --out) to change it")
+            if k == "min_effect":  # a named metric changes, the others stay as stored
+                now = {**was, **now}
+                if now == was:
+                    continue
             new = dataclasses.replace(new, **{k: now})
             self.changes.append(f"{k.replace('_', ' ')} {_show(was, k)} -> {_show(now, k)}")
         return new

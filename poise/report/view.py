@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import shlex
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +140,7 @@ class RunView:
             return "finished"
         n = self.budget()["in_flight"]
         lost = f" ({n} unfinished candidate(s) continue then)" if n else ""
-        return f"stopped: resume with `poise discover --resume --out {self.root}`{lost}"
+        return f"stopped: resume with `poise discover --resume --out {shlex.quote(str(self.root))}`{lost}"
 
     @classmethod
     def build(cls, root: Path, config: dict, objective: Objective, entries: list[Entry], calls: list[dict],
@@ -232,7 +233,9 @@ class RunView:
     def budget(self) -> dict:
         """Candidates trained against the budget, proposals against their cap, and the cost so far."""
         n = self.counts()
-        trained = n.get("evaluated", 0) + n.get("failed", 0) + n.get("evaluating", 0)
+        # a candidate training now counts against the budget; one a stopped run left mid-training is trained
+        # again on resume, so it does not count yet
+        trained = n.get("evaluated", 0) + n.get("failed", 0) + (n.get("evaluating", 0) if self.writer is not None else 0)
         budget = int(self.config.get("budget", 0) or 0)
         train_s = sum(v.wall_s for c in self.candidates for v in c.entry.evaluations)
         agents = self.config.get("agents") or {}

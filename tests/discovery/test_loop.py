@@ -244,3 +244,38 @@ def test_racing_gives_the_leader_and_a_repeat_parent_more_seeds_before_selection
     picks = [ev.entry_id for ev in selects]
     for i in {p for p in picks if picks.count(p) >= 2}:
         assert len(a.get(i).search_evaluations("smoke")) >= 2
+
+
+def test_a_resume_that_fails_its_checks_writes_nothing(tmp_path, monkeypatch):
+    """Agents that cannot start (here: no API key), a budget below what was already trained, or a bad
+    minimum effect are refused before the archive records anything of that invocation."""
+    from poise.agents.roles import AgentsConfig
+    from poise.algorithms import builtin_source
+
+    loop = Loop(tmp_path, _cfg(budget=3, min_effect={"length": 3.0}))
+    a = loop.archive
+    base = a.add_entry("GRPO", builtin_source("grpo"), {"name": "GRPO"}, [], 0)
+    for name in ("A", "B"):
+        i = a.add_entry(name, builtin_source("grpo"), {"name": name}, [base], 1)
+        for st in ("verified", "evaluating", "failed"):
+            a.set_status(i, st, "NaN" if st == "failed" else "")
+    loop.close()
+
+    def snapshot():
+        r = Archive(tmp_path / "archive.db", readonly=True)
+        try:
+            return r.get_meta("config"), [ev.kind for ev in r.events()]
+        finally:
+            r.close()
+    before = snapshot()
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    bad = [(dict(agents=AgentsConfig(llm="openai:gpt-x")), {"agents.llm"}, "OPENAI_API_KEY"),
+           (dict(budget=1), {"budget"}, "already trained 2"),
+           (dict(min_effect={"speed": 1.0}), {"min_effect"}, "--min-effect")]
+    for kw, given, words in bad:
+        with pytest.raises(Exception, match=words):
+            Loop(tmp_path, _cfg(**kw), resume=True, given=frozenset(given))
+        assert snapshot() == before
+    loop = Loop(tmp_path, _cfg(min_effect={"overall": 2.0}), resume=True, given=frozenset({"min_effect"}))
+    assert loop.cfg.min_effect == {"length": 3.0, "overall": 2.0}  # a named metric changes, the other stays
+    loop.close()

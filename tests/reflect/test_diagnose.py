@@ -260,3 +260,16 @@ def test_the_noise_band_quoted_says_where_it_comes_from():
     three = reflect(PROPOSAL, [run(), run(), run()], [metrics(91.0), metrics(91.5), metrics(92.0)],
                     {"name": "GRPO", "trajectory": [run(), run()], "metrics": [metrics(90.0), metrics(90.4)]})
     assert "95% half-width over 3 and 2 search seeds" in three.summary
+
+
+def test_already_has_reads_the_design_not_the_operators_left():
+    import dataclasses
+
+    from poise.agents import offline
+
+    def has(s, **kw):
+        return offline.already_has({"design": dataclasses.asdict(dataclasses.replace(offline.GRPO, **kw))}, s)
+    assert not has("kl_anchor") and not has("kl_anchor", scale="bernoulli")  # no design field holds a KL anchor
+    assert not has("correctness_gate_length", length="correct") and has("correctness_gate_length", length="correct_gated")
+    assert not has("handle_degenerate_groups", validity="mask") and has("handle_degenerate_groups", all_fail="push_invalid")
+    assert not offline.already_has({"name": "free-form"}, "analytic_variance")

@@ -265,6 +265,14 @@ def already_has(proposal: dict | None, suggestion: str) -> bool:
     return d is not None and suggestion in _HAS and _HAS[suggestion](d)
 
 
+# The fields of a design a crossover may carry over from a reference, with the operator that stands for it.
+_MECHANISM_FIELDS = {
+    "scale": "analytic_variance", "validity": "validity_masking", "all_fail": "push_invalid_in_failed_groups",
+    "length": "correctness_gated_length", "clip_high": "clip_higher", "loss_agg": "sequence_mean_loss",
+    "entropy_coef": "entropy_bonus", "baseline": "leave_one_out",
+}
+
+
 # ---------------------------------------------------------------------------------------------------
 # Proposals
 

@@ -334,11 +334,10 @@ def discover_cmd(
             events = _DiscoverEvents(progress, fid.rl.steps)
             loop = Loop(out, cfg, events, resume=resume, given=_given_settings(ctx))
             events.steps = get_fidelity(loop.cfg.fidelity).rl.steps  # a resumed run keeps its stored fidelity
-            concise = loop.objective.weights().get("length", 0) > 0
-            for k in set(loop.cfg.min_effect) - {"length" if concise else "overall"}:
-                console.print(f"note: --min-effect {k} does not apply here (the verdict of "
-                              f"{'a concise' if concise else 'an accuracy'} objective reads "
-                              f"{'length' if concise else 'Overall'})", style="yellow")
+            reads = loop.objective.verdict_metric
+            for k in set(loop.cfg.min_effect) - {reads}:
+                console.print(f"note: --min-effect {k} does not apply here (this objective's verdict reads {reads})",
+                              style="yellow")
             loop.confirm_ids = list(confirm)
             console.print(f"[bold]poise discover[/] → {escape(str(out))}", soft_wrap=True)
             console.print(f"budget {loop.cfg.budget} · {loop.cfg.workers} worker(s) × {loop.threads} thread(s) · "
@@ -460,9 +459,10 @@ def _print_discovery(summary) -> None:
         narrow = console.width < 120
         t = Table(title=f"re-evaluation on fresh seeds and the confirmation held-out set (mean ± 95% CI, "
                         f"{b['seeds']} seeds)", box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD)
-        cols = ["candidate", "Overall"] + ([] if narrow else ["hard pass@1", "length"]) + ["Δ Overall", "Δ length",
-                                                                                          "verdict"]
-        for c in cols:
+        names = ["candidate", "Overall", "hard pass@1", "length", "Δ Overall", "Δ length", "verdict"]
+        keep = [i for i, c in enumerate(names) if not (narrow and c in ("hard pass@1", "length"))]
+        for i in keep:
+            c = names[i]
             t.add_column(c, overflow="fold" if c == "candidate" else "ellipsis",
                          no_wrap=c != "candidate", min_width=13 if c == "verdict" else None)
         f = lambda d: f"{d['mean']:.1f} ± {(d['hi'] - d['lo']) / 2:.1f}"
@@ -472,13 +472,10 @@ def _print_discovery(summary) -> None:
         for d in summary.confirmed:
             rows.append([f"#{d.entry_id} {d.name}", f(d.overall), f(d.hard_pass1), f(d.length), g(d.d_overall),
                          g(d.d_length), ("[green]" if d.verdict == "discovery" else "[yellow]") + d.verdict + "[/]"])
-        keep = [i for i, c in enumerate(["candidate", "Overall", "hard pass@1", "length", "Δ Overall", "Δ length",
-                                         "verdict"]) if c in cols]
         for r in rows:
             t.add_row(*(r[i] for i in keep))
         console.print(t)
-        if summary.confirmed[0].needs:
-            console.print(f"a discovery needs, over the whole 95% interval: {summary.confirmed[0].needs}", highlight=False)
+        _print_rule(summary.confirmed[0].needs)
     if summary.llm:
         _print_llm_usage(summary.llm)
     # paths and commands are printed whole (soft wrap): a terminal may fold them, but never mid-word by poise
@@ -486,6 +483,11 @@ def _print_discovery(summary) -> None:
     console.print(f"archive: {root}/archive.db", soft_wrap=True, highlight=False)
     console.print(f"summary: {root}/summary.json", soft_wrap=True, highlight=False)
     console.print(f"look at it: poise status {root} · poise report {root}", soft_wrap=True, highlight=False)
+
+
+def _print_rule(needs: str) -> None:
+    if needs:
+        console.print(f"a discovery needs, over the whole 95% interval: {needs}", highlight=False)
 
 
 def _print_llm_usage(usage: dict) -> None:
@@ -587,9 +589,7 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
             seed_notes.append(f"#{c.id} {row['seeds']}")
         t.add_row(*(row[k] for k in cols))
     console.print(t)
-    needs = next((c.confirmation.needs for c in view.candidates if c.confirmation and c.confirmation.needs), "")
-    if needs:
-        console.print(f"a discovery needs, over the whole 95% interval: {needs}", highlight=False)
+    _print_rule(view.discovery_rule())
     if seed_notes:
         console.print("search seeds behind Overall: 1 each, except " + ", ".join(seed_notes), highlight=False)
     for line in notes:

@@ -70,7 +70,8 @@ def summarize(results: list[EvalResult]) -> dict:
 
 def _row_values(r: EvalResult) -> dict[str, float]:
     vals = {t.name: r.metrics["tiers"][t.name]["score"] for t in TIERS}
-    vals.update({k: r.metrics[k] for k in ("overall", "length", "validity")}, **{"hard_pass@1": hard_pass1(r.metrics)})
+    vals.update({k: r.metrics[k] for k in ("overall", "length", "validity")})
+    vals["hard_pass@1"] = hard_pass1(r.metrics)
     return vals
 
 

@@ -404,14 +404,14 @@ class Archive:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             # a reader asking who writes (writer_pid) holds a shared lock for an instant: wait that out
-            for _ in range(10):
+            for attempt in range(10):
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    if attempt == 9:
+                        raise
                     time.sleep(0.05)
-            else:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)

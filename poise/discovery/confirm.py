@@ -78,7 +78,7 @@ def confirm(entry_id: int, name: str, ms: list[dict], base: list[dict], objectiv
     ln, bln = [m["length"] for m in ms], [m["length"] for m in base]
     d_ov, d_ln = diff_ci(ov, bl), diff_ci(ln, bln)
     tol = mean_ci(bl).half_width
-    if objective.weights().get("length", 0) > 0:
+    if objective.verdict_metric == "length":
         pct = objective.effect("length")
         cut = pct / 100 * mean_ci(bln).mean  # the minimum effect, in tokens of the baseline's length
         ok = d_ln.hi < -cut and d_ov.mean >= -tol

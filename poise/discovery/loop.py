@@ -105,6 +105,8 @@ def _show(value, key: str) -> str:
         who = value.llm or ", ".join(f"{r}={m}" for r, m in value.roles.items()) or "offline"
         return f"({who}, LLM budget {value.budget_tokens or 'none'} tokens / ${value.budget_usd or 'none'})"
     return "default" if value is None else str(value)
+
+
 MAX_PROPOSER_FAILURES = 3  # an LLM proposer failing this many rounds in a row is not going to recover
 
 
@@ -222,8 +224,8 @@ class Loop:
                                    f"fresh seeds; it can extend them (a larger number), not drop any")
             if k == "reeval_seeds" and tuple(now[:len(was)]) != tuple(was):
                 raise ArchiveError(f"the fresh seeds {list(now)} do not extend the stored {list(was)}")
-            if k == "budget" and now < self.finished():
-                raise ArchiveError(f"--budget {now}: the run being resumed has already trained {self.finished()} "
+            if k == "budget" and now < (done := self.finished()):
+                raise ArchiveError(f"--budget {now}: the run being resumed has already trained {done} "
                                    f"candidates; give at least that many")
             if k not in _CHANGEABLE:
                 raise ArchiveError(f"{flag} differs from the run being resumed ({now!r} vs {was!r}); a resumed run "
@@ -281,7 +283,8 @@ class Loop:
 
     def _trained(self) -> int:
         """Candidates that count against the budget: trained, failed in training, or training now."""
-        return self.finished() + self.counts().get("evaluating", 0)
+        c = self.counts()
+        return c.get("evaluated", 0) + c.get("failed", 0) + c.get("evaluating", 0)
 
     def finished(self) -> int:
         """Candidates whose training has ended (a resumed run trains the in-flight ones again)."""

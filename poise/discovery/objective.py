@@ -170,6 +170,11 @@ class Objective:
                                  f"e.g. --min-effect overall=1 --min-effect length=5 (length in % of GRPO's)")
         object.__setattr__(self, "min_effect", tuple(sorted(effect.items())))
 
+    @property
+    def verdict_metric(self) -> str:
+        """What a confirmation verdict reads: length for an objective that weighs it, else Overall."""
+        return "length" if self.weights().get("length", 0) > 0 else "overall"
+
     def effect(self, name: str) -> float:
         """The smallest change of ``name`` that counts as a discovery (points; length: % of the baseline)."""
         return dict(self.min_effect)[name]

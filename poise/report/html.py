@@ -170,7 +170,7 @@ def _leaderboard(view: RunView) -> str:
                "difference from GRPO with a Welch 95% interval (length in tokens). The search set's Δ length is in % of "
                "GRPO's. "
                "A green bar marks the Pareto front of the objective.")
-    needs = next((c.confirmation.needs for c in view.candidates if c.confirmation and c.confirmation.needs), "")
+    needs = view.discovery_rule()
     if needs:
         note += f" A discovery needs, over the whole 95% interval: {needs}."
     head = ("<tr><th>rank</th><th class=l>candidate</th><th>parent</th><th>gen</th><th>objective</th>"

@@ -126,6 +126,11 @@ class RunView:
                          b["in_flight"] == 0 and b["trained"] >= b["budget"] > 0)
         return view
 
+    def discovery_rule(self) -> str:
+        """What a discovery needs in this run (the minimum effect its interval must clear); "" before any
+        candidate was confirmed."""
+        return next((c.confirmation.needs for c in self.candidates if c.confirmation and c.confirmation.needs), "")
+
     def period(self) -> tuple[float, float] | None:
         """When the run ran: its first and last archived event (epoch seconds); None for an empty log."""
         ts = [ev.ts for ev in self.events]

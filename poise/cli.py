@@ -602,7 +602,7 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
                       f"fresh seeds); single-seed search gaps below it are noise")
     spent = (f"budget: trained {b['trained']}/{b['budget']} · proposals {b['proposals']}/{b['max_proposals']}"
              + (f" · {b['in_flight']} in flight" if b["in_flight"] and view.writer is not None else
-                f" · {b['in_flight']} unfinished" if b["in_flight"] and not view.finished else "") + f" · training {b['train_s'] / 60:.1f} min")
+                f" · {b['unfinished']} unfinished" if b["unfinished"] and not view.finished else "") + f" · training {b['train_s'] / 60:.1f} min")
     if b["llm"]:
         u = b["llm"]
         spent += f" · LLM {u['tokens_in'] + u['tokens_out']:,} tokens"

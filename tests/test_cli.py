@@ -133,7 +133,8 @@ def test_status_shows_candidates_front_confirmation_and_budget(runs, tmp_path):
     assert "run: finished" in r.stdout  # an archive from before the end mark: its budget is spent, nothing in flight
     r = _wide("status", str(runs["fake"]), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    for text in ("rejected", "failed", "proposed", "1 unfinished", "advantages are NaN", "1 agent step(s) failed",
+    for text in ("rejected", "failed", "proposed", "confirmation on fresh seeds continues", "advantages are NaN",
+                 "1 agent step(s) failed",
                  "run: stopped: resume with `poise discover --resume --out"):
         assert text in r.stdout, text
     narrow = subprocess.run([sys.executable, "-m", "poise.cli", "status", str(runs["shipped"])], cwd=tmp_path,

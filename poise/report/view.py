@@ -143,9 +143,10 @@ class RunView:
             return "running" + (f" (pid {self.writer})" if self.writer > 0 else "")
         if self.finished:
             return "finished"
-        n = self.budget()["in_flight"]
-        lost = f" ({n} unfinished candidate(s) continue then)" if n else ""
-        return f"stopped: resume with `poise discover --resume --out {shlex.quote(str(self.root))}`{lost}"
+        n = self.budget()["unfinished"]
+        # with nothing left to train, what a stopped run lacks is its end: the confirmation on fresh seeds
+        then = f" ({n} unfinished candidate(s) continue then)" if n else " (its confirmation on fresh seeds continues then)"
+        return f"stopped: resume with `poise discover --resume --out {shlex.quote(str(self.root))}`{then}"
 
     @classmethod
     def build(cls, root: Path, config: dict, objective: Objective, entries: list[Entry], calls: list[dict],
@@ -244,8 +245,14 @@ class RunView:
         budget = int(self.config.get("budget", 0) or 0)
         train_s = sum(v.wall_s for c in self.candidates for v in c.entry.evaluations)
         agents = self.config.get("agents") or {}
+        # what a resume goes on with, by the loop's rule: a candidate that was training always; proposed and
+        # verified ones only while the budget has room
+        training = n.get("evaluating", 0)
+        waiting = n.get("proposed", 0) + n.get("verified", 0)
+        room = max(0, budget - n.get("evaluated", 0) - n.get("failed", 0) - training)
         return {"budget": budget, "trained": trained, "proposals": len(self.candidates) - 1,
                 "max_proposals": 3 * budget, "in_flight": sum(n.get(s, 0) for s in IN_FLIGHT),
+                "unfinished": training + min(waiting, room),
                 "train_s": train_s, "llm": self.llm_usage().get("total"),
                 "llm_budget_tokens": agents.get("budget_tokens"), "llm_budget_usd": agents.get("budget_usd")}
 

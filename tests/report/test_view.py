@@ -161,3 +161,23 @@ def test_the_run_state_tells_a_running_a_stopped_and_a_finished_run_apart(tmp_pa
     a.log("resume_settings", None, changes=["budget 4 -> 6"])
     a.close()
     assert RunView.load(root).state().startswith("stopped")
+
+
+def test_a_stopped_run_says_what_its_resume_continues(tmp_path):
+    """A proposal left when the budget is spent is never trained, so a stopped run then lacks only its
+    confirmation; with room in the budget, it and any candidate that was training continue."""
+    root = fake_run.build(tmp_path / "run")  # budget 4 spent, LATER-GRPO still proposed
+    view = RunView.load(root)
+    assert (view.budget()["in_flight"], view.budget()["unfinished"]) == (1, 0)
+    assert view.state().endswith("(its confirmation on fresh seeds continues then)")
+    a = Archive(root / "archive.db")
+    cfg = json.loads(a.get_meta("config"))
+    a.set_meta("config", json.dumps({**cfg, "budget": 6}))
+    later = max(e.id for e in a.entries())
+    a.set_status(later, "verified")
+    a.set_status(later, "evaluating")
+    a.add_entry("ANOTHER-GRPO", "", {"name": "ANOTHER-GRPO", "mechanism": "m"}, [later], 3)
+    a.close()
+    view = RunView.load(root)  # 1 training (always resumed) + 1 proposed, room for 1 after it
+    assert view.budget()["unfinished"] == 2
+    assert view.state().endswith("(2 unfinished candidate(s) continue then)")

@@ -143,9 +143,12 @@ class RunView:
             return "running" + (f" (pid {self.writer})" if self.writer > 0 else "")
         if self.finished:
             return "finished"
-        n = self.budget()["unfinished"]
+        b = self.budget()
+        n, more = b["unfinished"], b["budget"] - b["trained"] - b["unfinished"]
         # with nothing left to train, what a stopped run lacks is its end: the confirmation on fresh seeds
-        then = f" ({n} unfinished candidate(s) continue then)" if n else " (its confirmation on fresh seeds continues then)"
+        then = (f" ({n} unfinished candidate(s) continue then)" if n else
+                f" (the search continues then: {more} more candidate(s) to propose and train)" if more > 0 else
+                " (its confirmation on fresh seeds continues then)")
         return f"stopped: resume with `poise discover --resume --out {shlex.quote(str(self.root))}`{then}"
 
     @classmethod

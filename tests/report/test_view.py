@@ -173,11 +173,22 @@ def test_a_stopped_run_says_what_its_resume_continues(tmp_path):
     a = Archive(root / "archive.db")
     cfg = json.loads(a.get_meta("config"))
     a.set_meta("config", json.dumps({**cfg, "budget": 6}))
+    a.close()
+    # room for 2 more: the proposal left continues, and the search goes on after it
+    assert RunView.load(root).state().endswith("(1 unfinished candidate(s) continue then)")
+    a = Archive(root / "archive.db")
+    a.set_meta("config", json.dumps({**cfg, "budget": 4 + 3}))
     later = max(e.id for e in a.entries())
-    a.set_status(later, "verified")
-    a.set_status(later, "evaluating")
+    a.set_status(later, "rejected", "not verified")
+    a.close()
+    assert RunView.load(root).state().endswith("(the search continues then: 3 more candidate(s) to propose and train)")
+    a = Archive(root / "archive.db")
+    a.set_meta("config", json.dumps({**cfg, "budget": 6}))
+    a.add_entry("TRAINING-GRPO", "", {"name": "TRAINING-GRPO", "mechanism": "m"}, [later], 3)
+    a.set_status(later + 1, "verified")
+    a.set_status(later + 1, "evaluating")
     a.add_entry("ANOTHER-GRPO", "", {"name": "ANOTHER-GRPO", "mechanism": "m"}, [later], 3)
     a.close()
-    view = RunView.load(root)  # 1 training (always resumed) + 1 proposed, room for 1 after it
+    view = RunView.load(root)  # 1 training (always resumed) + 1 proposed, room for 2 in all
     assert view.budget()["unfinished"] == 2
     assert view.state().endswith("(2 unfinished candidate(s) continue then)")

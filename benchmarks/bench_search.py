@@ -10,10 +10,10 @@ not selected: trained on ``--confirm-seeds`` fresh seeds and evaluated on the co
 set. The table reports that confirmed Overall against trainings spent, so racing pays for its extra
 seeds, and beside it the pick's search score, whose excess over the confirmed one is selection luck.
 
-Evaluations are cached by *design* (the offline proposer's mechanism description, which fixes the
-code's behaviour), training seed, held-out split and the sandbox's fingerprint: the same design trained
-with the same seed gives the same numbers (the sandbox is deterministic on the CPU), so runs that reach
-the same design share one training, and a retuned sandbox never reuses an old number. Both the cache and
+Evaluations are cached by the candidate's code (its hash), training seed, held-out split and the
+sandbox's fingerprint: the same code trained with the same seed gives the same numbers (the sandbox is
+deterministic on the CPU), and the offline implementer writes one design's code the same way every
+time, so runs that reach the same design share one training, and a retuned sandbox never reuses an old number. Both the cache and
 the finished runs are written as they complete, so an interrupted benchmark resumes where it stopped.
 
     python benchmarks/bench_search.py --budget 12 --seeds 3 --race 1,3 --workers 2
@@ -23,6 +23,7 @@ Results: benchmarks/results/search_efficiency.{json,md}; the cache: benchmarks/r
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import json
 import shutil
 import sys
@@ -34,12 +35,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from poise.agents import offline  # noqa: E402
 from poise.algorithms import builtin_source  # noqa: E402
 from poise.backends.tiny import EvalResult  # noqa: E402
 from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation  # noqa: E402
-from poise.discovery.archive import Archive  # noqa: E402
+from poise.discovery.archive import Archive, code_hash  # noqa: E402
 from poise.discovery.loop import DiscoverConfig, Loop  # noqa: E402
+from poise.executors import EvalJob  # noqa: E402
+from poise.executors.local import LocalExecutor  # noqa: E402
 from poise.evaluation.fidelity import sandbox_fingerprint  # noqa: E402
 from poise.evaluation.metrics import mean_ci  # noqa: E402
 
@@ -49,37 +51,41 @@ CONFIRM_SEEDS = (1001, 1002, 1003, 1004, 1005)
 _lock = threading.Lock()
 
 
-def design_key(proposal: dict | None) -> str:
-    return (offline.design_of(proposal) or offline.GRPO).key()
+def code_key(code: str | None) -> str:
+    return code_hash(code or builtin_source("grpo"))
 
 
-def cache_key(design: str, seed: int, fidelity: str, split: str) -> str:
-    return f"{sandbox_fingerprint(fidelity)}/{fidelity}/{split}/{seed}/{design}"
+def cache_key(code: str, seed: int, fidelity: str, split: str) -> str:
+    return f"{sandbox_fingerprint(fidelity)}/{fidelity}/{split}/{seed}/{code}"
 
 
 def _store(key: str, res: EvalResult) -> None:
     with _lock:
-        CachedLoop.cache[key] = res.to_dict()
+        CachedExecutor.cache[key] = res.to_dict()
         tmp = CACHE.with_suffix(".tmp")
-        tmp.write_text(json.dumps(CachedLoop.cache))
+        tmp.write_text(json.dumps(CachedExecutor.cache))
         tmp.replace(CACHE)
 
 
-class CachedLoop(Loop):
-    """The discovery loop with a shared evaluation cache in front of the sandboxed workers."""
+class CachedExecutor(LocalExecutor):
+    """The local executor with a shared evaluation cache in front of the sandboxed workers."""
 
     cache: dict = {}
 
-    def _evaluate(self, e, seed, purpose):
-        split = "confirm" if purpose == "reeval" else "search"
-        k = cache_key(design_key(e.proposal), seed, self.cfg.fidelity, split)
+    def __init__(self, workers: int, fidelity: str):
+        super().__init__(workers)
+        self.fidelity = fidelity
+
+    def submit(self, job: EvalJob, on_step=None) -> cf.Future:
+        k = cache_key(code_key(job.spec.source), job.seed, self.fidelity, job.split)
         hit = self.cache.get(k)
         if hit is not None:
-            return e, seed, purpose, EvalResult(**hit)
-        e, seed, purpose, res = super()._evaluate(e, seed, purpose)
-        if isinstance(res, EvalResult):
-            _store(k, res)
-        return e, seed, purpose, res
+            done: cf.Future = cf.Future()
+            done.set_result(EvalResult(**hit))
+            return done
+        fut = super().submit(job, on_step)
+        fut.add_done_callback(lambda f: _store(k, f.result()) if isinstance(f.result(), EvalResult) else None)
+        return fut
 
 
 def run_one(strategy: str, race: int, seed: int, args) -> dict:
@@ -88,7 +94,7 @@ def run_one(strategy: str, race: int, seed: int, args) -> dict:
     cfg = DiscoverConfig(budget=args.budget, fidelity=args.fidelity, strategy=strategy, search_seed=seed,
                          workers=args.workers, reeval_top=0, reeval_seeds=(), race_seeds=race)
     t0 = time.time()
-    CachedLoop(root, cfg).run()
+    Loop(root, cfg, executor=CachedExecutor(args.workers, args.fidelity)).run()
     a = Archive(root / "archive.db", readonly=True)
     entries = {e.id: e for e in a.entries()}
     evs = sorted((v for e in entries.values() for v in a.evaluations(e.id, trajectories=False)
@@ -101,24 +107,24 @@ def run_one(strategy: str, race: int, seed: int, args) -> dict:
         seen.setdefault(v.entry_id, []).append(v.metrics["overall"])
         best = max(seen, key=lambda i: (sum(seen[i]) / len(seen[i]), -i))
         e = entries[best]
-        d = design_key(e.proposal)
+        d = code_key(e.code)
         codes[d] = e.code
         picks.append({"entry": best, "name": e.name, "design": d, "search": sum(seen[best]) / len(seen[best]),
-                      "seeds": len(seen[best])})
+                      "seeds": len(seen[best])})  # "design": the hash of its code (the cache's key)
     trained = sum(1 for e in entries.values() if e.id != 0 and e.status in ("evaluated", "failed"))
     return {"strategy": strategy, "race": race, "seed": seed, "budget": args.budget, "candidates": trained,
             "trainings": len(evs), "picks": picks, "codes": codes, "wall_s": time.time() - t0}
 
 
 def confirm_all(runs: list[dict], args) -> dict[str, float]:
-    """Confirmed Overall (mean over fresh seeds, confirmation set) of every design that was ever a pick."""
+    """Confirmed Overall (mean over fresh seeds, confirmation set) of every code that was ever a pick."""
     codes = {d: c for r in runs for d, c in r["codes"].items()}
     todo = [(d, s) for d in codes for s in CONFIRM_SEEDS[:args.confirm_seeds]
-            if cache_key(d, s, args.fidelity, "confirm") not in CachedLoop.cache]
+            if cache_key(d, s, args.fidelity, "confirm") not in CachedExecutor.cache]
 
     def one(job):
         d, s = job
-        spec = AlgorithmSpec("pick", codes[d] or builtin_source("grpo"), f"design: {d}")
+        spec = AlgorithmSpec("pick", codes[d] or builtin_source("grpo"), f"code: {d}")
         res = run_evaluation(spec, args.fidelity, s, threads=max(1, 2 // args.workers), split="confirm")
         if isinstance(res, EvalFailure):
             print(f"confirmation of {d} seed {s} failed: {res.message}", file=sys.stderr)
@@ -130,8 +136,8 @@ def confirm_all(runs: list[dict], args) -> dict[str, float]:
         list(pool.map(one, todo))
     out = {}
     for d in codes:
-        vals = [CachedLoop.cache[k]["metrics"]["overall"] for s in CONFIRM_SEEDS[:args.confirm_seeds]
-                if (k := cache_key(d, s, args.fidelity, "confirm")) in CachedLoop.cache]
+        vals = [CachedExecutor.cache[k]["metrics"]["overall"] for s in CONFIRM_SEEDS[:args.confirm_seeds]
+                if (k := cache_key(d, s, args.fidelity, "confirm")) in CachedExecutor.cache]
         if vals:
             out[d] = sum(vals) / len(vals)
     return out
@@ -184,7 +190,7 @@ def main() -> None:
     args.race = [int(x) for x in args.race.split(",")]
     args.max_race = max(args.race)
     RESULTS.mkdir(exist_ok=True)
-    CachedLoop.cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
+    CachedExecutor.cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
     out_json = RESULTS / "search_efficiency.json"
     runs = [r for r in (json.loads(out_json.read_text()) if out_json.exists() else []) if "picks" in r]
     done = {(r["strategy"], r["race"], r["seed"], r["budget"]) for r in runs}

@@ -48,6 +48,9 @@ def snapshot(path: Path) -> dict[str, list]:
                 r.pop("id")  # the row id follows the order evaluations finished in, which workers may change
         out[table] = [_clean({k: v for k, v in r.items() if k not in ("id",) or table == "entries"})
                       for r in rows if not (table == "meta" and r["key"] in _TIMES)]
+        for r in out[table]:  # the log of a time-stamp setting carries the time stamp
+            if table == "events" and r["kind"] == "meta" and r["payload"].get("key") in _TIMES:
+                r["payload"] = {"key": r["payload"]["key"]}
     db.close()
     return out
 

@@ -29,6 +29,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable
 
+from poise.agents.types import AgentFailure, ArchiveNode, Proposal, ProposalContext
+
 # ---------------------------------------------------------------------------------------------------
 # The design space
 
@@ -277,43 +279,6 @@ _MECHANISM_FIELDS = {
 # Proposals
 
 
-@dataclass
-class ArchiveNode:
-    """What the proposer reads about an archive entry (the loop builds these from the archive)."""
-
-    id: int
-    name: str
-    design: Design | None  # None when the entry was not written by the offline proposer
-    status: str  # evaluated | failed | rejected | ...
-    score: float | None  # the objective's scalar (None when not evaluated)
-    parent_id: int | None = None
-    operator: str = ""  # the change that created it
-    suggestions: list[str] = field(default_factory=list)  # from its reflection
-    diagnosis: str = ""
-    metrics: dict = field(default_factory=dict)
-    mechanism: str = ""  # the proposal's one-line mechanism (what an LLM proposer reads)
-    ideas: list[str] = field(default_factory=list)  # an LLM reflector's free-text suggestions
-
-
-@dataclass
-class Proposal:
-    name: str
-    hypothesis: str
-    mechanism: str
-    math: str
-    expected_dynamics: str
-    claims: list[str]
-    hooks: list[str]
-    builds_on: list[int]
-    operator: str
-    design: dict
-    rationale: str
-    author: str = "offline"
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
 def design_of(node_proposal: dict | None) -> Design | None:
     if not node_proposal or not node_proposal.get("design"):
         return None  # not the offline proposer's (an LLM's free-form proposal has no design)
@@ -537,3 +502,45 @@ def _wrap(text: str, width: int = 100) -> str:
     for para in text.split("\n"):
         out.append(textwrap.fill(para, width) if para else "")
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The offline researcher in the four roles (see agents/roles.py for the interfaces)
+
+
+class OfflineProposer:
+    label = "offline"
+
+    def propose(self, ctx: ProposalContext) -> list[Proposal]:
+        return propose(ctx.parent, ctx.nodes, ctx.objective_weights, ctx.n, ctx.rng, [n for _, n in ctx.references])
+
+
+class OfflineImplementer:
+    label = "offline"
+
+    def implement(self, proposal: Proposal, feedback: list[str] | None, *, entry_id: int, attempt: int,
+                  parent_name: str, parent_code: str, previous_code: str = "") -> tuple[str, Proposal]:
+        if not proposal.design:
+            raise AgentFailure("implementer", "the offline implementer can only write the offline proposer's "
+                                              "designs; configure an LLM implementer")
+        return implement(proposal, feedback)
+
+
+class OfflineReviewer:
+    """No semantic review: the property tests the verifier runs are the check."""
+
+    label = "offline"
+
+    def review(self, proposal: Proposal, code: str, checks: list[dict], *, entry_id: int,
+               attempt: int) -> tuple[bool, list[str]] | None:
+        return None
+
+
+class OfflineReflector:
+    """The detectors' reflection (reflect/diagnose.py), as it is."""
+
+    label = "offline"
+
+    def reflect(self, base_reflection, proposal: dict, trajectories: list[list[dict]], metrics: list[dict],
+                parent: dict | None, objective_text: str, *, entry_id: int, name: str):
+        return base_reflection

@@ -1,173 +1,69 @@
-"""The loop's four agent roles, each played by an LLM or by the offline researcher.
+"""The loop's four agent roles: one small interface each, played by the offline researcher or by an LLM.
 
-    role         offline (default)                     LLM (prompts/<role>.md)
-    proposer     offline.propose: mechanism operators   free-form proposals from the parent, the tiered
-                 scored by the evidence                 references, their reflections and literature priors
-    implementer  offline.implement: code from design    writes the module; repairs from verifier errors
-                 fragments
+    role         offline (agents/offline.py)            LLM (agents/llm_roles.py, prompts/<role>.md)
+    proposer     mechanism operators scored by the      free-form proposals from the parent, the tiered
+                 evidence                               references, their reflections and literature priors
+    implementer  code from design fragments             writes the module; repairs from verifier errors
     verifier     none beyond the property tests         reads proposal and code, says whether the code
                                                         implements the stated math (after the tests pass)
     reflector    detectors + written diagnosis          writes the diagnosis from the curves (as numbers),
                                                         the metrics and the detectors' findings
 
 Roles mix freely (an LLM proposer with the offline reflector, two different models, ...), with one
-exception: the offline implementer writes code only for the offline proposer's designs.
-
-Every LLM answer is parsed (``parse``); a malformed one goes back once with the parse error, and if
-the second answer is no better the step fails with `AgentFailure`, which the loop records with the
-reason and the answer. Running out of budget raises `BudgetExhausted` (from ``llm``): the loop stops
-asking and keeps what it has.
+exception: the offline implementer writes code only for the offline proposer's designs. `Agents`
+chooses each role's implementation once, from `AgentsConfig`; a new kind of proposer is one file with a
+class that has the `Proposer` method, and one line in `Agents.__init__`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import inspect
-import json
-import re
 from dataclasses import dataclass, field
-from importlib import resources
-from typing import Any, Callable
+from typing import Callable, Protocol
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from poise.agents import llm_roles, offline
+from poise.agents.llm import LLM, Budget, LLMConfig, LLMError, ModelSpec, check_priced
+from poise.agents.types import AgentFailure, Proposal, ProposalContext, Usage
 
-from poise.agents import offline
-from poise.agents.llm import LLM, Budget, BudgetExhausted, LLMConfig, LLMError, ModelSpec, check_priced
-from poise.agents.parse import ParseError, extract_code, extract_json
+__all__ = ["ROLES", "AgentFailure", "Agents", "AgentsConfig", "Implementer", "ProposalContext", "Proposer",
+           "Reflector", "Reviewer", "Usage"]
 
 ROLES = ("proposer", "implementer", "verifier", "reflector")
-CURVE_KEYS = ("reward", "accuracy", "validity", "entropy", "response_length", "kl", "clip_frac", "grad_norm")
 
 
-class AgentFailure(RuntimeError):
-    """An LLM role gave no usable answer; ``answer`` is the last raw text (for the record)."""
+class Proposer(Protocol):
+    label: str
 
-    def __init__(self, role: str, reason: str, answer: str = ""):
-        super().__init__(f"{role}: {reason}")
-        self.role, self.reason, self.answer = role, reason, answer
-
-
-# ---------------------------------------------------------------------------------------------------
-# Prompts
+    def propose(self, ctx: ProposalContext) -> list[Proposal]:
+        """``ctx.n`` proposals from ``ctx.parent`` (fewer, or none, when it has nothing new)."""
+        ...
 
 
-@functools.cache  # read once: the files ship with the package and do not change during a run
-def load_prompt(role: str) -> tuple[str, str]:
-    """(system, user template) of ``prompts/<role>.md``: a '## system' and a '## user' section."""
-    text = resources.files("poise.agents").joinpath("prompts", f"{role}.md").read_text()
-    m = re.match(r"\s*## system\n(.*?)\n## user\n(.*)", text, re.S)
-    if not m:
-        raise ValueError(f"prompts/{role}.md needs a '## system' and a '## user' section")
-    return m.group(1).strip(), m.group(2).strip()
+class Implementer(Protocol):
+    label: str
+
+    def implement(self, proposal: Proposal, feedback: list[str] | None, *, entry_id: int, attempt: int,
+                  parent_name: str, parent_code: str, previous_code: str = "") -> tuple[str, Proposal]:
+        """The module's code (and the proposal, which a repair may revise); ``feedback`` holds the
+        verifier's errors on ``previous_code`` from the attempt before."""
+        ...
 
 
-def render(template: str, **values: Any) -> str:
-    """Fill ``{{name}}`` placeholders; a missing value is an error, not a silently empty prompt."""
-    missing = sorted(set(re.findall(r"\{\{(\w+)\}\}", template)) - set(values))
-    if missing:
-        raise KeyError(f"prompt placeholders without a value: {missing}")
-    return re.sub(r"\{\{(\w+)\}\}", lambda m: str(values[m.group(1)]), template)
+class Reviewer(Protocol):
+    label: str
+
+    def review(self, proposal: Proposal, code: str, checks: list[dict], *, entry_id: int,
+               attempt: int) -> tuple[bool, list[str]] | None:
+        """(the code implements the proposal's math, reasons), or None when this reviewer has no opinion."""
+        ...
 
 
-@functools.cache
-def literature() -> str:
-    return resources.files("poise.agents").joinpath("prompts", "literature.md").read_text().strip()
+class Reflector(Protocol):
+    label: str
 
-
-def claims_text() -> str:
-    from poise.verify.properties import CLAIMS
-    return "\n".join(f"- {name}: {c.description}" for name, c in CLAIMS.items())
-
-
-def interface_text() -> str:
-    """The algorithm interface as the trainer defines it: base.py's docstring and its two dataclasses."""
-    from poise.algorithms import base
-    return (inspect.getdoc(base) + "\n\n```python\n" + inspect.getsource(base.RolloutBatch).split("    @property")[0]
-            .rstrip() + "\n\n" + inspect.getsource(base.AlgoConfig).rstrip() + "\n```")
-
-
-def helpers_text() -> str:
-    from poise.algorithms import base
-    from poise.verify.static import BASE_NAMES
-    out = []
-    for name in sorted(BASE_NAMES):
-        obj = getattr(base, name, None)
-        if inspect.isfunction(obj):
-            doc = (inspect.getdoc(obj) or "").split("\n")[0]
-            out.append(f"- {name}{inspect.signature(obj)}: {doc}")
-    return "\n".join(out)
-
-
-# ---------------------------------------------------------------------------------------------------
-# What the roles are given and give back
-
-
-@dataclass
-class ProposalContext:
-    """What the proposer sees; the loop builds it from the archive."""
-
-    parent: offline.ArchiveNode
-    parent_code: str
-    parent_math: str
-    nodes: list[offline.ArchiveNode]  # the whole archive, for evidence and for "do not repeat"
-    references: list[tuple[str, offline.ArchiveNode]]  # (tier, node): pareto | complementary | exploratory
-    objective_text: str
-    objective_weights: dict[str, float]
-    baseline_metrics: dict
-    n: int
-    round: int
-    rng: Any = None
-
-
-class _LLMProposal(BaseModel):
-    name: str = Field(min_length=1, max_length=60)
-    hypothesis: str = Field(min_length=1)
-    mechanism: str = Field(min_length=1)
-    math: str = Field(min_length=1)
-    expected_dynamics: str = ""
-    claims: list[str] = []
-    builds_on: list[int] = []
-
-    @field_validator("builds_on", mode="before")
-    @classmethod
-    def _ids(cls, v):
-        if v is None:
-            return []
-        v = v if isinstance(v, list) else [v]
-        return [int(re.sub(r"\D", "", str(x))) for x in v if re.search(r"\d", str(x))]
-
-    @field_validator("claims", mode="before")
-    @classmethod
-    def _claims(cls, v):
-        return [] if v is None else [str(x) for x in (v if isinstance(v, list) else [v])]
-
-    @field_validator("math", "hypothesis", "mechanism", "expected_dynamics", mode="before")
-    @classmethod
-    def _text(cls, v):
-        return json.dumps(v) if isinstance(v, (dict, list)) else v
-
-
-@dataclass
-class Usage:
-    calls: int = 0
-    tokens: int = 0
-    usd: float = 0.0
-    seconds: float = 0.0
-
-    def add(self, reply) -> None:
-        self.calls += 0 if reply.cached else 1
-        self.tokens += reply.tokens_in + reply.tokens_out
-        self.usd += reply.cost_usd or 0.0
-        self.seconds += reply.latency_s
-
-    def as_cost(self) -> dict[str, float]:
-        return {"llm_calls": self.calls, "llm_tokens": self.tokens, "llm_usd": round(self.usd, 6),
-                "llm_s": round(self.seconds, 3)}
-
-
-# ---------------------------------------------------------------------------------------------------
-# The agents
+    def reflect(self, base_reflection, proposal: dict, trajectories: list[list[dict]], metrics: list[dict],
+                parent: dict | None, objective_text: str, *, entry_id: int, name: str):
+        """The reflection on a trained candidate, given the detectors' (``base_reflection``)."""
+        ...
 
 
 @dataclass
@@ -215,7 +111,8 @@ class AgentsConfig:
 
 
 class Agents:
-    """The roles for one run. ``usage`` accumulates LLM use until ``take_usage()`` (per candidate)."""
+    """The roles for one run, each chosen once. ``usage`` accumulates LLM use until ``take_usage()``
+    (the loop books it per candidate); ``llms`` names the model behind each role (None: offline)."""
 
     def __init__(self, cfg: AgentsConfig | None = None, ledger=None, on_retry: Callable[[str], None] | None = None):
         self.cfg = cfg or AgentsConfig()
@@ -236,261 +133,36 @@ class Agents:
             self.llms[role] = models[s]
         self.usage = Usage()
 
+        def pick(role: str, offline_role, llm_role):
+            llm = self.llms[role]
+            return offline_role() if llm is None else llm_role(llm, self.usage)
+
+        self.proposer: Proposer = pick("proposer", offline.OfflineProposer, llm_roles.LLMProposer)
+        self.implementer: Implementer = pick("implementer", offline.OfflineImplementer, llm_roles.LLMImplementer)
+        self.reviewer: Reviewer = pick("verifier", offline.OfflineReviewer, llm_roles.LLMReviewer)
+        self.reflector: Reflector = pick("reflector", offline.OfflineReflector, llm_roles.LLMReflector)
+
     def describe(self) -> str:
         return ", ".join(f"{r}: {self.llms[r].spec.label if self.llms[r] else 'offline'}" for r in ROLES)
 
     def take_usage(self) -> Usage:
-        u, self.usage = self.usage, Usage()
-        return u
+        return self.usage.take()
 
-    # -- the conversation with one parse retry ----------------------------------------------------------
-    def _ask(self, role: str, user: str, parse: Callable[[str], Any], *, key: str, entry_id: int | None,
-             temperature: float, history: list[dict] | None = None) -> tuple[Any, str]:
-        llm = self.llms[role]
-        system, _ = load_prompt(role)
-        messages = list(history or []) + [{"role": "user", "content": user}]
-        answer = ""
-        for attempt in (1, 2):
-            try:
-                reply = llm.chat(role, system, messages, key=f"{key}/parse{attempt}", entry_id=entry_id,
-                                 temperature=temperature)
-            except BudgetExhausted:
-                raise
-            except LLMError as e:
-                if e.kind in ("auth", "not_found", "setup"):
-                    raise  # a configuration problem: every later call would fail the same way, so stop the run
-                raise AgentFailure(role, f"the LLM call failed: {e}", answer) from None
-            self.usage.add(reply)
-            answer = reply.text
-            try:
-                return parse(answer), answer
-            except ParseError as e:
-                error = str(e)
-            if attempt == 1:  # one more chance, told exactly what was wrong
-                messages = messages + [{"role": "assistant", "content": answer},
-                                       {"role": "user", "content": f"Your answer could not be used: {error}. "
-                                                                   f"Answer again in the requested format."}]
-        raise AgentFailure(role, f"malformed answer twice: {error}", answer)
+    def charge(self, ledger, entry_id: int) -> None:
+        """Book the LLM use since the last booking on the entry's cost (``ledger``: the archive)."""
+        usage = self.take_usage()
+        if usage.calls or usage.tokens or usage.seconds:
+            ledger.add_cost(entry_id, **usage.as_cost())
 
-    # -- proposer ---------------------------------------------------------------------------------
-    def propose(self, ctx: ProposalContext) -> list[offline.Proposal]:
-        if self.llms["proposer"] is None:
-            return offline.propose(ctx.parent, ctx.nodes, ctx.objective_weights, ctx.n, ctx.rng,
-                                   [n for _, n in ctx.references])
-        _, template = load_prompt("proposer")
-        user = render(template, objective=ctx.objective_text, group_size=8, parent=_describe_parent(ctx),
-                      references=_describe_refs(ctx) or "(none yet)", literature=literature(), claims=claims_text(),
-                      n=ctx.n)
-        known_ids = {n.id for n in ctx.nodes}
-        taken = {n.name.upper() for n in ctx.nodes}
+    # the roles, as the loop and the tests call them
+    def propose(self, ctx: ProposalContext) -> list[Proposal]:
+        return self.proposer.propose(ctx)
 
-        def parse(text: str) -> list[offline.Proposal]:
-            items = extract_json(text, list)
-            out, problems = [], []
-            for i, item in enumerate(items[:ctx.n]):
-                try:
-                    p = _LLMProposal.model_validate(item)
-                except ValidationError as e:
-                    problems.append(f"proposal {i + 1}: " + "; ".join(f"{'.'.join(map(str, er['loc']))}: {er['msg']}"
-                                                                       for er in e.errors()[:4]))
-                    continue
-                out.append(self._to_proposal(p, ctx, known_ids, taken))
-            if not out:
-                raise ParseError("no usable proposal (" + ("; ".join(problems) or "the list is empty") + "); each "
-                                 "needs name, hypothesis, mechanism and math as strings")
-            return out
+    def implement(self, proposal: Proposal, feedback: list[str] | None, **kw) -> tuple[str, Proposal]:
+        return self.implementer.implement(proposal, feedback, **kw)
 
-        props, _ = self._ask("proposer", user, parse, key=f"propose/round{ctx.round}/parent{ctx.parent.id}",
-                             entry_id=None, temperature=0.8)
-        return props
+    def review(self, proposal: Proposal, code: str, checks: list[dict], **kw) -> tuple[bool, list[str]] | None:
+        return self.reviewer.review(proposal, code, checks, **kw)
 
-    def _to_proposal(self, p: _LLMProposal, ctx: ProposalContext, known_ids: set[int], taken: set[str]):
-        from poise.verify.properties import CLAIMS
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", p.name).strip("-")[:40] or "LLM-GRPO"
-        base, k = name, 2
-        while name.upper() in taken:
-            name, k = f"{base}-{k}", k + 1
-        taken.add(name.upper())
-        refs = [i for i in p.builds_on if i in known_ids and i != ctx.parent.id]
-        dropped = [c for c in p.claims if c not in CLAIMS]
-        claims = [c for c in dict.fromkeys(p.claims) if c in CLAIMS]
-        llm = self.llms["proposer"]
-        return offline.Proposal(
-            name=name, hypothesis=p.hypothesis, mechanism=p.mechanism, math=p.math,
-            expected_dynamics=p.expected_dynamics, claims=claims, hooks=[], builds_on=[ctx.parent.id] + refs,
-            operator="llm", design={}, author=llm.spec.label,
-            rationale="proposed by " + llm.spec.label + (f"; unknown claims dropped: {dropped}" if dropped else ""))
-
-    # -- implementer ------------------------------------------------------------------------------
-    def implement(self, proposal: offline.Proposal, feedback: list[str] | None, *, entry_id: int, attempt: int,
-                  parent_name: str, parent_code: str, previous_code: str = "") -> tuple[str, offline.Proposal]:
-        if self.llms["implementer"] is None:
-            if not proposal.design:
-                raise AgentFailure("implementer", "the offline implementer can only write the offline proposer's "
-                                                  "designs; configure an LLM implementer")
-            return offline.implement(proposal, feedback)
-        from poise.verify.static import ALLOWED_IMPORTS
-        _, template = load_prompt("implementer")
-        user = render(template, interface=interface_text(), imports=", ".join(sorted(ALLOWED_IMPORTS - {"__future__"})),
-                      helpers=helpers_text(), parent_name=parent_name, parent_code=parent_code.strip(),
-                      name=proposal.name, hypothesis=proposal.hypothesis, mechanism=proposal.mechanism,
-                      math=proposal.math, expected_dynamics=proposal.expected_dynamics or "(not stated)",
-                      claims=", ".join(proposal.claims) or "(none claimed)", feedback="")
-        history = None
-        if feedback:  # a repair: the last code and what the verifier said about it, as a conversation
-            history = [{"role": "user", "content": user},
-                       {"role": "assistant", "content": f"```python\n{previous_code.strip()}\n```" if previous_code
-                        else "(no usable code)"}]
-            user = ("The checks rejected that module:\n" + "\n".join(f"- {f}" for f in feedback) +
-                    "\nFix every problem and answer with the whole corrected module in one ```python block.")
-        code, _ = self._ask("implementer", user, extract_code, key=f"implement/#{entry_id}/attempt{attempt}",
-                            entry_id=entry_id, temperature=0.2, history=history)
-        return code, proposal
-
-    # -- semantic verifier ------------------------------------------------------------------------
-    def review(self, proposal: offline.Proposal, code: str, checks: list[dict], *, entry_id: int,
-               attempt: int) -> tuple[bool, list[str]] | None:
-        """(matches, reasons) from the LLM verifier; None when no LLM plays the role."""
-        if self.llms["verifier"] is None:
-            return None
-        _, template = load_prompt("verifier")
-        check_lines = "\n".join(f"- {c['name']}: {'passed' if c['ok'] else 'FAILED'}" for c in checks) or "(none)"
-        user = render(template, name=proposal.name, mechanism=proposal.mechanism, math=proposal.math,
-                      claims=", ".join(proposal.claims) or "(none)", code=code.strip(), checks=check_lines)
-
-        def parse(text: str) -> tuple[bool, list[str]]:
-            d = extract_json(text, dict)
-            verdict = str(d.get("verdict", "")).strip().lower()
-            if verdict not in ("match", "mismatch"):
-                raise ParseError(f'"verdict" must be "match" or "mismatch", got {d.get("verdict")!r}')
-            reasons = d.get("reasons") or []
-            reasons = [str(r) for r in (reasons if isinstance(reasons, list) else [reasons])]
-            return verdict == "match", reasons
-
-        result, _ = self._ask("verifier", user, parse, key=f"review/#{entry_id}/attempt{attempt}",
-                              entry_id=entry_id, temperature=0.0)
-        return result
-
-    # -- reflector --------------------------------------------------------------------------------
-    def reflect(self, base_reflection, proposal: dict, trajectories: list[list[dict]], metrics: list[dict],
-                parent: dict | None, objective_text: str, *, entry_id: int, name: str):
-        """The detectors' reflection, with the LLM's diagnosis written over it when an LLM plays the role.
-        An LLM failure keeps the detectors' reflection and says why in it."""
-        if self.llms["reflector"] is None:
-            return base_reflection
-        _, template = load_prompt("reflector")
-        steps, curves = curve_table(trajectories, parent["trajectory"] if parent else None)
-        user = render(template, objective=objective_text or "maximise Overall", name=name,
-                      mechanism=proposal.get("mechanism", ""), math=proposal.get("math", ""),
-                      expected_dynamics=proposal.get("expected_dynamics", "") or "(not stated)", steps=steps,
-                      curves=curves, metrics=_metrics_text(metrics, parent["metrics"] if parent else None),
-                      findings="\n".join(f"- {f.tag}: {f.evidence}" for f in base_reflection.findings) or "(none)")
-
-        def parse(text: str) -> dict:
-            d = extract_json(text, dict)
-            diag = d.get("diagnosis")
-            if not isinstance(diag, str) or len(diag.strip()) < 10:
-                raise ParseError('"diagnosis" must be a sentence or more of text')
-            return d
-
-        try:
-            d, _ = self._ask("reflector", user, parse, key=f"reflect/#{entry_id}", entry_id=entry_id, temperature=0.3)
-        except AgentFailure as e:
-            return dataclasses.replace(base_reflection, llm_error=e.reason[:500])
-        verdict = str(d.get("verdict", "")).lower()
-        as_list = lambda v: [str(x) for x in v] if isinstance(v, list) else ([str(v)] if v else [])
-        return dataclasses.replace(
-            base_reflection, diagnosis=d["diagnosis"].strip(),
-            verdict=verdict if verdict in ("keep", "fix", "drop") else base_reflection.verdict,
-            worked=as_list(d.get("worked")) or base_reflection.worked,
-            failed=as_list(d.get("failed")) or base_reflection.failed,
-            ideas=as_list(d.get("suggestions")), author=self.llms["reflector"].spec.label)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Context as text
-
-
-def _metrics_line(m: dict, base: dict | None = None) -> str:
-    if not m:
-        return "not evaluated"
-    parts = []
-    for key, label in (("overall", "Overall"), ("hard_pass1", "hard pass@1"), ("length", "length")):
-        if key in m:
-            s = f"{label} {m[key]:.1f}"
-            if base and key in base:
-                s += f" ({m[key] - base[key]:+.1f} vs GRPO)"
-            parts.append(s)
-    return ", ".join(parts)
-
-
-def _describe_parent(ctx: ProposalContext) -> str:
-    p = ctx.parent
-    lines = [f"#{p.id} {p.name} ({p.status}): {p.mechanism or 'GRPO'}", f"math: {ctx.parent_math or '(see code)'}",
-             f"results: {_metrics_line(p.metrics, ctx.baseline_metrics)}"]
-    if p.diagnosis:
-        lines.append(f"reflection: {p.diagnosis}")
-    if p.ideas:
-        lines.append("suggested next: " + "; ".join(p.ideas[:4]))
-    lines.append(f"code:\n```python\n{ctx.parent_code.strip()}\n```")
-    return "\n".join(lines)
-
-
-def _describe_refs(ctx: ProposalContext) -> str:
-    out = []
-    for tier, n in ctx.references:
-        line = f"- [{tier}] #{n.id} {n.name} ({n.status}): {n.mechanism or n.operator or '?'}; " \
-               f"{_metrics_line(n.metrics, ctx.baseline_metrics)}"
-        if n.diagnosis:
-            line += f". Reflection: {n.diagnosis[:400]}"
-        out.append(line)
-    seen = ", ".join(n.name for n in ctx.nodes)
-    if seen:
-        out.append(f"Already in the archive (do not repeat): {seen}")
-    return "\n".join(out)
-
-
-def curve_table(trajectories: list[list[dict]], parent: list[list[dict]] | None = None,
-                points: int = 5) -> tuple[str, str]:
-    """The learning curves as numbers: the seed-mean of each curve at ``points`` evenly spaced steps."""
-    def at(trajs, key):
-        seeds = [t for t in trajs if t]
-        if not seeds:
-            return None
-        n = min(len(t) for t in seeds)
-        idx = sorted({round(i * (n - 1) / (points - 1)) for i in range(points)}) if n > 1 else [0]
-        vals = []
-        for i in idx:
-            xs = [t[i].get(key) for t in seeds if isinstance(t[i].get(key), (int, float))]
-            vals.append(sum(xs) / len(xs) if xs else float("nan"))
-        return [seeds[0][i].get("step", i) for i in idx], vals
-
-    steps_label, lines = "", []
-    for key in CURVE_KEYS:
-        got = at(trajectories, key)
-        if got is None:
-            continue
-        steps, vals = got
-        steps_label = ", ".join(str(s) for s in steps)
-        pv = at(parent, key) if parent else None
-        cells = [f"{v:.3g}" + (f" [{pv[1][i]:.3g}]" if pv and i < len(pv[1]) else "") for i, v in enumerate(vals)]
-        lines.append(f"- {key}: " + ", ".join(cells))
-    return steps_label or "(none)", "\n".join(lines) or "(no curves)"
-
-
-def _metrics_text(metrics: list[dict], parent: list[dict] | None) -> str:
-    from poise.sandbox.benchmark import hard_pass1
-
-    def mean(ms, f):
-        xs = [f(m) for m in ms]
-        return sum(xs) / len(xs) if xs else float("nan")
-
-    rows = []
-    for label, f in (("Overall", lambda m: m["overall"]), ("hard pass@1", hard_pass1),
-                     ("length (tokens)", lambda m: m["length"]), ("validity", lambda m: m.get("validity", float("nan")))):
-        s = f"- {label}: {mean(metrics, f):.2f}"
-        if parent:
-            s += f" (parent {mean(parent, f):.2f})"
-        rows.append(s)
-    rows.append(f"({len(metrics)} seed(s))")
-    return "\n".join(rows)
+    def reflect(self, base_reflection, *args, **kw):
+        return self.reflector.reflect(base_reflection, *args, **kw)

@@ -101,7 +101,18 @@ class Objective:
 
 
 def read_objective(text: str) -> Objective:
+    """What a free-text goal asks for, read from its words (for a caller with no run objective)."""
     return Objective(concise=bool(_CONCISE_RE.search(text or "")), hard=bool(_HARD_RE.search(text or "")))
+
+
+def objective_of(objective) -> tuple[Objective, str]:
+    """(what the reflection needs, the text it quotes) from a run's objective
+    (`poise.discovery.objective.Objective`, read from its terms: length weighed makes it concise, hard
+    pass@1 weighed makes the hard tiers count) or from free text."""
+    if isinstance(objective, str):
+        return read_objective(objective), objective
+    w = objective.weights()
+    return Objective(concise=w.get("length", 0) > 0, hard=w.get("hard_pass1", 0) > 0), objective.describe()
 
 
 @dataclass
@@ -456,14 +467,15 @@ def _curve_findings(seeds: list[Trajectory], traj: Trajectory, ms: list[dict], m
     return findings + [f for f in (d(traj) for d in DETECTORS if d is not detect_nan) if f is not None]
 
 
-def reflect(proposal: dict, trajectory, metrics, parent: dict | None = None, objective_text: str = "") -> Reflection:
+def reflect(proposal: dict, trajectory, metrics, parent: dict | None = None, objective="") -> Reflection:
     """Diagnose one evaluated candidate. ``trajectory``: one list of per-step rows or one per seed;
     ``metrics``: held-out metrics, one dict or one per seed; ``parent``: {"name", "trajectory",
-    "metrics"} (same shapes) or None. Deterministic: same inputs, same Reflection."""
+    "metrics"} (same shapes) or None; ``objective``: the run's `Objective`, or a goal in words.
+    Deterministic: same inputs, same Reflection."""
     proposal = proposal or {}
     name = str(proposal.get("name") or "the candidate")
     mech = str(proposal.get("mechanism") or proposal.get("hypothesis") or proposal.get("description") or "").strip()
-    obj = read_objective(objective_text)
+    obj, objective_text = objective_of(objective)
 
     seeds, ms = _seeds(trajectory), _metric_list(metrics)
     traj, m = mean_trajectory(seeds), mean_metrics(ms)

@@ -1,9 +1,8 @@
 """A discovery run, read for people: the numbers behind `poise status`, `show`, `export` and `report`.
 
 A `RunView` is one consistent snapshot of a run's archive, opened read-only, so it is safe while the
-run is going. It derives what the views share, the same way the loop does: each candidate's objective
-score on the search set, the Pareto front, the confirmation results on fresh seeds, and the budget
-spent. A missing or corrupt run folder, or an unknown id, raises `RunError` with the fix in its message.
+run is going. What it derives (each candidate's objective score on the search set, the Pareto front,
+the confirmation results on fresh seeds, the budget spent) is the loop's own `RunState`. A missing or corrupt run folder, or an unknown id, raises `RunError` with the fix in its message.
 """
 
 from __future__ import annotations
@@ -17,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from poise.agents.llm import usage_by_role
-from poise.discovery.archive import IN_FLIGHT, Archive, ArchiveError, Entry, Event
-from poise.discovery.confirm import Discovery, confirm, confirm_evaluations, search_means, stats
+from poise.discovery.archive import Archive, ArchiveError, Entry, Event
 from poise.discovery.objective import Objective, run_objective
-from poise.discovery.selection import pareto_ranks
+from poise.discovery.state import Candidate, RunState
 from poise.evaluation.metrics import CI
+
+__all__ = ["Candidate", "RunError", "RunView", "pm"]
 
 
 def pm(d: dict | None) -> str:
@@ -33,29 +33,6 @@ def pm(d: dict | None) -> str:
 
 class RunError(ValueError):
     """A run folder or entry id that cannot be shown; the message names the problem and the fix."""
-
-
-@dataclass
-class Candidate:
-    """One archive entry with what the views derive from it."""
-
-    entry: Entry
-    search: dict  # mean over its search seeds of overall, hard_pass1, length, validity ({} before any)
-    score: float | None  # the objective's scalar on the search set; None unless evaluated
-    pareto: bool = False  # on the first Pareto front of the evaluated entries
-    confirmation: Discovery | None = None  # re-evaluated on fresh seeds, against the baseline
-
-    @property
-    def id(self) -> int:
-        return self.entry.id
-
-    @property
-    def name(self) -> str:
-        return self.entry.name
-
-    @property
-    def status(self) -> str:
-        return self.entry.status
 
 
 @dataclass
@@ -72,6 +49,7 @@ class RunView:
     writer: int | None = None  # pid of the process writing the archive now (-1: unknown pid), None: none is
     finished: bool = False  # the loop ended and wrote its summary
     name: str = ""  # the run's name: its folder, or the archive file's own name when it is not archive.db
+    run: RunState = field(init=False, repr=False)  # what the loop derives from the same archive
 
     @property
     def unjailed_note(self) -> str:
@@ -154,28 +132,11 @@ class RunView:
     @classmethod
     def build(cls, root: Path, config: dict, objective: Objective, entries: list[Entry], calls: list[dict],
               events: list[Event]) -> RunView:
-        base = entries[0]
-        bm = search_means(base)
-        cands = []
-        for e in entries:
-            m = search_means(e)
-            score = objective.scalar(m, bm) if e.status == "evaluated" and m and bm else None
-            cands.append(Candidate(e, m, score))
-        scored = [c for c in cands if c.score is not None]
-        for c, r in zip(scored, pareto_ranks([objective.vector(c.search) for c in scored])):
-            c.pareto = r == 1
-        view = cls(root, config, objective, cands, calls, events)
-        fidelity = config.get("fidelity", "standard")
-        be = confirm_evaluations(base, fidelity)
-        view.confirm_seeds = [v.seed for v in be]
-        if len(be) >= 2:
-            bc = [v.metrics for v in be]
-            view.baseline_confirm = stats(bc)
-            for c in cands[1:]:
-                evs = confirm_evaluations(c.entry, fidelity)
-                if len(evs) >= 2:
-                    c.confirmation = confirm(c.id, c.name, [v.metrics for v in evs], bc, objective,
-                                             [v.seed for v in evs])
+        state = RunState.build(entries, objective, config.get("fidelity", "standard"),
+                               int(config.get("budget", 0) or 0))
+        view = cls(root, config, objective, state.candidates, calls, events, state.baseline_confirm,
+                   state.confirm_seeds)
+        view.run = state
         return view
 
     # -- lookups ------------------------------------------------------------------------------------
@@ -227,35 +188,23 @@ class RunView:
 
     def leaderboard(self) -> list[Candidate]:
         """Evaluated candidates, the baseline included, best objective score first."""
-        return sorted((c for c in self.candidates if c.score is not None), key=lambda c: (-c.score, c.id))
+        return self.run.leaderboard()
 
     def pareto_front(self) -> list[Candidate]:
         return [c for c in self.leaderboard() if c.pareto]
 
     # -- what was spent -----------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for c in self.candidates[1:]:
-            out[c.status] = out.get(c.status, 0) + 1
-        return out
+        return self.run.counts()
 
     def budget(self) -> dict:
-        """Candidates trained against the budget, proposals against their cap, and the cost so far."""
-        n = self.counts()
-        # a candidate training now counts against the budget; one a stopped run left mid-training is trained
-        # again on resume, so it does not count yet
-        trained = n.get("evaluated", 0) + n.get("failed", 0) + (n.get("evaluating", 0) if self.writer is not None else 0)
-        budget = int(self.config.get("budget", 0) or 0)
+        """Candidates trained against the budget, proposals against their cap, what a resume goes on
+        with, and the cost so far (the budget rule is `RunState`'s)."""
+        s = self.run
         train_s = sum(v.wall_s for c in self.candidates for v in c.entry.evaluations)
         agents = self.config.get("agents") or {}
-        # what a resume goes on with, by the loop's rule: a candidate that was training always; proposed and
-        # verified ones only while the budget has room
-        training = n.get("evaluating", 0)
-        waiting = n.get("proposed", 0) + n.get("verified", 0)
-        room = max(0, budget - n.get("evaluated", 0) - n.get("failed", 0) - training)
-        return {"budget": budget, "trained": trained, "proposals": len(self.candidates) - 1,
-                "max_proposals": 3 * budget, "in_flight": sum(n.get(s, 0) for s in IN_FLIGHT),
-                "unfinished": training + min(waiting, room),
+        return {"budget": s.budget, "trained": s.trained(live=self.writer is not None), "proposals": s.proposals,
+                "max_proposals": s.max_proposals, "in_flight": s.in_flight(), "unfinished": s.unfinished(),
                 "train_s": train_s, "llm": self.llm_usage().get("total"),
                 "llm_budget_tokens": agents.get("budget_tokens"), "llm_budget_usd": agents.get("budget_usd")}
 

@@ -256,3 +256,16 @@ def _runs_code(expr: ast.expr) -> bool:
     return any(isinstance(n, (ast.Call, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Await,
                               ast.Yield, ast.YieldFrom, ast.NamedExpr))
                for n in ast.walk(expr))
+
+
+def config_literal(code: str) -> str:
+    """The module's CONFIG as written (a literal), as sorted JSON, read without executing the code: part of
+    a candidate's behaviour beside what its functions return. "{}" when there is none."""
+    import json
+    try:
+        for node in ast.parse(code).body:
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "CONFIG" for t in node.targets):
+                return json.dumps(ast.literal_eval(node.value), sort_keys=True)
+    except (SyntaxError, ValueError):
+        pass
+    return "{}"

@@ -10,8 +10,8 @@ pytest.importorskip("anthropic")
 
 from poise.agents import offline
 from poise.agents.llm import BudgetExhausted
-from poise.agents.roles import (ROLES, AgentFailure, Agents, AgentsConfig, ProposalContext, curve_table, load_prompt,
-                                render)
+from poise.agents.llm_roles import curve_table, load_prompt, render
+from poise.agents.roles import ROLES, AgentFailure, Agents, AgentsConfig, ProposalContext
 from poise.algorithms import builtin_source
 from poise.discovery.archive import Archive
 from poise.reflect.diagnose import reflect

@@ -1,0 +1,90 @@
+"""The evaluate phase of the loop: archived entries go to the executor (search, racing and baseline
+evaluations on the search held-out set, re-evaluations on fresh seeds on the confirmation set), and
+each result comes back to be archived here, by the loop's process alone. A candidate that fails in
+training is archived as failed, with a reflection that says so; impossible metrics never enter."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from typing import Callable
+
+from poise.algorithms import builtin_source
+from poise.backends.worker import AlgorithmSpec, EvalFailure
+from poise.discovery.archive import Archive, Entry, check_metrics
+from poise.discovery.confirm import confirm_fidelity
+from poise.executors import EvalJob, Executor
+from poise.sandbox.task import hard_pass1
+
+PURPOSES = ("baseline", "search", "race", "reeval")  # race: more search seeds of an evaluated entry
+
+
+class Evaluations:
+    """The evaluations in flight, on ``executor``; ``events`` is the loop's `Events`."""
+
+    def __init__(self, archive: Archive, executor: Executor, events, *, fidelity: str, threads: int,
+                 timeout_s: float | None, jailed: bool):
+        self.archive, self.executor, self.events = archive, executor, events
+        self.fidelity, self.threads, self.timeout_s, self.jailed = fidelity, threads, timeout_s, jailed
+        self.jobs: dict[cf.Future, tuple[Entry, int, str]] = {}
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def busy(self) -> set[int]:
+        """Ids of the entries being evaluated now."""
+        return {e.id for e, _, _ in self.jobs.values()}
+
+    def submit(self, e: Entry, seed: int, purpose: str) -> None:
+        assert purpose in PURPOSES, purpose
+        self.archive.log("eval_start", e.id, seed=seed, purpose=purpose)
+        self.events.eval_started(e, seed, purpose)
+        spec = AlgorithmSpec(name=f"c{e.id}", source=e.code or builtin_source("grpo"), origin=f"archive:#{e.id}",
+                             jailed=self.jailed)
+        job = EvalJob(spec, self.fidelity, seed, split="confirm" if purpose == "reeval" else "search",
+                      threads=self.threads, timeout_s=self.timeout_s)
+        fut = self.executor.submit(job, on_step=lambda i, row: self.events.eval_step(e.id, seed, i, row))
+        self.jobs[fut] = (e, seed, purpose)
+
+    def wait(self) -> list[tuple[Entry, int, str, object]]:
+        """(entry, seed, purpose, EvalResult | EvalFailure) of the evaluations that finished; waits for one."""
+        done, _ = cf.wait(list(self.jobs), return_when=cf.FIRST_COMPLETED)
+        return [(*self.jobs.pop(fut), fut.result()) for fut in done]
+
+
+def record(archive: Archive, e: Entry, seed: int, purpose: str, res, fidelity: str, events,
+           reflect: Callable[..., None]) -> None:
+    """Archive one finished evaluation; ``reflect(entry, failure=None)`` writes an entry's reflection."""
+    fid = fidelity if purpose != "reeval" else confirm_fidelity(fidelity)
+    if isinstance(res, EvalFailure):
+        reason = f"{res.kind}: {res.message}"
+        if purpose == "baseline":
+            raise RuntimeError(f"the GRPO baseline itself failed to evaluate ({reason}); this is a problem "
+                               f"of the setup, not of a candidate: check `poise train --algorithm grpo "
+                               f"--fidelity {fidelity}`")
+        if purpose == "search" and e.id != 0:
+            archive.set_status(e.id, "failed", reason[:2000])
+            reflect(archive.get(e.id), failure=reason)
+        else:
+            archive.log("eval_failed", e.id, seed=seed, purpose=purpose, reason=reason[:2000])
+        events.eval_finished(e, seed, False, reason.splitlines()[0][:200])
+        return
+    problem = check_metrics(res.metrics)
+    if problem is not None:
+        reason = f"impossible metrics: {problem}"
+        if purpose == "search" and e.id != 0:
+            archive.set_status(e.id, "failed", reason)
+        events.eval_finished(e, seed, False, reason)
+        return
+    stored = purpose if purpose != "race" else ("baseline" if e.id == 0 else "search")
+    archive.add_evaluation(e.id, seed, fid, res.trajectory, res.metrics, res.wall_s, stored)
+    archive.add_cost(e.id, wall_s=res.wall_s)
+    # a racing seed adds to an evaluated entry: its status and (set-once) reflection stay as they are
+    if purpose == "search" and e.id != 0:
+        archive.set_status(e.id, "evaluated")
+        reflect(archive.get(e.id))
+    elif purpose == "baseline" and archive.get(0).status != "evaluated":
+        archive.set_status(0, "evaluated")
+        reflect(archive.get(0))
+    m = res.metrics
+    events.eval_finished(e, seed, True, f"Overall {m['overall']:.1f}, hard pass@1 {hard_pass1(m):.1f}, "
+                                        f"length {m['length']:.1f}")

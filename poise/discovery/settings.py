@@ -1,0 +1,124 @@
+"""A discovery run's settings, and what a resumed run may change: the settings that cannot make a run
+incoherent (its budget, workers, time limits, agents, more fresh seeds, ...) change when the user names
+them, with the change recorded; any other named change is refused with the way to make it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from poise.agents.roles import AgentsConfig
+from poise.discovery.archive import Archive, ArchiveError
+
+
+@dataclass
+class DiscoverConfig:
+    budget: int = 8
+    directive: str = ""
+    workers: int = 1
+    fidelity: str = "standard"
+    strategy: str = "lineage"  # lineage | greedy | random | tournament
+    search_seed: int = 0  # seeds parent selection and the proposer's exploration
+    eval_seed: int = 0  # the training seed of every search evaluation
+    proposals_per_round: int = 2
+    max_attempts: int = 3  # implement -> verify rounds before a proposal is rejected
+    reeval_top: int = 2
+    reeval_seeds: tuple[int, ...] = (1001, 1002, 1003)  # fresh seeds, never used by the search
+    # racing: a candidate about to lead the search or become a parent twice is first trained on this many
+    # search seeds (eval_seed, eval_seed+1, ...; see selection.to_race); 1 turns racing off
+    race_seeds: int = 3
+    eval_timeout_s: float | None = None  # per evaluation; None: 10x the fidelity's expected time
+    verify_timeout_s: float = 30.0  # per verification (synthetic batches take about a second)
+    threads: int | None = None  # torch threads per worker; None: cores // workers
+    agents: AgentsConfig = field(default_factory=AgentsConfig)  # who plays each role (LLMs or offline)
+    # run candidate code that poise did not write without the jail, where the jail cannot start (recorded)
+    unsafe_no_jail: bool = False
+    # the smallest confirmed change that counts as a discovery, per metric ({} = objective.MIN_EFFECT)
+    min_effect: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["reeval_seeds"] = list(self.reeval_seeds)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DiscoverConfig":
+        d = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
+        if "reeval_seeds" in d:
+            d["reeval_seeds"] = tuple(d["reeval_seeds"])
+        d.setdefault("race_seeds", 1)  # runs stored before racing existed did not race
+        if isinstance(d.get("agents"), dict):
+            a = {k: v for k, v in d["agents"].items() if k in {f.name for f in dataclasses.fields(AgentsConfig)}}
+            if a.get("price") is not None:
+                a["price"] = tuple(a["price"])
+            d["agents"] = AgentsConfig(**a)
+        return cls(**d)
+
+
+# the settings a resumed run may change when the user names them; every other one must stay as stored
+# (the re-evaluation's fresh seeds may only be extended)
+_CHANGEABLE = ("budget", "workers", "threads", "eval_timeout_s", "verify_timeout_s", "reeval_top", "reeval_seeds",
+               "agents", "unsafe_no_jail", "min_effect")
+
+
+def _show(value, key: str) -> str:
+    if key == "reeval_seeds":
+        return f"{len(value)} ({', '.join(map(str, value))})" if value else "0"
+    if key == "agents":
+        who = value.llm or ", ".join(f"{r}={m}" for r, m in value.roles.items()) or "offline"
+        return f"({who}, LLM budget {value.budget_tokens or 'none'} tokens / ${value.budget_usd or 'none'})"
+    return "default" if value is None else str(value)
+
+
+def resolve(archive: Archive, root: Path, cfg: DiscoverConfig, resume: bool,
+            given: frozenset[str] | None) -> tuple[DiscoverConfig, list[str]]:
+    """The run's settings, and the changes a resume made to them. A resumed run keeps every stored one
+    except those in ``given`` (the settings the user named, e.g. on the command line; None: every field
+    of ``cfg``); of those, only the ones that cannot make the run incoherent may change, and each change
+    is listed."""
+    changes: list[str] = []
+    stored = archive.get_meta("config")
+    if stored is None:
+        return cfg, changes
+    if not resume:
+        raise ArchiveError(f"{root} already holds a discovery run; pass --resume to continue it, "
+                           f"or choose another --out folder")
+    old = DiscoverConfig.from_dict(json.loads(stored))
+    given = frozenset(f.name for f in dataclasses.fields(DiscoverConfig)) if given is None else given
+    # agent options named one by one ("agents.budget_tokens") change only themselves
+    parts = {g.split(".", 1)[1] for g in given if g.startswith("agents.")}
+    if parts and "agents" not in given:
+        cfg = dataclasses.replace(cfg, agents=dataclasses.replace(old.agents, **{p: getattr(cfg.agents, p)
+                                                                               for p in parts}))
+        given = given | {"agents"}
+    new = old
+    for k in sorted(g for g in given if "." not in g):
+        was, now = getattr(old, k), getattr(cfg, k)
+        if now == was:
+            continue
+        flag = "--" + k.replace("_", "-").replace("search-seed", "seed")
+        if k == "reeval_seeds" and len(now) < len(was):
+            raise ArchiveError(f"--reeval-seeds {len(now)}: the run being resumed re-evaluates on {len(was)} "
+                               f"fresh seeds; it can extend them (a larger number), not drop any")
+        if k == "reeval_seeds" and tuple(now[:len(was)]) != tuple(was):
+            raise ArchiveError(f"the fresh seeds {list(now)} do not extend the stored {list(was)}")
+        if k == "budget" and now < (done := _finished(archive)):
+            raise ArchiveError(f"--budget {now}: the run being resumed has already trained {done} "
+                               f"candidates; give at least that many")
+        if k not in _CHANGEABLE:
+            raise ArchiveError(f"{flag} differs from the run being resumed ({now!r} vs {was!r}); a resumed run "
+                               f"keeps its settings, start a new run (another --out) to change it")
+        if k == "min_effect":  # a named metric changes, the others stay as stored
+            now = {**was, **now}
+            if now == was:
+                continue
+        new = dataclasses.replace(new, **{k: now})
+        changes.append(f"{k.replace('_', ' ')} {_show(was, k)} -> {_show(now, k)}")
+    return new, changes
+
+
+def _finished(archive: Archive) -> int:
+    """Candidates whose training has ended (the budget cannot drop below them)."""
+    return sum(1 for e in archive.entries(trajectories=False) if e.id != 0 and e.status in ("evaluated", "failed"))

@@ -1,0 +1,37 @@
+"""Where evaluations run. An executor takes `EvalJob`s and gives back futures of their results; the
+loop alone writes the archive. `local.LocalExecutor` (a pool on this machine) is the default."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from poise.backends.tiny import EvalResult
+from poise.backends.worker import AlgorithmSpec, EvalFailure
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """One training and held-out scoring of an algorithm."""
+
+    spec: AlgorithmSpec
+    fidelity: str
+    seed: int
+    split: str = "search"  # "confirm": the confirmation held-out set
+    threads: int = 1
+    timeout_s: float | None = None
+
+
+class Executor(Protocol):
+    def submit(self, job: EvalJob, on_step: Callable[[int, dict], None] | None = None) -> cf.Future:
+        """Start ``job``; the future's result is an `EvalResult` or an `EvalFailure`. ``on_step(step, row)``
+        is called as training steps finish (for progress bars)."""
+        ...
+
+    def shutdown(self, kill: bool = False) -> None:
+        """Wait for what is running, or with ``kill`` stop it now (Ctrl-C, a crash)."""
+        ...
+
+
+__all__ = ["EvalFailure", "EvalJob", "EvalResult", "Executor"]

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich import box
 from rich.table import Column, Table
 
 from poise.isolation.text import printable
@@ -109,9 +109,9 @@ def train_cmd(
     from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
     from poise.evaluation.fidelity import default_timeout_s, estimate_s, get_fidelity, minutes
     from poise.isolation import JailUnavailable, choose_isolation
-    from poise.verify.static import static_check
     from poise.report.plots import plot_curves
     from poise.runs import new_run_dir, run_manifest, save_seed, summarize, versus, write_json, write_metrics_csv
+    from poise.verify.static import static_check
 
     try:
         fid = get_fidelity(fidelity)
@@ -187,7 +187,8 @@ def train_cmd(
                     measure(i)
                 progress.advance(every)
                 progress.update(task, completed=i + 1,
-                                info=f"acc {row['accuracy']:.2f} valid {row['validity']:.2f} len {row['response_length']:.0f}")
+                                info=f"acc {row['accuracy']:.2f} valid {row['validity']:.2f} "
+                                     f"len {row['response_length']:.0f}")
             t0 = time.time()
             res = run_evaluation(spec, fid.name, s, threads, on_step, timeout_s=timeout)
             if isinstance(res, EvalFailure):
@@ -196,7 +197,8 @@ def train_cmd(
                 if res.kind == "load":  # the same file fails the same way on every seed
                     break
                 continue
-            progress.update(task, completed=fid.rl.steps, info=f"Overall {res.metrics['overall']:.1f} ({time.time() - t0:.0f}s)")
+            progress.update(task, completed=fid.rl.steps,
+                            info=f"Overall {res.metrics['overall']:.1f} ({time.time() - t0:.0f}s)")
             results.append(res)
             save_seed(run, res)
 
@@ -272,8 +274,10 @@ def discover_cmd(
     reeval_top: int = typer.Option(2, "--reeval-top", min=0, help="how many of the best candidates to re-evaluate"),
     race_seeds: int = typer.Option(3, "--race-seeds", min=1, help="search seeds a candidate gets before it may lead the "
                                    "search or be a parent twice (racing; 1 = off)"),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch threads per worker (default: cores / workers)"),
-    confirm: list[int] = typer.Option([], "--confirm", help="also re-evaluate this archive entry id (repeatable; with --resume)"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="torch threads per worker (default: cores / workers)"),
+    confirm: list[int] = typer.Option([], "--confirm",
+                                      help="also re-evaluate this archive entry id (repeatable; with --resume)"),
     llm: str = typer.Option("", "--llm", help="LLM for every agent role: [provider:]model[@base_url], e.g. "
                             "openai:gpt-4.1-mini, anthropic:claude-sonnet-4-5, openai:MODEL@http://localhost:8000/v1"),
     role: list[str] = typer.Option([], "--role", help="one role's agent: ROLE=MODEL or ROLE=offline; roles: proposer, "
@@ -360,7 +364,7 @@ def discover_cmd(
     except KeyboardInterrupt:
         err.print(f"[yellow]stopped.[/] Finished evaluations are in {out / 'archive.db'}; "
                   f"continue with: poise discover --resume --out {out}")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     _print_discovery(summary)
 
 
@@ -602,7 +606,8 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
                       f"fresh seeds); single-seed search gaps below it are noise")
     spent = (f"budget: trained {b['trained']}/{b['budget']} · proposals {b['proposals']}/{b['max_proposals']}"
              + (f" · {b['in_flight']} in flight" if b["in_flight"] and view.writer is not None else
-                f" · {b['unfinished']} unfinished" if b["unfinished"] and not view.finished else "") + f" · training {b['train_s'] / 60:.1f} min")
+                f" · {b['unfinished']} unfinished" if b["unfinished"] and not view.finished else "")
+             + f" · training {b['train_s'] / 60:.1f} min")
     if b["llm"]:
         u = b["llm"]
         spent += f" · LLM {u['tokens_in'] + u['tokens_out']:,} tokens"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from poise.agents.types import AgentFailure, ArchiveNode, Proposal, ProposalContext
@@ -279,6 +279,13 @@ _MECHANISM_FIELDS = {
 # Proposals
 
 
+def baseline_proposal() -> dict:
+    """The archive's root entry, GRPO, as a proposal of the GRPO design."""
+    return {"name": "GRPO", "hypothesis": "the starting point", "mechanism": "GRPO (group-normalised outcome "
+            "advantages, PPO clip 0.2, token-mean)", "math": "A_i = (r_i - mean_g r) / (std_g r + eps)",
+            "claims": GRPO.claims(), "operator": "", "design": dataclasses.asdict(GRPO), "author": "builtin"}
+
+
 def design_of(node_proposal: dict | None) -> Design | None:
     if not node_proposal or not node_proposal.get("design"):
         return None  # not the offline proposer's (an LLM's free-form proposal has no design)
@@ -313,7 +320,7 @@ def _evidence(op: str, nodes: list[ArchiveNode]) -> tuple[float, int]:
 
 
 def propose(parent: ArchiveNode, nodes: list[ArchiveNode], objective_metrics: dict[str, float], n: int,
-            rng: random.Random, references: list[ArchiveNode] = (), cfg: ProposerConfig = ProposerConfig()
+            rng: random.Random, references: list[ArchiveNode] = (), cfg: ProposerConfig | None = None
             ) -> list[Proposal]:
     """Up to ``n`` proposals of mechanism-level changes to ``parent``, most promising first.
 
@@ -322,6 +329,7 @@ def propose(parent: ArchiveNode, nodes: list[ArchiveNode], objective_metrics: di
     complementary, exploratory) the loop picked; mechanisms of well-scoring references become crossover
     candidates. Designs already in the archive are skipped, so the list may be shorter than ``n``.
     """
+    cfg = cfg or ProposerConfig()
     base = parent.design or GRPO
     seen = {nd.design.key() for nd in nodes if nd.design is not None}
     wanted = set(parent.suggestions)
@@ -372,7 +380,7 @@ def propose(parent: ArchiveNode, nodes: list[ArchiveNode], objective_metrics: di
     # Gumbel noise makes the choice a seeded sample from softmax(score / noise): exploration
     ranked = sorted(scored, key=lambda t: -(t[0] + cfg.noise * -math.log(-math.log(max(rng.random(), 1e-12)))))
     out: list[Proposal] = []
-    for s, child, op, why, ref in ranked:
+    for _, child, op, why, ref in ranked:
         if child.key() in seen or child.key() == base.key():
             continue
         seen.add(child.key())

@@ -64,7 +64,7 @@ class Proposal:
 
 @dataclass
 class ProposalContext:
-    """What the proposer sees; `discovery/context.py` builds it from the archive."""
+    """What the proposer sees; `discovery/propose.py` builds it from the archive."""
 
     parent: ArchiveNode
     parent_code: str

@@ -12,7 +12,7 @@ import inspect
 import types
 from pathlib import Path
 
-from poise.algorithms.base import (AlgoConfig, Algorithm, RolloutBatch, default_policy_loss)
+from poise.algorithms.base import AlgoConfig, Algorithm, RolloutBatch, default_policy_loss
 
 # The registry of built-ins, in the order they are listed. Each name is a module in this package.
 BUILTINS: tuple[str, ...] = ("grpo", "dr_grpo", "rloo", "dapo", "av_grpo", "vm_av_grpo", "dace_grpo")

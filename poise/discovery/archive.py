@@ -102,7 +102,8 @@ TRANSITIONS = {
 }
 PURPOSES = ("search", "reeval", "baseline")
 SEARCH_PURPOSES = ("search", "baseline")  # the evaluations made during the search, at the run's fidelity
-PERCENT_KEYS = ("overall", "validity", "score", "pass@1", "truncated", "no_answer", "share", "accuracy")  # and "pass@k": in [0, 100]
+# and "pass@k": in [0, 100]
+PERCENT_KEYS = ("overall", "validity", "score", "pass@1", "truncated", "no_answer", "share", "accuracy")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 

@@ -7,7 +7,7 @@
 Each phase is its own module; this one only decides what happens next:
 
     select           discovery/selection.py   which entry is the parent (and which must race first)
-    propose          discovery/context.py     what the proposer is shown; agents/roles.py who proposes
+    propose          discovery/propose.py     what the proposer is shown; agents/roles.py who proposes
     implement+verify verify/implement.py      implementer <-> verifier attempts, review, duplicates
     evaluate         discovery/evaluate.py    entries to the executor (executors/), results to the archive
     reflect          reflect/phase.py         curves and metrics -> the archived reflection
@@ -32,23 +32,21 @@ import json
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from poise.agents import offline
-from poise.agents.llm import BudgetExhausted, usage_by_role
 from poise.agents.roles import Agents
-from poise.agents.types import AgentFailure
 from poise.algorithms import builtin_source
-from poise.discovery import context
-from poise.discovery.archive import Archive, ArchiveError, Entry
-from poise.discovery.confirm import Discovery, confirm_fidelity
+from poise.discovery import propose
+from poise.discovery.archive import Archive, Entry
+from poise.discovery.confirm import confirm_fidelity
 from poise.discovery.evaluate import Evaluations, record
 from poise.discovery.objective import Objective, run_objective
+from poise.discovery.outcome import RunSummary, summarize, to_confirm
 from poise.discovery.selection import SelectionConfig, nodes_from_archive, select, to_race
-from poise.discovery.settings import DiscoverConfig, resolve
+from poise.discovery.settings import DiscoverConfig, check_sandbox, resolve
 from poise.discovery.state import RunState
-from poise.evaluation.fidelity import default_timeout_s, sandbox_fingerprint
+from poise.evaluation.fidelity import default_timeout_s
 from poise.executors import Executor
 from poise.executors.local import LocalExecutor
 from poise.isolation.hook import choose_isolation
@@ -70,20 +68,6 @@ class Events:
     def eval_finished(self, entry: Entry, seed: int, ok: bool, text: str) -> None: ...
 
 
-@dataclass
-class RunSummary:
-    root: str
-    objective: str
-    evaluated: int
-    rejected: int
-    failed: int
-    best_search: list[tuple[int, str, float]]  # (id, name, objective scalar on the search set)
-    confirmed: list[Discovery] = field(default_factory=list)
-    baseline_confirm: dict = field(default_factory=dict)
-    wall_s: float = 0.0
-    llm: dict = field(default_factory=dict)  # usage per agent role and in total (empty when no LLM was used)
-
-
 class Loop:
     def __init__(self, root: Path, cfg: DiscoverConfig, events: Events | None = None, resume: bool = False,
                  given: frozenset[str] | None = None, executor: Executor | None = None):
@@ -99,13 +83,7 @@ class Loop:
             agents = Agents(cfg.agents, ledger=self.archive, on_retry=self.events.message)
             # an LLM implementer writes code poise did not: it runs only in the jail (or, explicitly, unsafely)
             isolation = choose_isolation(agents.llms["implementer"] is None, cfg.unsafe_no_jail)
-            sandbox = sandbox_fingerprint(cfg.fidelity)
-            stored = self.archive.get_meta("sandbox")
-            if stored is not None and stored != sandbox:
-                raise ArchiveError(f"{self.root} was evaluated on another version of the {cfg.fidelity!r} sandbox "
-                                   f"(fingerprint {stored}, this poise has {sandbox}): its numbers would not compare "
-                                   f"with new ones. Start a new run with another --out folder, or resume it with "
-                                   f"the poise version that made it")
+            sandbox = check_sandbox(self.archive, self.root, cfg.fidelity)
         except BaseException:
             self.archive.close()
             raise
@@ -155,17 +133,12 @@ class Loop:
 
     def ensure_baseline(self) -> Entry:
         if not self.archive.entries():
-            design = offline.GRPO
-            proposal = {"name": "GRPO", "hypothesis": "the starting point", "mechanism": "GRPO (group-normalised "
-                        "outcome advantages, PPO clip 0.2, token-mean)", "math": "A_i = (r_i - mean_g r) / "
-                        "(std_g r + eps)", "claims": design.claims(), "operator": "", "design":
-                        dataclasses.asdict(design), "author": "builtin"}
-            eid = self.archive.add_entry("GRPO", builtin_source("grpo"), proposal, [], 0, self.cfg.directive,
-                                         status="evaluating")
+            eid = self.archive.add_entry("GRPO", builtin_source("grpo"), offline.baseline_proposal(), [], 0,
+                                         self.cfg.directive, status="evaluating")
             assert eid == 0
             # verified like every candidate: the report documents it, and its behaviour hash lets the loop
             # recognise a proposal that is GRPO in disguise
-            report = verify(builtin_source("grpo"), "GRPO", design.claims(), self.verify_limits,
+            report = verify(builtin_source("grpo"), "GRPO", offline.GRPO.claims(), self.verify_limits,
                             jailed=self.isolation.jailed)
             self.archive.set_verification(eid, report.to_dict())
             if report.ok:
@@ -179,7 +152,7 @@ class Loop:
         if self.racing:
             return -1  # racing evaluations are still running: this round's selection waits for their seeds
         state = self.state()
-        nodes = nodes_from_archive(self.archive, context.features, fidelity=self.cfg.fidelity)
+        nodes = nodes_from_archive(self.archive, propose.features, fidelity=self.cfg.fidelity)
         if nodes:
             base = state.baseline.search
             rng_state = self.rng.getstate()
@@ -194,38 +167,12 @@ class Loop:
         else:  # the first round, while the baseline trains: the root is the only possible parent
             parent_id, scores = 0, []
         self.round += 1
-        ctx = context.build(state, parent_id, self.objective, self.cfg.proposals_per_round, self.round, self.rng)
-        parent = state.find(parent_id).entry
-        if self.agents.llms["proposer"] is not None:
-            self.events.message(f"round {self.round}: asking {self.agents.llms['proposer'].spec.label} for "
-                                f"{ctx.n} proposal(s) from #{parent_id} {parent.name}")
-        failure = None
-        try:
-            props = self.agents.propose(ctx)
-        except BudgetExhausted as e:
-            props, failure = [], str(e)
-            self.llm_spent = True
-            self.events.message(f"{e}: no new proposals; finishing what is in flight")
-        except AgentFailure as e:
-            props, failure = [], e.reason
-            self.archive.log("agent_failed", parent_id, role=e.role, reason=e.reason[:2000], answer=e.answer[:4000],
-                             round=self.round)
-            self.events.message(f"round {self.round}: the proposer failed: {e.reason[:200]}")
+        ctx = propose.build(state, parent_id, self.objective, self.cfg.proposals_per_round, self.round, self.rng)
+        made, failure, spent = propose.ask(self.archive, self.agents, ctx, state.find(parent_id).entry,
+                                           scores, self.cfg.strategy, self.cfg.directive, self.events.message)
+        self.llm_spent = self.llm_spent or spent
         self.proposer_failures = self.proposer_failures + 1 if failure else 0
-        usage = self.agents.take_usage()
-        top = {s.node_id: s for s in scores}.get(parent_id)
-        self.archive.log("select", parent_id, strategy=self.cfg.strategy, round=self.round,
-                         score=dataclasses.asdict(top) if top is not None else None,
-                         references=[r.id for _, r in ctx.references], tiers=[t for t, _ in ctx.references],
-                         proposals=[p.name for p in props], proposer_failure=failure, llm=usage.as_cost())
-        self.events.message(f"round {self.round}: parent #{parent_id} {parent.name}"
-                            + (f" -> {', '.join(p.name for p in props)}" if props else " (no new proposal)"))
-        for p in props:
-            eid = self.archive.add_entry(p.name, "", p.to_dict(), p.builds_on[:1], parent.generation + 1,
-                                         self.cfg.directive, context_ids=p.builds_on[1:])
-            if usage.calls or usage.tokens:  # the proposer's call, shared by the proposals it produced
-                self.archive.add_cost(eid, **{k: v / len(props) for k, v in usage.as_cost().items()})
-        return len(props)
+        return made
 
     def _race(self, ids: list[int]) -> None:
         """Queue the missing search seeds of `ids` (eval_seed + 1, + 2, ... up to race_seeds in all)."""
@@ -367,29 +314,7 @@ class Loop:
 
     def to_confirm(self) -> list[Entry]:
         """The best ``reeval_top`` by the objective on the search set, plus any the user named (--confirm)."""
-        top = self.top_candidates(self.cfg.reeval_top)
-        for i in self.confirm_ids:
-            e = self.archive.get(i)
-            if e.status != "evaluated":
-                raise ArchiveError(f"--confirm {i}: entry #{i} {e.name} is {e.status}, not evaluated; only an "
-                                   f"evaluated candidate can be re-evaluated")
-            if e.id != 0 and all(e.id != t.id for t in top):
-                top.append(e)
-        return top
-
-    def top_candidates(self, k: int) -> list[Entry]:
-        return [self.archive.get(c.id) for c in self.state().top(k)]
+        return [self.archive.get(c.id) for c in to_confirm(self.state(), self.cfg.reeval_top, self.confirm_ids)]
 
     def summary(self) -> RunSummary:
-        state = self.state()
-        c = state.counts()
-        best = [(x.id, x.name, round(x.score, 3)) for x in state.top(5)]
-        out = RunSummary(str(self.root), self.objective.describe(), c.get("evaluated", 0), c.get("rejected", 0),
-                         c.get("failed", 0), best, llm=usage_by_role(self.archive.llm_calls()))
-        if state.baseline_confirm:
-            out.baseline_confirm = state.baseline_confirm
-            for e in self.to_confirm():
-                conf = state.find(e.id).confirmation
-                if conf is not None:
-                    out.confirmed.append(conf)
-        return out
+        return summarize(self.root, self.state(), self.to_confirm(), self.archive.llm_calls())

@@ -439,26 +439,13 @@ def to_race(nodes: Sequence[Node], pick: int, objective: Objective, baseline_met
 
 
 # -- from the archive ---------------------------------------------------------------------------------
-def tag_features(entries) -> Callable[[object], tuple[float, ...]]:
-    """A features_fn: 0/1 over the sorted union of `proposal["tags"]` of `entries`."""
-    vocab = sorted({str(t) for e in entries for t in (e.proposal.get("tags") or ())})
-    index = {t: i for i, t in enumerate(vocab)}
-
-    def fn(entry) -> tuple[float, ...]:
-        v = [0.0] * len(vocab)
-        for t in entry.proposal.get("tags") or ():
-            if str(t) in index:
-                v[index[str(t)]] = 1.0
-        return tuple(v)
-    return fn
-
-
-def nodes_from_archive(archive, features_fn: Callable[[object], Sequence[float]] | None = None, *,
+def nodes_from_archive(archive, features_fn: Callable[[object], Sequence[float]], *,
                        fidelity: str | None = None) -> list[Node]:
     """Nodes for every evaluated entry with search evaluations: parent = first parent, depth along first
     parents, metrics = means over seeds of the keys available, n_selected / selected_at from the
-    archive's "select" events (one per round). features_fn(entry) defaults to 0/1 mechanism tags
-    (`tag_features`); `fidelity` restricts the means to evaluations at that fidelity."""
+    archive's "select" events (one per round). ``features_fn(entry)``: where the entry sits in mechanism
+    space (the loop's is `discovery.propose.features`); `fidelity` restricts the means to evaluations at
+    that fidelity."""
     with archive.snapshot():
         everything = archive.entries(trajectories=False)
         selects = archive.events(kind=SELECT_EVENT)
@@ -476,7 +463,6 @@ def nodes_from_archive(archive, features_fn: Callable[[object], Sequence[float]]
         if ev.entry_id is not None:
             picked.setdefault(ev.entry_id, []).append(ev.id)
     evaluated = [e for e in everything if e.status == "evaluated" and e.search_evaluations(fidelity)]
-    features_fn = features_fn or tag_features(evaluated)
     nodes = []
     for e in evaluated:
         per_seed = []

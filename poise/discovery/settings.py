@@ -11,6 +11,7 @@ from pathlib import Path
 
 from poise.agents.roles import AgentsConfig
 from poise.discovery.archive import Archive, ArchiveError
+from poise.evaluation.fidelity import sandbox_fingerprint
 
 
 @dataclass
@@ -122,3 +123,16 @@ def resolve(archive: Archive, root: Path, cfg: DiscoverConfig, resume: bool,
 def _finished(archive: Archive) -> int:
     """Candidates whose training has ended (the budget cannot drop below them)."""
     return sum(1 for e in archive.entries(trajectories=False) if e.id != 0 and e.status in ("evaluated", "failed"))
+
+
+def check_sandbox(archive: Archive, root: Path, fidelity: str) -> str:
+    """The fingerprint of the sandbox at ``fidelity``; a run evaluated on another version of it is refused
+    (its numbers would not compare with new ones)."""
+    sandbox = sandbox_fingerprint(fidelity)
+    stored = archive.get_meta("sandbox")
+    if stored is not None and stored != sandbox:
+        raise ArchiveError(f"{root} was evaluated on another version of the {fidelity!r} sandbox "
+                           f"(fingerprint {stored}, this poise has {sandbox}): its numbers would not compare "
+                           f"with new ones. Start a new run with another --out folder, or resume it with "
+                           f"the poise version that made it")
+    return sandbox

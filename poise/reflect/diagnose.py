@@ -43,8 +43,22 @@ from dataclasses import dataclass, field
 from poise.agents.offline import already_has
 from poise.evaluation.metrics import diff_ci, mean_ci, t_critical
 from poise.reflect.curves import (
-    DETECTORS, MIN_TREND_STEPS, OVERALL_TOL, TIER_MOVE, Finding, Trajectory, _finite, compare, detect_nan,
-    end_value, hard_score, mean_metrics, mean_trajectory, series, start_value, window,
+    DETECTORS,
+    MIN_TREND_STEPS,
+    OVERALL_TOL,
+    TIER_MOVE,
+    Finding,
+    Trajectory,
+    _finite,
+    compare,
+    detect_nan,
+    end_value,
+    hard_score,
+    mean_metrics,
+    mean_trajectory,
+    series,
+    start_value,
+    window,
 )
 
 VERDICTS = ("keep", "fix", "drop")

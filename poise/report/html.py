@@ -29,8 +29,10 @@ h1 { font-size: 22px; margin: 20px 0 4px; } h2 { font-size: 18px; margin: 28px 0
 h3 { font-size: 15px; margin: 0; display: inline; }
 .meta { color: #555; } .note { color: #555; font-size: 12.5px; max-width: 900px; }
 .unjailed { color: #b00; border: 1px solid #b00; padding: 6px 10px; }
-table { border-collapse: collapse; font-size: 13px; } th, td { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: right; }
-th { background: #f5f5f5; } td.l, th.l { text-align: left; } #leaderboard td { white-space: nowrap; } #leaderboard { font-size: 12.5px; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: right; }
+th { background: #f5f5f5; } td.l, th.l { text-align: left; }
+#leaderboard td { white-space: nowrap; } #leaderboard { font-size: 12.5px; }
 tr.pareto td:first-child { border-left: 3px solid #2ca02c; }
 .badge { display: inline-block; padding: 0 6px; border-radius: 8px; font-size: 12px; color: #fff; background: #777; }
 .evaluated { background: #2ca02c; } .rejected { background: #999; } .failed { background: #d62728; }

@@ -2,7 +2,8 @@
 
 A `RunView` is one consistent snapshot of a run's archive, opened read-only, so it is safe while the
 run is going. What it derives (each candidate's objective score on the search set, the Pareto front,
-the confirmation results on fresh seeds, the budget spent) is the loop's own `RunState`. A missing or corrupt run folder, or an unknown id, raises `RunError` with the fix in its message.
+the confirmation results on fresh seeds, the budget spent) is the loop's own `RunState`. A missing or
+corrupt run folder, or an unknown id, raises `RunError` with the fix in its message.
 """
 
 from __future__ import annotations

@@ -14,8 +14,18 @@ import torch
 
 from poise.evaluation.metrics import OVERALL_WEIGHTS, mean_pass_at_k, overall
 from poise.sandbox.model import TinyGPT, generate
-from poise.sandbox.task import (HARD_TIERS, STYLES, TIERS, Tier, decode, grade, hard_pass1,  # noqa: F401 (re-exported)
-                               held_out_set, held_out_split, style_of)
+from poise.sandbox.task import (  # noqa: F401 (re-exported)
+    HARD_TIERS,
+    STYLES,
+    TIERS,
+    Tier,
+    decode,
+    grade,
+    hard_pass1,
+    held_out_set,
+    held_out_split,
+    style_of,
+)
 from poise.sandbox.trainer import build_prompts
 
 

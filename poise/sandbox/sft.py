@@ -25,9 +25,18 @@ from typing import Callable
 
 import torch
 
-from poise.sandbox.model import ModelConfig, TinyGPT, autocast, pad_prompts, response_logprobs
-from poise.sandbox.task import (BOS, EOS, HELD_OUT_SHARE, PAD, STYLES, draw_problems, encode,  # noqa: F401
-                               held_out_prompts, solution)  # held_out_prompts is re-exported
+from poise.sandbox.model import ModelConfig, TinyGPT, pad_prompts, response_logprobs
+from poise.sandbox.task import (  # noqa: F401
+    BOS,
+    EOS,
+    HELD_OUT_SHARE,
+    PAD,
+    STYLES,
+    draw_problems,
+    encode,
+    held_out_prompts,  # held_out_prompts is re-exported
+    solution,
+)
 
 CACHE_VERSION = 2  # bump when the SFT code changes what it produces
 

@@ -97,7 +97,7 @@ class _Checker(ast.NodeVisitor):
         self._check_body(tree.body, "at the top level")
 
     def _check_body(self, body: list[ast.stmt], where: str) -> None:
-        for i, stmt in enumerate(body):
+        for stmt in body:
             if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)):
                 continue
             if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
@@ -137,7 +137,7 @@ class _Checker(ast.NodeVisitor):
         for alias in node.names:
             if alias.name == "typing":
                 self.error(node, "`import typing` is not allowed (its helpers evaluate strings as code)",
-                           f"import the type names you annotate with: `from typing import Optional, ...`")
+                           "import the type names you annotate with: `from typing import Optional, ...`")
             elif alias.name not in ALLOWED_IMPORTS:
                 self.error(node, f"`import {alias.name}` is not allowed",
                            f"a candidate may import only {', '.join(sorted(ALLOWED_IMPORTS - {'__future__'}))} and "
@@ -188,7 +188,7 @@ class _Checker(ast.NodeVisitor):
         if isinstance(node.ctx, (ast.Store, ast.Del)):
             self.error(node, f"assignment to the attribute `.{name}`: candidates are pure functions "
                              f"(this would modify torch, the batch or the config)",
-                       f"bind a local variable instead (x = ...) and return the result")
+                       "bind a local variable instead (x = ...) and return the result")
         self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> None:

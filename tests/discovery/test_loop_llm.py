@@ -156,8 +156,8 @@ def test_free_form_entries_are_placed_in_mechanism_space_by_their_claims_and_con
     """The selection's GP and diversity terms need features; an LLM entry has no offline design, so they
     come from what it claimed (and was tested to do) and from its CONFIG literal."""
     from poise.agents import offline
-    from poise.discovery.context import claimed_features as _claimed_features
-    from poise.discovery.context import features
+    from poise.discovery.propose import claimed_features as _claimed_features
+    from poise.discovery.propose import features
 
     class E:  # the two fields _claimed_features reads
         def __init__(self, claims, code):

@@ -179,6 +179,20 @@ def test_srinivas_beta_grows_with_rounds():
         SelectionConfig(beta_schedule="linear")
 
 
+def tag_features(entries):
+    """A features_fn for the test: 0/1 over the sorted union of `proposal["tags"]` of `entries`."""
+    vocab = sorted({str(t) for e in entries for t in (e.proposal.get("tags") or ())})
+    index = {t: i for i, t in enumerate(vocab)}
+
+    def fn(entry) -> tuple[float, ...]:
+        v = [0.0] * len(vocab)
+        for t in entry.proposal.get("tags") or ():
+            if str(t) in index:
+                v[index[str(t)]] = 1.0
+        return tuple(v)
+    return fn
+
+
 def test_nodes_from_a_real_archive(tmp_path):
     m = lambda o: {"overall": o, "length": 30.0, "validity": 90.0,  # noqa: E731
                    "tiers": {t: {"pass@1": o / 2, "score": o} for t in ("aime24", "aime25", "amc")}}
@@ -197,13 +211,13 @@ def test_nodes_from_a_real_archive(tmp_path):
         a.set_status(bad, "failed", "NaN")
         a.log("select", entry_id=1, round=2)
         evaluated("C", [1], [60], ["masking", "variance"])
-        nodes = nodes_from_archive(a)
+        nodes = nodes_from_archive(a, tag_features(a.entries("evaluated")))
         assert [(n.id, n.parent_id, n.depth, n.n_selected) for n in nodes] == [(0, None, 0, 1), (1, 0, 1, 1),
                                                                                 (3, 1, 2, 0)]
         assert nodes[1].metrics == {"overall": 55.0, "hard_pass1": 27.5, "length": 30.0, "validity": 90.0}
         assert [n.features for n in nodes] == [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0)]  # tags: masking, variance
         assert nodes[1].selected_at[0] > nodes[0].selected_at[0]
-        assert nodes_from_archive(a, fidelity="standard") == []  # nothing evaluated at that fidelity
+        assert nodes_from_archive(a, tag_features([]), fidelity="standard") == []  # nothing evaluated at that fidelity
         with pytest.raises(TypeError):
             nodes_from_archive(a, None, "smoke")  # fidelity is keyword-only
         chosen, scores = select_parent(nodes, ACC, nodes[0].metrics, round=3)

@@ -1,14 +1,19 @@
-"""What the proposer is shown: the parent, the whole archive as evidence, and the tiered references,
-and where each entry sits in mechanism space (the features selection's GP and diversity terms use)."""
+"""The propose phase of the loop: what the proposer is shown (the parent, the whole archive as evidence,
+the tiered references), asking it, and archiving its proposals; and where each entry sits in mechanism
+space (the features selection's GP and diversity terms use)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
+from typing import Callable
 
 from poise.agents import offline
-from poise.agents.types import ArchiveNode, ProposalContext
-from poise.discovery.archive import Entry
+from poise.agents.llm import BudgetExhausted
+from poise.agents.roles import Agents
+from poise.agents.types import AgentFailure, ArchiveNode, ProposalContext
+from poise.discovery.archive import Archive, Entry
 from poise.discovery.objective import Objective
 from poise.discovery.state import Candidate, RunState
 from poise.verify.static import config_literal
@@ -36,6 +41,39 @@ def build(state: RunState, parent_id: int, objective: Objective, n: int, round: 
                            references=references(pnode, nodes, objective, state.baseline.search),
                            objective_text=objective.describe(), objective_weights=objective.weights(),
                            baseline_metrics=state.baseline.search, n=n, round=round, rng=rng)
+
+
+def ask(archive: Archive, agents: Agents, ctx: ProposalContext, parent: Entry, scores: list, strategy: str,
+        directive: str, say: Callable[[str], None]) -> tuple[int, str | None, bool]:
+    """Ask the proposer for the round's proposals and archive them as "proposed" entries, with the
+    round's "select" event. (proposals made, why the proposer gave none or None, the LLM budget ran out)."""
+    rnd = ctx.round
+    if agents.llms["proposer"] is not None:
+        say(f"round {rnd}: asking {agents.llms['proposer'].spec.label} for {ctx.n} proposal(s) from "
+            f"#{parent.id} {parent.name}")
+    failure, spent = None, False
+    try:
+        props = agents.propose(ctx)
+    except BudgetExhausted as e:
+        props, failure, spent = [], str(e), True
+        say(f"{e}: no new proposals; finishing what is in flight")
+    except AgentFailure as e:
+        props, failure = [], e.reason
+        archive.log("agent_failed", parent.id, role=e.role, reason=e.reason[:2000], answer=e.answer[:4000], round=rnd)
+        say(f"round {rnd}: the proposer failed: {e.reason[:200]}")
+    usage = agents.take_usage()
+    top = {s.node_id: s for s in scores}.get(parent.id)
+    archive.log("select", parent.id, strategy=strategy, round=rnd, score=dataclasses.asdict(top) if top is not None
+                else None, references=[r.id for _, r in ctx.references], tiers=[t for t, _ in ctx.references],
+                proposals=[p.name for p in props], proposer_failure=failure, llm=usage.as_cost())
+    say(f"round {rnd}: parent #{parent.id} {parent.name}"
+        + (f" -> {', '.join(p.name for p in props)}" if props else " (no new proposal)"))
+    for p in props:
+        eid = archive.add_entry(p.name, "", p.to_dict(), p.builds_on[:1], parent.generation + 1, directive,
+                                context_ids=p.builds_on[1:])
+        if usage.calls or usage.tokens:  # the proposer's call, shared by the proposals it produced
+            archive.add_cost(eid, **{k: v / len(props) for k, v in usage.as_cost().items()})
+    return len(props), failure, spent
 
 
 def references(parent: ArchiveNode, nodes: list[ArchiveNode], objective: Objective,

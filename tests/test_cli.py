@@ -249,7 +249,7 @@ def test_progress_on_resume_counts_the_candidate_that_was_in_flight_once(tmp_pat
     from rich.progress import Progress
 
     from poise.algorithms import builtin_source
-    from poise.cli import _DiscoverEvents
+    from poise.cli.discover import _DiscoverEvents
     from poise.discovery.loop import DiscoverConfig, Loop
 
     loop = Loop(tmp_path, DiscoverConfig(budget=3, fidelity="smoke", threads=1))
@@ -275,14 +275,14 @@ def _narrow_console(monkeypatch, width=80):
 
     from rich.console import Console
 
-    import poise.cli as cli
+    from poise.cli import common
     c = Console(width=width, file=io.StringIO(), force_terminal=False, color_system=None)
-    monkeypatch.setattr(cli, "console", c)
+    monkeypatch.setattr(common, "console", c)
     return c
 
 
 def test_the_confirmation_table_keeps_whole_verdicts_and_names_at_80_columns(monkeypatch):
-    from poise.cli import _print_discovery
+    from poise.cli.discover import _print_discovery
     from poise.discovery.confirm import Discovery
     from poise.discovery.loop import RunSummary
 
@@ -304,9 +304,9 @@ def test_the_confirmation_table_keeps_whole_verdicts_and_names_at_80_columns(mon
 def test_progress_at_80_columns_keeps_counts_and_times(monkeypatch):
     import re
 
-    import poise.cli as cli
+    from poise.cli import common
     c = _narrow_console(monkeypatch)
-    p = cli._progress()
+    p = common.progress()
     p.add_task("#12 DACE-VM-LOO-GRPO seed 1001 on the confirmation set", total=50, completed=10,
                info="acc 0.52 valid 0.91 len 60 and a long tail of text that does not fit")
     c.print(p.make_tasks_table(p.tasks))

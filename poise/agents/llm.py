@@ -47,6 +47,8 @@ _SPEC = re.compile(r"^(?:(?P<provider>[a-z]+):)?(?P<model>[^@\s]+?)(?:@(?P<url>h
 class LLMError(RuntimeError):
     """A call that did not produce an answer; ``kind`` says why (timeout, rate_limit, server, auth, ...)."""
 
+    retry_after: float | None = None  # seconds the server asked to wait (set by _status_error)
+
     def __init__(self, message: str, kind: str = "error"):
         super().__init__(message)
         self.kind = kind
@@ -85,7 +87,9 @@ class ModelSpec:
 
     @property
     def is_local(self) -> bool:
-        return bool(self.base_url) and _is_local_host(urlsplit(self.base_url).hostname or "")
+        if not self.base_url:
+            return False
+        return _is_local_host(urlsplit(self.base_url).hostname or "")
 
     def api_key(self) -> str:
         var = self.key_env or KEY_ENV[self.provider]

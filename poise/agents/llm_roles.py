@@ -22,9 +22,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from poise.agents.llm import LLM, BudgetExhausted, LLMError
 from poise.agents.parse import ParseError, extract_code, extract_json
 from poise.agents.types import AgentFailure, Proposal, ProposalContext, Usage
-
-CURVE_KEYS = ("reward", "accuracy", "validity", "entropy", "response_length", "kl", "clip_frac", "grad_norm")
-
+from poise.evaluation.keys import CURVE_KEYS
 
 # ---------------------------------------------------------------------------------------------------
 # Prompts
@@ -61,7 +59,9 @@ def claims_text() -> str:
 def interface_text() -> str:
     """The algorithm interface as the trainer defines it: base.py's docstring and its two dataclasses."""
     from poise.algorithms import base
-    return (inspect.getdoc(base) + "\n\n```python\n" + inspect.getsource(base.RolloutBatch).split("    @property")[0]
+    doc = inspect.getdoc(base)
+    assert doc is not None  # base.py has a module docstring
+    return (doc + "\n\n```python\n" + inspect.getsource(base.RolloutBatch).split("    @property")[0]
             .rstrip() + "\n\n" + inspect.getsource(base.AlgoConfig).rstrip() + "\n```")
 
 

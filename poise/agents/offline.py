@@ -27,7 +27,7 @@ import dataclasses
 import math
 import random
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from poise.agents.types import AgentFailure, ArchiveNode, Proposal, ProposalContext
 
@@ -313,14 +313,14 @@ def _evidence(op: str, nodes: list[ArchiveNode]) -> tuple[float, int]:
             continue
         if n.status in ("failed", "rejected"):
             failures += 1
-        parent = by_id.get(n.parent_id)
+        parent = by_id.get(n.parent_id) if n.parent_id is not None else None
         if n.score is not None and parent is not None and parent.score is not None:
             gains.append(n.score - parent.score)
     return (sum(gains) / len(gains) if gains else 0.0), failures
 
 
 def propose(parent: ArchiveNode, nodes: list[ArchiveNode], objective_metrics: dict[str, float], n: int,
-            rng: random.Random, references: list[ArchiveNode] = (), cfg: ProposerConfig | None = None
+            rng: random.Random, references: Sequence[ArchiveNode] = (), cfg: ProposerConfig | None = None
             ) -> list[Proposal]:
     """Up to ``n`` proposals of mechanism-level changes to ``parent``, most promising first.
 
@@ -333,7 +333,7 @@ def propose(parent: ArchiveNode, nodes: list[ArchiveNode], objective_metrics: di
     base = parent.design or GRPO
     seen = {nd.design.key() for nd in nodes if nd.design is not None}
     wanted = set(parent.suggestions)
-    scored: list[tuple[float, Design, Operator | None, str, ArchiveNode | None]] = []
+    scored: list[tuple[float, Design, Operator, str, ArchiveNode | None]] = []
 
     def score_op(op: Operator) -> tuple[float, str]:
         gain, fails = _evidence(op.name, nodes)
@@ -361,6 +361,7 @@ def propose(parent: ArchiveNode, nodes: list[ArchiveNode], objective_metrics: di
         s, why = score_op(op)
         scored.append((s, child, op, why, None))
     # crossover: adopt one mechanism of a reference that scored above the parent
+    ref: ArchiveNode | None
     for ref in references:
         if ref.design is None or ref.score is None or parent.score is None or ref.score <= parent.score:
             continue
@@ -391,16 +392,15 @@ def propose(parent: ArchiveNode, nodes: list[ArchiveNode], objective_metrics: di
 
 
 def _proposal(parent: ArchiveNode, child: Design, op: Operator, why: str, ref: ArchiveNode | None) -> Proposal:
-    crossover = ref is not None
-    hyp = op.hypothesis if not crossover else (
+    hyp = op.hypothesis if ref is None else (
         f"{ref.name} carries a mechanism the parent lacks and scored higher; combining it with "
         f"{parent.name}'s design may keep both gains. {op.hypothesis}")
     return Proposal(
         name=child.name(), hypothesis=hyp,
-        mechanism=(f"{parent.name} + {op.name.replace('_', ' ')}" + (f" (from {ref.name})" if crossover else "")
+        mechanism=(f"{parent.name} + {op.name.replace('_', ' ')}" + (f" (from {ref.name})" if ref is not None else "")
                    + f": {op.mechanism}"),
         math=op.math, expected_dynamics=op.expected, claims=child.claims(), hooks=child.hooks(),
-        builds_on=[parent.id] + ([ref.id] if crossover else []), operator=op.name,
+        builds_on=[parent.id] + ([ref.id] if ref is not None else []), operator=op.name,
         design=dataclasses.asdict(child), rationale=why)
 
 
@@ -425,11 +425,11 @@ def implement(proposal: Proposal, feedback: list[str] | None = None) -> tuple[st
 
 
 def render(d: Design, proposal: Proposal | None = None) -> str:
-    doc = [f"{d.name()}: {proposal.mechanism if proposal else 'a GRPO-family advantage estimator'}", ""]
+    doc_lines = [f"{d.name()}: {proposal.mechanism if proposal else 'a GRPO-family advantage estimator'}", ""]
     if proposal is not None:
-        doc += [f"Hypothesis: {proposal.hypothesis}", "", f"Math: {proposal.math}", "",
-                f"Expected dynamics: {proposal.expected_dynamics}"]
-    doc = _wrap("\n".join(doc))
+        doc_lines += [f"Hypothesis: {proposal.hypothesis}", "", f"Math: {proposal.math}", "",
+                      f"Expected dynamics: {proposal.expected_dynamics}"]
+    doc = _wrap("\n".join(doc_lines))
     cfg = {"clip_low": 0.2, "clip_high": d.clip_high, "loss_agg": d.loss_agg, "kl_coef": 0.0,
            "entropy_coef": d.entropy_coef}
     if d.length != "none":

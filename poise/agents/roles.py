@@ -143,7 +143,7 @@ class Agents:
         self.reflector: Reflector = pick("reflector", offline.OfflineReflector, llm_roles.LLMReflector)
 
     def describe(self) -> str:
-        return ", ".join(f"{r}: {self.llms[r].spec.label if self.llms[r] else 'offline'}" for r in ROLES)
+        return ", ".join(f"{r}: {llm.spec.label if (llm := self.llms[r]) else 'offline'}" for r in ROLES)
 
     def take_usage(self) -> Usage:
         return self.usage.take()

@@ -59,7 +59,7 @@ class RolloutBatch:
 
     def select(self, idx: Tensor) -> "RolloutBatch":
         """Rows ``idx`` (a mini-batch). Group ids are kept, so group statistics must be taken before splitting."""
-        kw = {}
+        kw: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             kw[f.name] = v[idx] if isinstance(v, Tensor) else v

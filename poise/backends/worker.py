@@ -121,6 +121,7 @@ def run_evaluation(spec: AlgorithmSpec, fidelity: str, seed: int, threads: int =
                         "timeout_s": timeout_s if timeout_s is not None and math.isfinite(timeout_s) else None},
                        limits, on_message=relay, env={"POISE_CACHE": str(cache)})
     if res.ok:
+        assert res.value is not None  # evaluate_in_child always returns a dict
         if "result" in res.value:
             return EvalResult(**res.value["result"])
         return EvalFailure(spec.name, seed, res.value["failure"], res.value["message"])

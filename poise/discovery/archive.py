@@ -87,7 +87,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from poise.discovery.objective import metric_value
+from poise.evaluation.keys import check_metrics, metric_value
 from poise.evaluation.metrics import CI, mean_ci
 
 SCHEMA_VERSION = 2
@@ -102,8 +102,6 @@ TRANSITIONS = {
 }
 PURPOSES = ("search", "reeval", "baseline")
 SEARCH_PURPOSES = ("search", "baseline")  # the evaluations made during the search, at the run's fidelity
-# and "pass@k": in [0, 100]
-PERCENT_KEYS = ("overall", "validity", "score", "pass@1", "truncated", "no_answer", "share", "accuracy")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -120,43 +118,6 @@ def code_hash(code: str) -> str:
     return hashlib.sha256(("\n".join(lines) + "\n").encode()).hexdigest()
 
 
-def check_metrics(metrics: Any) -> str | None:
-    """What is wrong with an evaluation's metrics, or None when they are usable: every number finite,
-    "overall" present, percentages (overall, validity, tier score / pass@1 / pass@k / validity) in
-    [0, 100], lengths >= 0. The loop calls it before `add_evaluation` and marks a bad candidate failed."""
-    if not isinstance(metrics, dict):
-        return f"metrics must be a dict, got {type(metrics).__name__}"
-    ov = metrics.get("overall")
-    if isinstance(ov, bool) or not isinstance(ov, (int, float)):
-        return f"metrics need a numeric 'overall' (got {ov!r}; keys: {sorted(metrics)})"
-
-    def walk(obj, path: str) -> str | None:
-        if isinstance(obj, dict):  # plain numbers first, so the top-level problem is the one named
-            for k, v in sorted(obj.items(), key=lambda kv: isinstance(kv[1], (dict, list, tuple))):
-                p = walk(v, f"{path}.{k}" if path else str(k))
-                if p:
-                    return p
-            return None
-        if isinstance(obj, (list, tuple)):
-            for i, v in enumerate(obj):
-                p = walk(v, f"{path}[{i}]")
-                if p:
-                    return p
-            return None
-        if isinstance(obj, bool) or not isinstance(obj, (int, float)):
-            return None  # labels such as "metric": "pass@32"
-        if not math.isfinite(obj):
-            return f"{path} is {obj} (not finite)"
-        key = path.rsplit(".", 1)[-1]
-        if path.startswith("weights"):
-            return None
-        if (key in PERCENT_KEYS or key.startswith("pass@")) and not 0 <= obj <= 100:
-            return f"{path} = {obj} is outside [0, 100]"
-        if key == "length" and obj < 0:
-            return f"{path} = {obj} is negative"
-        return None
-
-    return walk(metrics, "")
 
 
 @dataclass
@@ -430,6 +391,7 @@ class Archive:
 
     def _open_schema(self) -> None:
         con = self._con
+        assert con is not None  # called by __init__ right after connecting
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables:
             if self.readonly:
@@ -761,7 +723,8 @@ class Archive:
 
     def events(self, since_id: int = 0, kind: str | None = None, entry_id: int | None = None) -> list[Event]:
         """Events with id > since_id, oldest first (poll with the last id seen)."""
-        sql, args = "SELECT id, ts, entry_id, kind, payload FROM events WHERE id > ?", [since_id]
+        sql = "SELECT id, ts, entry_id, kind, payload FROM events WHERE id > ?"
+        args: list[Any] = [since_id]
         if kind is not None:
             sql, args = sql + " AND kind = ?", args + [kind]
         if entry_id is not None:
@@ -821,7 +784,8 @@ class Archive:
         """Every recorded LLM call (oldest first), or those made for one entry."""
         if not self._has_llm:
             return []
-        sql, args = f"SELECT id, {', '.join(_LLM_COLUMNS)} FROM llm_calls", ()
+        sql = f"SELECT id, {', '.join(_LLM_COLUMNS)} FROM llm_calls"
+        args: tuple[int, ...] = ()
         if entry_id is not None:
             sql, args = sql + " WHERE entry_id = ?", (entry_id,)
         with self.snapshot() as con:
@@ -839,5 +803,7 @@ class Archive:
     def integrity_check(self) -> str:
         """SQLite's own consistency check: "ok", or the problems it found."""
         with self._lock:
+            if self._con is None:
+                raise ArchiveError(f"{self!r} is closed")
             rows = self._con.execute("PRAGMA integrity_check").fetchall()
         return "\n".join(r[0] for r in rows)

@@ -10,8 +10,9 @@ from typing import Callable
 
 from poise.algorithms import builtin_source
 from poise.backends.worker import AlgorithmSpec, EvalFailure
-from poise.discovery.archive import Archive, Entry, check_metrics
+from poise.discovery.archive import Archive, Entry
 from poise.discovery.confirm import confirm_fidelity
+from poise.evaluation.keys import check_metrics
 from poise.executors import EvalJob, Executor
 from poise.sandbox.task import hard_pass1
 

@@ -41,6 +41,7 @@ from poise.discovery import propose
 from poise.discovery.archive import Archive, Entry
 from poise.discovery.confirm import confirm_fidelity
 from poise.discovery.evaluate import Evaluations, record
+from poise.discovery.events import Events
 from poise.discovery.objective import Objective, run_objective
 from poise.discovery.outcome import RunSummary, summarize, to_confirm
 from poise.discovery.selection import SelectionConfig, nodes_from_archive, select, to_race
@@ -57,15 +58,6 @@ from poise.verify.verifier import VERIFY_LIMITS, verify
 __all__ = ["DiscoverConfig", "Events", "Loop", "RunSummary"]
 
 MAX_PROPOSER_FAILURES = 3  # an LLM proposer failing this many rounds in a row is not going to recover
-
-
-class Events:
-    """What the loop reports as it goes; the CLI turns these into progress bars and lines."""
-
-    def message(self, text: str) -> None: ...
-    def eval_started(self, entry: Entry, seed: int, purpose: str) -> None: ...
-    def eval_step(self, entry_id: int, seed: int, step: int, row: dict) -> None: ...
-    def eval_finished(self, entry: Entry, seed: int, ok: bool, text: str) -> None: ...
 
 
 class Loop:
@@ -168,8 +160,10 @@ class Loop:
             parent_id, scores = 0, []
         self.round += 1
         ctx = propose.build(state, parent_id, self.objective, self.cfg.proposals_per_round, self.round, self.rng)
-        made, failure, spent = propose.ask(self.archive, self.agents, ctx, state.find(parent_id).entry,
-                                           scores, self.cfg.strategy, self.cfg.directive, self.events.message)
+        parent = state.find(parent_id)
+        assert parent is not None  # selection picks among the archive's entries
+        made, failure, spent = propose.ask(self.archive, self.agents, ctx, parent.entry, scores, self.cfg.strategy,
+                                           self.cfg.directive, self.events.message)
         self.llm_spent = self.llm_spent or spent
         self.proposer_failures = self.proposer_failures + 1 if failure else 0
         return made
@@ -233,14 +227,14 @@ class Loop:
                         i, s = self.race_queue.pop(0)
                         evals.submit(self.archive.get(i), s, "race")
                         continue
-                    e = self._next_ready(evals.busy())
-                    if e is None:
+                    ready = self._next_ready(evals.busy())
+                    if ready is None:
                         if self.race_queue:
                             continue
                         break
-                    if self.archive.get(e.id).status != "evaluating":
-                        self.archive.set_status(e.id, "evaluating")
-                    evals.submit(self.archive.get(e.id), self.cfg.eval_seed, "search")
+                    if self.archive.get(ready.id).status != "evaluating":
+                        self.archive.set_status(ready.id, "evaluating")
+                    evals.submit(self.archive.get(ready.id), self.cfg.eval_seed, "search")
                 if not len(evals):
                     break
                 for e, seed, purpose, res in evals.wait():

@@ -56,10 +56,10 @@ import math
 import re
 from dataclasses import dataclass
 
+from poise.evaluation.keys import METRIC_KEYS, RELATIVE_KEYS, metric_value
+
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = ("overall", "hard_pass1", "length", "validity")
-RELATIVE_KEYS = ("length",)  # measured against the baseline in `scalar`, so its weight is in percent
 
 # Defaults of the keyword rules (see the table above).
 W_HARD = 1.0
@@ -73,18 +73,6 @@ PENALTY = 5.0  # scalar points lost per point of constraint violation
 # paper's -29% and more than twice the shortening a length term buys by accident (docs §6).
 # (the verdict reads Overall for an accuracy objective, length for a concise one: those two only)
 MIN_EFFECT = {"overall": 1.0, "length": 5.0}
-
-
-def metric_value(metrics: dict, key: str) -> float:
-    """One metric key from either a flat dict of means ({"overall": .., "hard_pass1": ..}) or a full
-    `evaluate_policy` result (hard_pass1 is then computed from the tiers' pass@1)."""
-    if key in metrics:
-        return float(metrics[key])
-    if key == "hard_pass1" and "tiers" in metrics:
-        from poise.sandbox.task import hard_pass1  # lazy: the objective is not tied to one sandbox
-
-        return float(hard_pass1(metrics))
-    raise KeyError(f"metric {key!r} is missing (have {sorted(metrics)}); the known keys are {METRIC_KEYS}")
 
 
 @dataclass(frozen=True)

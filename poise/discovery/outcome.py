@@ -42,13 +42,13 @@ def to_confirm(state: RunState, top: int, named: list[int]) -> list[Candidate]:
 
 def summarize(root: Path, state: RunState, confirmed: list[Entry], llm_calls: list[dict]) -> RunSummary:
     c = state.counts()
-    best = [(x.id, x.name, round(x.score, 3)) for x in state.top(5)]
+    best = [(x.id, x.name, round(x.score, 3)) for x in state.top(5) if x.score is not None]
     out = RunSummary(str(root), state.objective.describe(), c.get("evaluated", 0), c.get("rejected", 0),
                      c.get("failed", 0), best, llm=usage_by_role(llm_calls))
     if state.baseline_confirm:
         out.baseline_confirm = state.baseline_confirm
         for e in confirmed:
-            conf = state.find(e.id).confirmation
-            if conf is not None:
-                out.confirmed.append(conf)
+            found = state.find(e.id)
+            if found is not None and found.confirmation is not None:
+                out.confirmed.append(found.confirmation)
     return out

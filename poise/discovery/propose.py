@@ -80,8 +80,8 @@ def references(parent: ArchiveNode, nodes: list[ArchiveNode], objective: Objecti
                baseline: dict) -> list[tuple[str, ArchiveNode]]:
     """The tiered references: (tier, node) for the Pareto front, a complementary node, an exploratory
     (failed or rejected) one."""
-    scored = [n for n in nodes if n.score is not None and n.id != parent.id]
-    scored.sort(key=lambda n: -n.score)
+    scored = [n for _, n in sorted(((n.score, n) for n in nodes if n.score is not None and n.id != parent.id),
+                                   key=lambda t: -t[0])]
     refs = [("pareto", n) for n in scored[:2]]  # the Pareto tier, approximated by the best by the objective
     pm = parent.metrics
     want = {k: w for k, w in objective.weights().items() if w > 0 and k in pm}

@@ -49,7 +49,7 @@ import math
 import random
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -324,7 +324,7 @@ def acquisition(nodes: Sequence[Node], objective: Objective, baseline_metrics: d
     span = vec.max(axis=0) - vec.min(axis=0)
     vec_n = (vec - vec.min(axis=0)) / np.where(span > 1e-12, span, 1.0)
     x = np.hstack([_feature_matrix(b.nodes), vec_n])
-    observed = {i: b.gains[n.id] for i, n in enumerate(b.nodes) if b.gains[n.id] is not None}
+    observed = {i: g for i, n in enumerate(b.nodes) if (g := b.gains[n.id]) is not None}
     se = scalar_noise(b.nodes, objective, baseline_metrics)
     var = gain_noise(b.nodes, {n.id: e for n, e in zip(b.nodes, se)}, cfg.top_k, cfg.gamma)
     mu, sd = gp_posterior(x, observed, cfg, {i: var[n.id] for i, n in enumerate(b.nodes) if n.id in var})
@@ -439,7 +439,7 @@ def to_race(nodes: Sequence[Node], pick: int, objective: Objective, baseline_met
 
 
 # -- from the archive ---------------------------------------------------------------------------------
-def nodes_from_archive(archive, features_fn: Callable[[object], Sequence[float]], *,
+def nodes_from_archive(archive, features_fn: Callable[[Any], Sequence[float]], *,
                        fidelity: str | None = None) -> list[Node]:
     """Nodes for every evaluated entry with search evaluations: parent = first parent, depth along first
     parents, metrics = means over seeds of the keys available, n_selected / selected_at from the

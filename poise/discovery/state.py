@@ -97,7 +97,8 @@ class RunState:
 
     def leaderboard(self) -> list[Candidate]:
         """Evaluated candidates, the baseline included, best objective score first."""
-        return sorted((c for c in self.candidates if c.score is not None), key=lambda c: (-c.score, c.id))
+        scored = [(c.score, c) for c in self.candidates if c.score is not None]
+        return [c for _, c in sorted(scored, key=lambda t: (-t[0], t[1].id))]
 
     def top(self, k: int) -> list[Candidate]:
         """The best ``k`` candidates by the objective on the search set, the baseline left out."""

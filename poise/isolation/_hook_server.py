@@ -23,6 +23,7 @@ import math
 import os
 import sys
 import traceback
+from typing import Any, Callable
 
 import torch
 
@@ -119,14 +120,16 @@ def main(in_fd: int, out_fd: int) -> None:
                                                       f"and dicts ({e})"})
         return
     send({"ok": True, "hooks": algo.hooks, "config": config})
-    fns = {"shape_rewards": algo.shape_rewards, "compute_advantages": algo.compute_advantages,
-           "compute_policy_loss": algo.compute_policy_loss}
+    # the hooks take different arguments: each op's call below passes the ones its hook takes
+    fns: dict[str, Callable[..., Any] | None] = {
+        "shape_rewards": algo.shape_rewards, "compute_advantages": algo.compute_advantages,
+        "compute_policy_loss": algo.compute_policy_loss}
     while True:
         header, t = wire.read_frame(in_fd, MAX_REQUEST)
         op = header.get("op")
         if op == "close":
             return
-        fn = fns.get(op)
+        fn = fns.get(op) if op is not None else None
         if fn is None or (op == "compute_policy_loss" and fn is default_policy_loss):
             send({"ok": False, "kind": "protocol", "message": f"no hook {op!r}"})
             continue

@@ -29,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import torch
 from torch import Tensor
@@ -62,7 +63,7 @@ class HookLimits:
     call_timeout_s: float = 60.0  # wall clock of one hook call (hooks take milliseconds on a training batch)
     start_timeout_s: float = 60.0  # starting the process and importing torch (about 1.5 s)
     total_s: float | None = None  # wall clock of the whole session, start included; None: no limit
-    memory_mb: int = 2048  # address space beyond the process's baseline after importing torch
+    memory_mb: int | None = 2048  # address space beyond the process's baseline after importing torch; None: no limit
     cpu_s: int | None = None  # CPU seconds of the hook process in all; None: no limit
     file_mb: int = 16  # largest file it may write (its private tmpfs holds 64 MB in all)
     open_files: int = 64
@@ -136,7 +137,8 @@ class HookProcess:
         self.config: dict = {}
         self.calls = 0
         self.call_s = 0.0
-        self._err = self._cpuinfo = None
+        self._err: IO[bytes] | None = None
+        self._cpuinfo: IO[bytes] | None = None
         self._in = self._out = -1
         self._end = math.inf
 
@@ -221,6 +223,7 @@ class HookProcess:
     def _set_limits(self) -> None:
         """Hard rlimits on the process that will run the candidate, set from here: a process without
         capabilities cannot raise them, and they are in place before its code is even sent."""
+        assert self.proc is not None  # only start() calls this, right after it started the process
         pid = self.proc.pid
         if self.jailed:  # bwrap -> bwrap (the namespace's init) -> python
             for _ in range(2):
@@ -325,6 +328,7 @@ class HookProcess:
         sig = -code if code is not None and code < 0 else code - 128 if self.jailed and code and code > 128 else None
         if sig is not None:  # bwrap reports a signal death as 128 + the signal
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+            assert code is not None  # sig is only set from an exit code
             how = f"killed by signal {name}" + (f" (exit code {code})" if code >= 0 else "")
         what = {"start": "the hook process died while starting", "load": "loading the candidate ended the hook process"}
         msg = what.get(op, f"{op} ended the hook process (os._exit, a crash, or a limit it hit)")
@@ -349,7 +353,9 @@ class HookProcess:
         self.calls += 1
         self.call_s += time.perf_counter() - t0
         if not head.get("ok"):
-            kind = head.get("kind") if head.get("kind") in ("error", "memory", "type") else "error"
+            kind = head.get("kind")
+            if kind not in ("error", "memory", "type"):
+                kind = "error"
             message = printable(str(head.get("message", ""))[:4000])
             if kind == "type":
                 message = f"{op} must return a torch.Tensor, got {message}" if op != "compute_policy_loss" else message
@@ -388,7 +394,8 @@ class HookProcess:
         head, out = self.call("compute_policy_loss", batch, {"logp": logp.detach(), "advantages": advantages.detach()},
                               max_bytes=16 * n * max(t, 1) + (1 << 20))
         metrics = {}
-        for k, v in list((head.get("metrics") if isinstance(head.get("metrics"), dict) else {}).items())[:32]:
+        raw_metrics = head.get("metrics")
+        for k, v in list((raw_metrics if isinstance(raw_metrics, dict) else {}).items())[:32]:
             try:
                 if isinstance(k, str) and isinstance(v, (int, float)) and math.isfinite(float(v)):
                     metrics[k[:64]] = float(v)

@@ -479,7 +479,7 @@ def mean_metrics(ms: list[dict]) -> dict:
         return ms[0]
 
     def avg(dicts: list[dict]) -> dict:
-        out = {}
+        out: dict = {}
         for k, v in dicts[0].items():
             if isinstance(v, dict) and all(isinstance(d.get(k), dict) for d in dicts):
                 out[k] = avg([d[k] for d in dicts])
@@ -534,8 +534,10 @@ def compare(child_traj: Trajectory, child_metrics: dict, parent_traj: Trajectory
     if _finite(cm.get("overall")) and _finite(pm.get("overall")):
         tol = _tol(ci, "overall", float("nan"))
         src = "seed CI" if math.isfinite(tol) else "default noise"
-        out.append(_move("overall", "Overall", cm["overall"], pm["overall"],
-                         tol if math.isfinite(tol) else OVERALL_TOL, src, flat=True))
+        moved = _move("overall", "Overall", cm["overall"], pm["overall"],
+                      tol if math.isfinite(tol) else OVERALL_TOL, src, flat=True)
+        assert moved is not None  # with flat=True _move always returns a finding
+        out.append(moved)
     hc, hp = hard_score(cm), hard_score(pm)
     if hc is not None and hp is not None:
         tol = _tol(ci, "hard", float("nan"))

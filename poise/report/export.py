@@ -24,6 +24,7 @@ def _docstring_span(code: str) -> tuple[str, int] | None:
     first = tree.body[0] if tree.body else None
     if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)):
         return None
+    assert first.end_lineno is not None  # ast.parse sets the end positions of every node
     last = code.splitlines()[first.end_lineno - 1]
     if last.encode()[first.end_col_offset:].strip():  # more code on the docstring's last line: leave it where it is
         return None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CURVE_KEYS = ("reward", "accuracy", "validity", "entropy", "response_length", "kl", "clip_frac", "grad_norm")
+from poise.evaluation.keys import CURVE_KEYS
+
+__all__ = ["CURVE_KEYS", "plot_curves", "plot_lineage"]
 
 
 def plot_curves(groups: dict[str, list[list[dict]]], path: Path, keys=CURVE_KEYS) -> None:

@@ -172,7 +172,7 @@ class RunView:
         out = {f"#{c.id} {c.name}": mine}
         p = self.parent(c)
         theirs = [v.trajectory for v in p.entry.search_evaluations() if v.trajectory] if p else []
-        if theirs:
+        if p is not None and theirs:
             out[f"parent #{p.id} {p.name}"] = theirs
         return out
 

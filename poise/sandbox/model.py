@@ -70,6 +70,7 @@ class TinyGPT(nn.Module):
         self.head.weight = self.tok.weight  # tied, as in GPT-2
         self.apply(self._init)
         for b in self.blocks:  # GPT-2's scaled init of residual projections
+            assert isinstance(b, Block)  # self.blocks holds only Blocks
             for p in (b.proj.weight, b.fc_out.weight):
                 nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_layer))
 

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from poise.algorithms.base import Algorithm, RolloutBatch, aggregate, kl_penalty, surrogate
+from poise.algorithms.contract import CandidateError, check_loss, check_tensor
 from poise.isolation.hook import HookError
 from poise.sandbox.model import TinyGPT, generate, pad_prompts, response_logprobs
 from poise.sandbox.task import BOS, Problem, decode, encode, grade, training_problems
@@ -52,17 +53,13 @@ class RLConfig:
     ignore_eos: bool = False  # benchmarks only: every response runs to the budget
 
 
-class CandidateError(Exception):
-    """The candidate algorithm failed or returned something unusable. The message says what and where."""
-
-
 def _where(exc: BaseException, origin: str) -> str:
     """' (file.py line 12: `code`)' for the innermost traceback frame inside the candidate's source."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == origin]
     if not frames:
         return ""
     f = frames[-1]
-    line = (f.line or linecache.getline(f.filename, f.lineno)).strip()
+    line = (f.line or (linecache.getline(f.filename, f.lineno) if f.lineno else "")).strip()
     return f" ({origin} line {f.lineno}: `{line}`)" if line else f" ({origin} line {f.lineno})"
 
 
@@ -75,19 +72,6 @@ def call_candidate(algo: Algorithm, hook: str, fn: Callable, *args):
         raise CandidateError(str(e)) from None
     except Exception as e:
         raise CandidateError(f"{hook} raised {type(e).__name__}: {e}{_where(e, algo.origin)}") from None
-
-
-def _check_tensor(x, hook: str, shapes: list[tuple[int, ...]], step: int) -> Tensor:
-    want = " or ".join(str(list(s)) for s in shapes)
-    if not isinstance(x, Tensor):
-        raise CandidateError(f"{hook} must return a torch.Tensor of shape {want}, got {type(x).__name__}")
-    if tuple(x.shape) not in shapes:
-        raise CandidateError(f"{hook} returned shape {list(x.shape)}; expected {want}")
-    if not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).sum())
-        raise CandidateError(f"{hook} returned {bad} non-finite values (NaN or inf) of {x.numel()} at step {step}; "
-                             f"guard divisions with an epsilon and check degenerate groups (all correct / all wrong)")
-    return x
 
 
 def build_prompts(problems: list[Problem], repeat: int) -> Tensor:
@@ -161,9 +145,9 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
         task_reward = float(batch.rewards.mean())
         if algo.shape_rewards is not None:
             shaped = call_candidate(algo, "shape_rewards", algo.shape_rewards, batch.clone(), acfg)
-            batch.rewards = _check_tensor(shaped, "shape_rewards", [(N,)], step).detach().float()
+            batch.rewards = check_tensor(shaped, "shape_rewards", [(N,)], f"at step {step}").detach().float()
         adv = call_candidate(algo, "compute_advantages", algo.compute_advantages, batch.clone(), acfg)
-        adv = _check_tensor(adv, "compute_advantages", [(N, T), (N,)], step).detach().float()
+        adv = check_tensor(adv, "compute_advantages", [(N, T), (N,)], f"at step {step}").detach().float()
         if adv.dim() == 1:
             adv = adv[:, None]
         adv = adv.expand(N, T) * batch.mask
@@ -180,23 +164,14 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
                 # the one contract for poise's own code and for the hook process
                 leaf = logp.detach().requires_grad_(True)
                 out = call_candidate(algo, "compute_policy_loss", algo.compute_policy_loss, leaf, mb, adv[idx], acfg)
-                if not (isinstance(out, tuple) and len(out) == 2):
-                    raise CandidateError("compute_policy_loss must return (loss, metrics_dict)")
-                loss, info = out
-                if not isinstance(loss, Tensor) or loss.dim() != 0:
-                    raise CandidateError(f"compute_policy_loss must return a scalar tensor loss, got "
-                                         f"{type(loss).__name__}{list(loss.shape) if isinstance(loss, Tensor) else ''}")
-                if not loss.requires_grad:
-                    raise CandidateError("compute_policy_loss returned a loss with no gradient: it must be computed "
-                                         "from `logp` (did it call .detach() or .item()?)")
-                if not torch.isfinite(loss):
-                    raise CandidateError(f"compute_policy_loss returned a non-finite loss ({float(loss)}) at step {step}")
+                loss, info = check_loss(out, f"at step {step}")
                 (g,) = torch.autograd.grad(loss, leaf, allow_unused=True)
                 loss = surrogate(loss.detach(), torch.zeros_like(leaf) if g is None else g, logp)
                 if acfg.kl_coef:
                     loss = loss + acfg.kl_coef * aggregate(kl_penalty(logp, mb.ref_logp, acfg.kl_type), mb.mask,
                                                            acfg.loss_agg, mb.max_len)
                 if acfg.entropy_coef:
+                    assert ent is not None  # asked for with_entropy=acfg.entropy_coef != 0
                     loss = loss - acfg.entropy_coef * aggregate(ent, mb.mask, acfg.loss_agg, mb.max_len)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -43,7 +43,7 @@ class Implementation:
         archive, agents = self.archive, self.agents
         proposal = Proposal.from_dict(e.proposal)
         feedback: list[str] | None = None
-        attempts = []
+        attempts: list[dict] = []
         parent = archive.get(e.parent_ids[0], trajectories=False) if e.parent_ids else archive.get(0)
         code, report = "", None
         llm = agents.llms["implementer"]

@@ -24,7 +24,9 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
+from poise.algorithms import contract
 from poise.algorithms.base import Algorithm, RolloutBatch, default_policy_loss
+from poise.algorithms.contract import ContractError
 from poise.algorithms.probe import make_probe_batch
 from poise.isolation.hook import HookError
 from poise.isolation.process import describe, is_memory_error
@@ -36,10 +38,6 @@ class CandidateFailure(Exception):
     def __init__(self, message: str, memory: bool = False):
         super().__init__(message)
         self.memory = memory
-
-
-class CheckFailure(Exception):
-    """A candidate's output broke the interface (shape, finiteness); the message says how."""
 
 
 @dataclass
@@ -60,26 +58,14 @@ def call(hook: str, fn: Callable, *args):
         if e.kind in ("timeout", "died", "protocol", "jail"):  # the hook process is gone: the checks end
             raise
         if e.kind == "type":  # it answered, but not with what the interface asks for
-            raise CheckFailure(str(e)) from None
+            raise ContractError(str(e)) from None
         raise CandidateFailure(str(e), e.kind == "memory") from None
     except BaseException as e:  # SystemExit too: a candidate must not end the checks
         raise CandidateFailure(f"{hook} raised {describe(e)}", is_memory_error(e)) from None
 
 
 def check_tensor(x, hook: str, shapes: list[tuple[int, ...]], probe: str) -> Tensor:
-    want = " or ".join(str(list(s)) for s in shapes)
-    if not isinstance(x, Tensor):
-        raise CheckFailure(f"{hook} returned {type(x).__name__} on probe '{probe}'; it must return a torch.Tensor of "
-                           f"shape {want}")
-    if tuple(x.shape) not in shapes:
-        raise CheckFailure(f"{hook} returned shape {list(x.shape)} on probe '{probe}'; expected {want} "
-                           f"(N responses, T tokens); return one value per response or per response token")
-    if not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).sum())
-        raise CheckFailure(f"{hook} returned {bad} non-finite values (NaN or inf) of {x.numel()} on probe '{probe}'; "
-                           f"guard divisions with an epsilon and handle degenerate groups (all correct, all wrong, "
-                           f"a single response)")
-    return x
+    return contract.check_tensor(x, hook, shapes, f"on probe '{probe}'")
 
 
 def shaped(algo: Algorithm, batch: RolloutBatch, probe: str) -> RolloutBatch:
@@ -107,21 +93,7 @@ def seq_advantages(algo: Algorithm, batch: RolloutBatch, probe: str = "claim") -
 
 def policy_loss(algo: Algorithm, logp: Tensor, batch: RolloutBatch, adv: Tensor, probe: str) -> Tensor:
     out = call("compute_policy_loss", algo.compute_policy_loss, logp, batch, adv, copy.deepcopy(algo.config))
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise CheckFailure(f"compute_policy_loss returned {type(out).__name__} on probe '{probe}'; it must return a "
-                           f"tuple (loss, metrics_dict)")
-    loss = out[0]
-    if not isinstance(loss, Tensor) or loss.dim() != 0:
-        got = f"shape {list(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__
-        raise CheckFailure(f"compute_policy_loss returned a loss of {got} on probe '{probe}'; it must be a scalar "
-                           f"tensor (reduce with aggregate(loss_mat, batch.mask, cfg.loss_agg))")
-    if not torch.isfinite(loss):
-        raise CheckFailure(f"compute_policy_loss returned a non-finite loss ({float(loss)}) on probe '{probe}'; clamp "
-                           f"log-ratios before exp() and guard divisions")
-    if not loss.requires_grad:
-        raise CheckFailure(f"compute_policy_loss returned a loss with no gradient on probe '{probe}'; compute it from "
-                           f"`logp` without .detach() or .item()")
-    return loss
+    return contract.check_loss(out, f"on probe '{probe}'")[0]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -222,7 +194,7 @@ def base_checks(algo: Algorithm) -> list[Check]:
             if e.memory:
                 raise
             fail(ERRORS, f"{e}; fix the error (on a probe batch of the documented shapes)")
-        except CheckFailure as e:
+        except ContractError as e:
             fail(LOSS if str(e).startswith("compute_policy_loss") else SHAPE, str(e))
         return None
 
@@ -468,7 +440,7 @@ CLAIMS: dict[str, Claim] = {
 def check_claim(algo: Algorithm, name: str) -> Check:
     try:
         ok, message = CLAIMS[name].check(algo)
-    except CheckFailure as e:
+    except ContractError as e:
         ok, message = False, str(e)
     except CandidateFailure as e:
         if e.memory:
@@ -512,7 +484,7 @@ def run_checks(algo: Algorithm, claims: list[str], emit: Callable[[dict], None] 
             return report("runtime", checks)
         try:
             fingerprint = behaviour(algo)
-        except CheckFailure:  # a loss that breaks far from ratio 1: no fingerprint
+        except ContractError:  # a loss that breaks far from ratio 1: no fingerprint
             fingerprint = ""
         except CandidateFailure as e:
             if e.memory:

@@ -37,7 +37,7 @@ def writes(folder: Path) -> str:
                     pass
         for fn in (lambda: os.open("a.txt", os.O_CREAT | os.O_WRONLY, dir_fd=os.open({d!r}, os.O_RDONLY)),
                    lambda: os.mkdir({d!r} + "/dir"), lambda: os.symlink("/etc/passwd", {d!r} + "/link"),
-                   lambda: os.link({pkg!r} + "/__init__.py", "/tmp/hard"), lambda: os.remove({pkg!r} + "/cli.py"),
+                   lambda: os.link({pkg!r} + "/__init__.py", "/tmp/hard"), lambda: os.remove({pkg!r} + "/cli/__init__.py"),
                    lambda: os.rename({pkg!r} + "/runs.py", "/tmp/runs.py"), lambda: os.chmod({d!r}, 0o777)):
             try:
                 fn()

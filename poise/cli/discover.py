@@ -1,0 +1,266 @@
+"""`poise discover`: the discovery loop, with its progress bars and its final tables."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich import box
+from rich.markup import escape
+from rich.progress import Progress, TaskID
+from rich.table import Table
+
+from poise.cli import common
+from poise.discovery.events import Events
+from poise.isolation.text import printable
+
+
+@common.app.command("discover")
+def discover_cmd(
+    ctx: typer.Context,
+    budget: int = typer.Option(8, "--budget", "-b", min=1, help="candidates to train (verification rejects do not count)"),
+    directive: str = typer.Option("", "--directive", "-d", help='what to look for, e.g. "accurate and concise"'),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="evaluations run in parallel (separate processes)"),
+    fidelity: str = typer.Option("standard", "--fidelity", "-f", help="smoke | standard | full"),
+    strategy: str = typer.Option("lineage", "--strategy", help="parent selection: lineage | greedy | random | tournament"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default: runs/discover-<time>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out (or the latest one under runs/)"),
+    seed: int = typer.Option(0, "--seed", help="search seed (parent selection and proposal exploration)"),
+    reeval_seeds: int = typer.Option(3, "--reeval-seeds", min=0, help="fresh seeds for re-evaluating the best candidates"),
+    reeval_top: int = typer.Option(2, "--reeval-top", min=0, help="how many of the best candidates to re-evaluate"),
+    race_seeds: int = typer.Option(3, "--race-seeds", min=1, help="search seeds a candidate gets before it may lead the "
+                                   "search or be a parent twice (racing; 1 = off)"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="torch threads per worker (default: cores / workers)"),
+    confirm: list[int] = typer.Option([], "--confirm",
+                                      help="also re-evaluate this archive entry id (repeatable; with --resume)"),
+    llm: str = typer.Option("", "--llm", help="LLM for every agent role: [provider:]model[@base_url], e.g. "
+                            "openai:gpt-4.1-mini, anthropic:claude-sonnet-4-5, openai:MODEL@http://localhost:8000/v1"),
+    role: list[str] = typer.Option([], "--role", help="one role's agent: ROLE=MODEL or ROLE=offline; roles: proposer, "
+                                   "implementer, verifier, reflector (repeatable)"),
+    llm_budget_tokens: Optional[int] = typer.Option(None, "--llm-budget-tokens", min=1,
+                                                    help="stop LLM calls after this many tokens (whole run)"),
+    llm_budget_usd: Optional[float] = typer.Option(None, "--llm-budget-usd", min=0.0,
+                                                   help="stop LLM calls after this many dollars (needs --llm-price)"),
+    llm_price: str = typer.Option("", "--llm-price", help="IN,OUT: $ per million input and output tokens"),
+    llm_timeout: float = typer.Option(120.0, "--llm-timeout", min=1.0, help="seconds per LLM request"),
+    llm_max_tokens: int = typer.Option(2048, "--llm-max-tokens", min=16, help="longest LLM answer, in tokens"),
+    llm_key_env: Optional[str] = typer.Option(None, "--llm-key-env",
+                                              help="environment variable holding the API key (default: OPENAI_API_KEY "
+                                                   "or ANTHROPIC_API_KEY)"),
+    unsafe_no_jail: bool = typer.Option(False, "--unsafe-no-jail", help="where the jail cannot start, run LLM-written "
+                                        "code without it anyway (recorded in the archive and shown by every view)"),
+    min_effect: list[str] = typer.Option([], "--min-effect", help="METRIC=X: the smallest confirmed change that counts "
+                                         "as a discovery (repeatable; defaults overall=1 point, length=5 percent)"),
+) -> None:
+    """Run the discovery loop: select, propose, implement, verify, evaluate, reflect; then confirm the best."""
+    from poise.agents.llm import LLMError
+    from poise.discovery.archive import ArchiveError
+    from poise.discovery.loop import DiscoverConfig, Loop
+    from poise.evaluation.fidelity import estimate_s, get_fidelity, minutes
+    from poise.isolation import JailUnavailable
+
+    try:
+        fid = get_fidelity(fidelity)
+    except ValueError as e:
+        common.fail(str(e))
+    if strategy not in ("lineage", "greedy", "random", "tournament"):
+        common.fail(f"unknown --strategy {strategy!r}; choose lineage, greedy, random or tournament")
+    if out is None:
+        if resume:
+            runs = sorted(Path("runs").glob("discover-*/archive.db"), key=lambda p: p.stat().st_mtime)
+            if not runs:
+                common.fail("--resume found no discovery run under runs/; pass the run folder with --out")
+            out = runs[-1].parent
+        else:
+            out = Path("runs") / time.strftime("discover-%Y%m%d-%H%M%S")
+    elif resume and not (out / "archive.db").exists():
+        common.fail(f"--resume: {out} holds no archive.db; start a new run without --resume")
+    agents = _agents_config(llm, role, llm_budget_tokens, llm_budget_usd, llm_price, llm_timeout, llm_max_tokens,
+                            llm_key_env, resume)
+    effects = {}
+    for item in min_effect:
+        k, sep, v = item.partition("=")
+        try:
+            effects[k.strip()] = float(v)
+        except ValueError:
+            common.fail(f"--min-effect {item!r}: expected METRIC=NUMBER, e.g. --min-effect overall=1 --min-effect length=5")
+    cfg = DiscoverConfig(budget=budget, directive=directive.strip(), workers=workers, fidelity=fid.name, min_effect=effects,
+                         strategy=strategy, search_seed=seed,
+                         reeval_seeds=tuple(range(1000 + 1, 1000 + reeval_seeds + 1)), reeval_top=reeval_top,
+                         race_seeds=race_seeds, threads=threads, agents=agents, unsafe_no_jail=unsafe_no_jail)
+    try:
+        with common.progress() as progress:
+            events = _DiscoverEvents(progress, fid.rl.steps)
+            loop = Loop(out, cfg, events, resume=resume, given=_given_settings(ctx))
+            events.steps = get_fidelity(loop.cfg.fidelity).rl.steps  # a resumed run keeps its stored fidelity
+            reads = loop.objective.verdict_metric
+            for k in set(loop.cfg.min_effect) - {reads}:
+                common.console.print(f"note: --min-effect {k} does not apply here (this objective's verdict reads {reads})",
+                                     style="yellow")
+            loop.confirm_ids = list(confirm)
+            common.console.print(f"[bold]poise discover[/] → {escape(str(out))}", soft_wrap=True)
+            common.console.print(f"budget {loop.cfg.budget} · {loop.cfg.workers} worker(s) × {loop.threads} thread(s) · "
+                                 f"strategy {loop.cfg.strategy} · {escape(loop.objective.describe())}")
+            if resume:
+                common.console.print("resumed with " + ("changes: " + "; ".join(loop.changes) if loop.changes else
+                                                        "the run's stored settings (name an option to change it)"))
+            if loop.cfg.agents.uses_llm:
+                common.console.print(f"agents: {loop.agents.describe()} · LLM budget {loop.agents.budget.describe()}")
+            base = 0 if loop.archive.entries() and loop.baseline().status == "evaluated" else 1
+            left = base + max(0, loop.cfg.budget - loop.finished()) + (loop.cfg.reeval_top + 1) * len(loop.cfg.reeval_seeds)
+            took = estimate_s(loop.cfg.fidelity, left, loop.threads, loop.cfg.workers)
+            common.console.print(f"estimate: about {minutes(took)} for "
+                                 f"{left} evaluations ({loop.cfg.workers} at a time, measured on 2 idle cores), more with "
+                                 f"racing seeds; the top bar shows the time left as candidates finish")
+            events.start(loop)
+            summary = loop.run()
+    except (ArchiveError, ValueError, LLMError, JailUnavailable) as e:
+        common.fail(str(e))
+    except KeyboardInterrupt:
+        common.err.print(f"[yellow]stopped.[/] Finished evaluations are in {out / 'archive.db'}; "
+                         f"continue with: poise discover --resume --out {out}")
+        raise typer.Exit(130) from None
+    _print_discovery(summary)
+
+
+# `poise discover` options -> the DiscoverConfig field each one sets
+_DISCOVER_FIELDS = {"budget": "budget", "directive": "directive", "workers": "workers", "fidelity": "fidelity",
+                    "strategy": "strategy", "seed": "search_seed", "reeval_seeds": "reeval_seeds",
+                    "reeval_top": "reeval_top", "race_seeds": "race_seeds", "threads": "threads",
+                    "unsafe_no_jail": "unsafe_no_jail", "llm": "agents.llm", "role": "agents.roles",
+                    "llm_budget_tokens": "agents.budget_tokens", "llm_budget_usd": "agents.budget_usd",
+                    "llm_price": "agents.price", "llm_timeout": "agents.timeout_s",
+                    "llm_max_tokens": "agents.max_tokens", "llm_key_env": "agents.key_env", "min_effect": "min_effect"}
+
+
+def _given_settings(ctx: typer.Context) -> frozenset[str]:
+    """The settings the user named on the command line (or in the environment): a resumed run keeps
+    every other one as it was stored, whatever this command's defaults are."""
+    sources = {p: ctx.get_parameter_source(p) for p in _DISCOVER_FIELDS}
+    return frozenset(f for p, f in _DISCOVER_FIELDS.items() if (s := sources[p]) is not None and s.name != "DEFAULT")
+
+
+def _agents_config(llm, roles, budget_tokens, budget_usd, price, timeout, max_tokens, key_env, resume=False):
+    from poise.agents.roles import AgentsConfig
+
+    parsed = {}
+    for r in roles:
+        name, sep, spec = r.partition("=")
+        if not sep or not spec.strip():
+            common.fail(f"--role {r!r}: expected ROLE=MODEL or ROLE=offline, e.g. --role reflector=offline")
+        parsed[name.strip()] = spec.strip()
+    p = None
+    if price:
+        try:
+            p = tuple(float(x) for x in price.split(","))
+            assert len(p) == 2 and min(p) >= 0
+        except (ValueError, AssertionError):
+            common.fail(f"--llm-price {price!r}: expected IN,OUT in $ per million tokens, e.g. --llm-price 0.4,1.6")
+    cfg = AgentsConfig(llm=llm.strip(), roles=parsed, budget_tokens=budget_tokens, budget_usd=budget_usd, price=p,
+                       timeout_s=timeout, max_tokens=max_tokens, key_env=key_env)
+    if resume:  # only the named options are given; the loop checks them merged with the stored agents
+        return cfg
+    try:
+        cfg.validate()
+    except ValueError as e:
+        common.fail(str(e))
+    if (budget_tokens or budget_usd or price) and not cfg.uses_llm:
+        common.fail("--llm-budget-*/--llm-price apply to LLM agents: also pass --llm MODEL (or --role ROLE=MODEL)")
+    return cfg
+
+
+class _DiscoverEvents(Events):
+    """Progress bars for the loop: one overall bar, one per evaluation in flight."""
+
+    def __init__(self, progress: Progress, steps: int):
+        self.p, self.steps = progress, steps
+        self.tasks: dict[tuple[int, int], tuple[TaskID, str]] = {}
+        self.total: TaskID | None = None
+
+    def start(self, loop) -> None:
+        # candidates still in flight from a stopped run are trained again: they advance the bar when they end
+        self.total = self.p.add_task("candidates trained", total=loop.cfg.budget, completed=loop.finished(), info="")
+
+    def message(self, text: str) -> None:  # loop messages quote candidates' names and errors: never markup
+        self.p.console.print(escape(printable(text)), highlight=False)
+
+    def eval_started(self, entry, seed, purpose) -> None:
+        label = escape(printable(f"#{entry.id} {entry.name}" + (f" seed {seed}" if purpose in ("reeval", "race") else "")))
+        self.tasks[(entry.id, seed)] = (self.p.add_task(label[:40], total=self.steps, info=purpose), purpose)
+
+    def eval_step(self, entry_id, seed, step, row) -> None:
+        t = self.tasks.get((entry_id, seed))
+        if t is not None:
+            self.p.update(t[0], completed=step + 1, info=f"acc {row['accuracy']:.2f} len {row['response_length']:.0f}")
+
+    def eval_finished(self, entry, seed, ok, text) -> None:
+        t = self.tasks.pop((entry.id, seed), None)
+        if t is None:
+            return
+        text = escape(printable(text))
+        self.p.update(t[0], completed=self.steps, info=text if ok else f"[red]{text}[/]")
+        if t[1] == "search" and self.total is not None:
+            self.p.advance(self.total)
+
+
+def _print_discovery(summary) -> None:
+    common.console.print(f"\n[bold]{summary.evaluated}[/] evaluated, {summary.failed} failed in training, "
+                         f"{summary.rejected} rejected by the verifier · {summary.wall_s / 60:.1f} min · "
+                         f"{summary.objective}")
+    t = Table(title="best candidates on the search set")
+    t.add_column("id")
+    t.add_column("name", style="bold")
+    t.add_column("objective", justify="right")
+    for i, name, score in summary.best_search:
+        t.add_row(str(i), name, f"{score:.2f}")
+    common.console.print(t)
+    if summary.confirmed:
+        b = summary.baseline_confirm
+        # a narrow terminal keeps what carries the verdict (the differences and the verdict itself, whole);
+        # the per-arm hard pass@1 and length give way, and names fold
+        narrow = common.console.width < 120
+        t = Table(title=f"re-evaluation on fresh seeds and the confirmation held-out set (mean ± 95% CI, "
+                        f"{b['seeds']} seeds)", box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD)
+        names = ["candidate", "Overall", "hard pass@1", "length", "Δ Overall", "Δ length", "verdict"]
+        keep = [i for i, c in enumerate(names) if not (narrow and c in ("hard pass@1", "length"))]
+        for i in keep:
+            c = names[i]
+            t.add_column(c, overflow="fold" if c == "candidate" else "ellipsis",
+                         no_wrap=c != "candidate", min_width=13 if c == "verdict" else None)
+        f = lambda d: f"{d['mean']:.1f} ± {(d['hi'] - d['lo']) / 2:.1f}"
+        g = ((lambda d: f"{d['mean']:+.1f}±{(d['hi'] - d['lo']) / 2:.1f}") if narrow else
+             (lambda d: f"{d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]"))
+        rows = [["GRPO (baseline)", f(b["overall"]), f(b["hard_pass1"]), f(b["length"]), "", "", ""]]
+        for d in summary.confirmed:
+            rows.append([f"#{d.entry_id} {d.name}", f(d.overall), f(d.hard_pass1), f(d.length), g(d.d_overall),
+                         g(d.d_length), ("[green]" if d.verdict == "discovery" else "[yellow]") + d.verdict + "[/]"])
+        for r in rows:
+            t.add_row(*(r[i] for i in keep))
+        common.console.print(t)
+        _print_rule(summary.confirmed[0].needs)
+    if summary.llm:
+        _print_llm_usage(summary.llm)
+    # paths and commands are printed whole (soft wrap): a terminal may fold them, but never mid-word by poise
+    root = escape(str(summary.root))
+    common.console.print(f"archive: {root}/archive.db", soft_wrap=True, highlight=False)
+    common.console.print(f"summary: {root}/summary.json", soft_wrap=True, highlight=False)
+    common.console.print(f"look at it: poise status {root} · poise report {root}", soft_wrap=True, highlight=False)
+
+
+def _print_rule(needs: str) -> None:
+    if needs:
+        common.console.print(f"a discovery needs, over the whole 95% interval: {needs}", highlight=False)
+
+
+def _print_llm_usage(usage: dict) -> None:
+    t = Table(title="LLM use")
+    for c in ("role", "calls", "from cache", "failed", "tokens in", "tokens out", "cost", "seconds"):
+        t.add_column(c, justify="left" if c == "role" else "right")
+    for role, u in sorted(usage.items(), key=lambda kv: kv[0] == "total"):
+        cost = f"${u['usd']:.4f}" if u["price_known"] else "unknown"
+        t.add_row(role, str(u["calls"]), str(u["cached"]), str(u["failed"]), f"{u['tokens_in']:,}",
+                  f"{u['tokens_out']:,}", cost, f"{u['seconds']:.1f}", style="bold" if role == "total" else None)
+    common.console.print(t)

@@ -1,0 +1,78 @@
+"""The metrics schema, in one place: the keys every backend's results carry, what the objective reads
+from them, the per-step curves, and the check an evaluation's metrics must pass before they enter the
+archive.
+
+Held-out metrics (one dict per evaluation, as a backend's scoring returns them):
+    overall      the paper's weighted Overall of the tier scores, in [0, 100]
+    length       mean response length, in tokens (>= 0)
+    validity     % of responses with a well-formed final answer
+    tiers        {tier: {"metric": "pass@k" | "greedy", "score", "pass@1", "pass@k", "length", ...}}
+    weights      {tier: weight in Overall}
+Objective metrics (`METRIC_KEYS`): overall, hard_pass1 (mean pass@1 over the sparse-reward tiers, computed
+from the tiers), length, validity.
+Per-step curves (`TRAJECTORY_KEYS`, one row per RL step): what reflection, status and the report read.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+METRIC_KEYS = ("overall", "hard_pass1", "length", "validity")
+RELATIVE_KEYS = ("length",)  # measured against the baseline in `scalar`, so its weight is in percent
+CURVE_KEYS = ("reward", "accuracy", "validity", "entropy", "response_length", "kl", "clip_frac", "grad_norm")
+TRAJECTORY_KEYS = ("step", *CURVE_KEYS, "loss", "adv_abs_mean", "zero_std_groups", "all_fail_groups", "truncated",
+                   "sampled_tokens", "sample_s", "step_s")
+# and "pass@k": in [0, 100]
+PERCENT_KEYS = ("overall", "validity", "score", "pass@1", "truncated", "no_answer", "share", "accuracy")
+
+
+def metric_value(metrics: dict, key: str) -> float:
+    """One metric key from either a flat dict of means ({"overall": .., "hard_pass1": ..}) or a full
+    `evaluate_policy` result (hard_pass1 is then computed from the tiers' pass@1)."""
+    if key in metrics:
+        return float(metrics[key])
+    if key == "hard_pass1" and "tiers" in metrics:
+        from poise.sandbox.task import hard_pass1  # lazy: the objective is not tied to one sandbox
+
+        return float(hard_pass1(metrics))
+    raise KeyError(f"metric {key!r} is missing (have {sorted(metrics)}); the known keys are {METRIC_KEYS}")
+
+
+def check_metrics(metrics: Any) -> str | None:
+    """What is wrong with an evaluation's metrics, or None when they are usable: every number finite,
+    "overall" present, percentages (overall, validity, tier score / pass@1 / pass@k / validity) in
+    [0, 100], lengths >= 0. The loop calls it before `add_evaluation` and marks a bad candidate failed."""
+    if not isinstance(metrics, dict):
+        return f"metrics must be a dict, got {type(metrics).__name__}"
+    ov = metrics.get("overall")
+    if isinstance(ov, bool) or not isinstance(ov, (int, float)):
+        return f"metrics need a numeric 'overall' (got {ov!r}; keys: {sorted(metrics)})"
+
+    def walk(obj, path: str) -> str | None:
+        if isinstance(obj, dict):  # plain numbers first, so the top-level problem is the one named
+            for k, v in sorted(obj.items(), key=lambda kv: isinstance(kv[1], (dict, list, tuple))):
+                p = walk(v, f"{path}.{k}" if path else str(k))
+                if p:
+                    return p
+            return None
+        if isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                p = walk(v, f"{path}[{i}]")
+                if p:
+                    return p
+            return None
+        if isinstance(obj, bool) or not isinstance(obj, (int, float)):
+            return None  # labels such as "metric": "pass@32"
+        if not math.isfinite(obj):
+            return f"{path} is {obj} (not finite)"
+        key = path.rsplit(".", 1)[-1]
+        if path.startswith("weights"):
+            return None
+        if (key in PERCENT_KEYS or key.startswith("pass@")) and not 0 <= obj <= 100:
+            return f"{path} = {obj} is outside [0, 100]"
+        if key == "length" and obj < 0:
+            return f"{path} = {obj} is negative"
+        return None
+
+    return walk(metrics, "")

@@ -10,22 +10,7 @@ costs one fsync per commit, which is nothing next to a training run per seed. Re
 writer and see a consistent snapshot (use `snapshot()` to make several reads share one).
 A lock file (`<path>.lock`, flock) keeps a second writer out; the OS drops it when a writer dies.
 
-Tables (schema version `SCHEMA_VERSION`, kept in `meta`):
-    entries      id (0 = the GRPO baseline), name, parent_ids (JSON list; the first is *the* parent),
-                 context_ids (JSON list: the references shown to the proposer, influences that are not
-                 parents), generation, directive, proposal (JSON, opaque here: hypothesis,
-                 mechanism, math, claims, tags, ...), code, code_hash, behaviour (hash of outputs on a probe
-                 batch, or NULL), verification (JSON), status, status_reason, reflection (JSON), cost (JSON),
-                 created_at, updated_at
-    evaluations  entry_id, seed, purpose ("search" | "reeval" | "baseline"), fidelity, trajectory (JSON list
-                 of per-step rows), metrics (JSON, as `evaluate_policy` returns them), wall_s, created_at;
-                 UNIQUE(entry_id, seed, fidelity): one row per finished seed
-    events       id, ts, entry_id (or NULL), kind, payload (JSON): an append-only log for the CLI
-    meta         key, value (JSON): run settings (fidelity, directive, search seed, strategy, ...)
-    llm_calls    id, ts, entry_id (or NULL), role, provider, model, cache_key, prompt (JSON messages), response,
-                 tokens_in, tokens_out, cost_usd (NULL: price unknown), latency_s, attempts, cached (0/1),
-                 ok (0/1), error: one row per LLM call, the run's accounting and its response cache (schema 2;
-                 a schema-1 archive gains the table when opened for writing)
+The tables and their columns are described in `schema.py`.
 
 Append-only rules (enforced in Python with clear messages, and by SQLite triggers as a backstop):
 entries, evaluations and events are never deleted; an entry's identity (name, parents, context,
@@ -39,30 +24,13 @@ verification, behaviour and reflection are set once each; cost accumulates (`add
 Evaluations are accepted only while an entry is "evaluating" or "evaluated" (re-evaluation), and an
 entry becomes "evaluated" only with at least one evaluation.
 
-API (all writes raise `ArchiveError` with the entry, the problem and the fix):
-    Archive(path, readonly=False)                 open or create; context manager; close()
-    add_entry(name, code, proposal, parent_ids, generation, directive="", status="proposed", context_ids=())
-                                                  -> id (0 for the first)
-    set_code(id, code, proposal=None)             implement an entry proposed with code="" (once, while proposed)
-    set_status(id, status, reason="")             forward only
-    set_verification(id, report) / set_behaviour(id, h) / set_reflection(id, reflection)   once each
-    add_cost(id, **deltas)                        cost[k] += v
-    check_metrics(metrics) -> str | None          (module function) the problem with a metrics dict, or None
-    add_evaluation(entry_id, seed, fidelity, trajectory, metrics, wall_s, purpose="search") -> id
-    has_evaluation(entry_id, seed, fidelity) -> bool
-    get(id) -> Entry; entries(status=None, trajectories=True) -> list[Entry]; in_flight() -> list[Entry]
-    evaluations(entry_id, purpose=None) -> list[Evaluation]
-    find_code(code_hash) / find_behaviour(h) -> Entry | None   (the earliest match)
-    children(id) / lineage(id) (root first, along first parents) / depth(id)
-    log(kind, entry_id=None, **payload) -> event id; events(since_id=0, kind=None) -> list[Event]
-    get_meta(key, default=None) / set_meta(key, value) / meta() -> dict
-    snapshot()                                    `with archive.snapshot():` several reads, one consistent state
-    integrity_check() -> "ok" | problems
-    add_llm_call(**row) -> id; llm_cached(cache_key) -> row | None; llm_calls(entry_id=None) -> rows;
-    llm_spent() -> (tokens, usd)                  the agents' calls (`poise.agents.llm`)
-    code_hash(code) -> str                        (module function) sha256 of whitespace-normalised code
-    Entry.mean_metric(key) / metric_ci(key) / metrics_by_seed   over the "search" and "baseline" evaluations;
-                                                  keys "overall", "hard_pass1", "length", "validity"
+Every write raises `ArchiveError` naming the entry, the problem and the fix. Reads: `get(id)` (with the
+per-step trajectories), `entries(status)`, `in_flight()`, `evaluations(id)`, `find_code` / `find_behaviour`
+(the earliest match), `children` / `lineage` / `depth`, `events(since_id, kind)`, `get_meta` / `meta`,
+`llm_calls` / `llm_cached` / `llm_spent` (the agents' calls, `poise.agents.llm`); `with archive.snapshot():`
+makes several reads see one consistent state. The records (`Entry`, `Evaluation`, `Event`) and the
+status rules are in `records.py`, the SQL and its triggers in `schema.py`, the writer lock in
+`writer_lock.py`.
 
 Entries from find_code/find_behaviour/children/lineage carry their evaluations without the per-step
 trajectories (None); get(id) has everything.
@@ -74,212 +42,34 @@ logs one "select" event per round (`log(SELECT_EVENT, entry_id=parent, round=t, 
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import math
-import os
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from poise.evaluation.keys import check_metrics, metric_value
-from poise.evaluation.metrics import CI, mean_ci
+from poise.discovery import writer_lock
+from poise.discovery.records import (
+    IN_FLIGHT,
+    PURPOSES,
+    SEARCH_PURPOSES,
+    SELECT_EVENT,
+    STATUSES,
+    TRANSITIONS,
+    ArchiveError,
+    Entry,
+    Evaluation,
+    Event,
+    code_hash,
+)
+from poise.discovery.schema import LLM_COLUMNS, SCHEMA, SCHEMA_LLM, SCHEMA_VERSION, SQLITE_MAGIC
+from poise.evaluation.keys import check_metrics
 
-SCHEMA_VERSION = 2
-SELECT_EVENT = "select"  # one per round, entry_id = the parent chosen
-STATUSES = ("proposed", "verified", "evaluating", "evaluated", "rejected", "failed")
-IN_FLIGHT = ("proposed", "verified", "evaluating")
-TRANSITIONS = {
-    "proposed": ("verified", "rejected", "failed"),
-    "verified": ("evaluating", "rejected", "failed"),
-    "evaluating": ("evaluated", "failed"),
-    "evaluated": (), "rejected": (), "failed": (),
-}
-PURPOSES = ("search", "reeval", "baseline")
-SEARCH_PURPOSES = ("search", "baseline")  # the evaluations made during the search, at the run's fidelity
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-class ArchiveError(RuntimeError):
-    pass
-
-
-def code_hash(code: str) -> str:
-    """sha256 of the code with line endings unified, trailing spaces and trailing blank lines removed, so
-    that a re-indentation-free copy of the same program is recognised as a duplicate."""
-    lines = [ln.rstrip() for ln in code.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
-    while lines and not lines[-1]:
-        lines.pop()
-    return hashlib.sha256(("\n".join(lines) + "\n").encode()).hexdigest()
-
-
-
-
-@dataclass
-class Evaluation:
-    id: int
-    entry_id: int
-    seed: int
-    purpose: str
-    fidelity: str
-    trajectory: list[dict] | None  # None when loaded with trajectories=False
-    metrics: dict
-    wall_s: float
-    created_at: float
-
-
-@dataclass
-class Entry:
-    id: int
-    name: str
-    parent_ids: list[int]
-    context_ids: list[int]
-    generation: int
-    directive: str
-    proposal: dict
-    code: str = field(repr=False)
-    code_hash: str = field(repr=False)
-    behaviour: str | None
-    verification: dict | None
-    status: str
-    status_reason: str
-    reflection: dict | None
-    cost: dict
-    created_at: float
-    updated_at: float
-    evaluations: list[Evaluation] = field(default_factory=list, repr=False)
-
-    @property
-    def parent_id(self) -> int | None:
-        return self.parent_ids[0] if self.parent_ids else None
-
-    def search_evaluations(self, fidelity: str | None = None) -> list[Evaluation]:
-        return [e for e in self.evaluations if e.purpose in SEARCH_PURPOSES and fidelity in (None, e.fidelity)]
-
-    @property
-    def metrics_by_seed(self) -> dict[int, dict]:
-        """{seed: metrics} of the search (and baseline) evaluations. The search runs at one fidelity; if
-        a seed was run at two, the later row wins: filter `evaluations` by fidelity instead."""
-        return {e.seed: e.metrics for e in self.search_evaluations()}
-
-    def metric_values(self, key: str, fidelity: str | None = None) -> list[float]:
-        return [metric_value(e.metrics, key) for e in self.search_evaluations(fidelity)]
-
-    def mean_metric(self, key: str, fidelity: str | None = None) -> float:
-        """Mean over seeds of "overall" | "hard_pass1" | "length" | "validity" (or any top-level key) over
-        the search evaluations; nan when there are none."""
-        vals = self.metric_values(key, fidelity)
-        return sum(vals) / len(vals) if vals else float("nan")
-
-    def metric_ci(self, key: str, fidelity: str | None = None) -> CI:
-        """Mean and 95% t-interval over seeds (nan half-width with one seed); raises with no evaluation."""
-        return mean_ci(self.metric_values(key, fidelity))
-
-
-@dataclass
-class Event:
-    id: int
-    ts: float
-    entry_id: int | None
-    kind: str
-    payload: dict
-
-
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE entries (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    parent_ids TEXT NOT NULL,
-    context_ids TEXT NOT NULL DEFAULT '[]',
-    generation INTEGER NOT NULL,
-    directive TEXT NOT NULL,
-    proposal TEXT NOT NULL,
-    code TEXT NOT NULL,
-    code_hash TEXT NOT NULL,
-    behaviour TEXT,
-    verification TEXT,
-    status TEXT NOT NULL,
-    status_reason TEXT NOT NULL DEFAULT '',
-    reflection TEXT,
-    cost TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX entries_code_hash ON entries(code_hash);
-CREATE INDEX entries_behaviour ON entries(behaviour);
-CREATE INDEX entries_status ON entries(status);
-CREATE TABLE evaluations (
-    id INTEGER PRIMARY KEY,
-    entry_id INTEGER NOT NULL REFERENCES entries(id),
-    seed INTEGER NOT NULL,
-    purpose TEXT NOT NULL CHECK (purpose IN ('search', 'reeval', 'baseline')),
-    fidelity TEXT NOT NULL,
-    trajectory TEXT NOT NULL,
-    metrics TEXT NOT NULL,
-    wall_s REAL NOT NULL,
-    created_at REAL NOT NULL,
-    UNIQUE (entry_id, seed, fidelity)
-);
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    entry_id INTEGER REFERENCES entries(id),
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL
-);
-CREATE INDEX events_entry ON events(entry_id);
-CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries
-    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: entries are never deleted'); END;
-CREATE TRIGGER entries_identity BEFORE UPDATE OF id, name, parent_ids, context_ids, generation, directive,
-    created_at ON entries
-    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: an entry''s identity never changes'); END;
-CREATE TRIGGER entries_code BEFORE UPDATE OF code, code_hash, proposal ON entries WHEN OLD.code != ''
-    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: implemented code never changes'); END;
-CREATE TRIGGER evaluations_no_delete BEFORE DELETE ON evaluations
-    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: evaluations are never deleted'); END;
-CREATE TRIGGER evaluations_no_update BEFORE UPDATE ON evaluations
-    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: evaluations are never changed'); END;
-CREATE TRIGGER events_no_delete BEFORE DELETE ON events
-    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: events are never deleted'); END;
-CREATE TRIGGER events_no_update BEFORE UPDATE ON events
-    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: events are never changed'); END;
-"""
-# added in schema 2; `IF NOT EXISTS` so that it also upgrades a schema-1 archive in place
-_SCHEMA_LLM = """
-CREATE TABLE IF NOT EXISTS llm_calls (
-    id INTEGER PRIMARY KEY,
-    ts REAL NOT NULL,
-    entry_id INTEGER REFERENCES entries(id),
-    role TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    cache_key TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    response TEXT NOT NULL,
-    tokens_in INTEGER NOT NULL,
-    tokens_out INTEGER NOT NULL,
-    cost_usd REAL,
-    latency_s REAL NOT NULL,
-    attempts INTEGER NOT NULL,
-    cached INTEGER NOT NULL,
-    ok INTEGER NOT NULL,
-    error TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS llm_calls_key ON llm_calls(cache_key);
-CREATE INDEX IF NOT EXISTS llm_calls_entry ON llm_calls(entry_id);
-CREATE TRIGGER IF NOT EXISTS llm_calls_no_delete BEFORE DELETE ON llm_calls
-    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: LLM calls are never deleted'); END;
-CREATE TRIGGER IF NOT EXISTS llm_calls_no_update BEFORE UPDATE ON llm_calls
-    BEGIN SELECT RAISE(ABORT, 'poise archive is append-only: LLM calls are never changed'); END;
-"""
-_LLM_COLUMNS = ("ts", "entry_id", "role", "provider", "model", "cache_key", "prompt", "response", "tokens_in",
-                "tokens_out", "cost_usd", "latency_s", "attempts", "cached", "ok", "error")
+__all__ = ["IN_FLIGHT", "PURPOSES", "SEARCH_PURPOSES", "SELECT_EVENT", "STATUSES", "TRANSITIONS", "Archive",
+           "ArchiveError", "Entry", "Evaluation", "Event", "check_metrics", "code_hash"]
 
 
 def _dumps(obj, what: str, allow_nan: bool = True) -> str:
@@ -307,7 +97,7 @@ class Archive:
                                             isolation_level=None, check_same_thread=False)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._take_writer_lock()
+                self._lock_fd, self._created_lock = writer_lock.take(self.path)
                 self._con = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None,
                                             check_same_thread=False)
             self._con.execute("PRAGMA foreign_keys = ON")
@@ -328,7 +118,7 @@ class Archive:
             return
         with open(self.path, "rb") as f:
             head = f.read(16)
-        if head and head != _SQLITE_MAGIC:
+        if head and head != SQLITE_MAGIC:
             raise ArchiveError(f"{self.path} is not a poise archive (not an SQLite database); choose another path")
 
     def _abandon(self) -> None:
@@ -336,58 +126,9 @@ class Archive:
         created = self._lock_fd is not None and self._created_lock
         self.close()
         if created:
-            self.path.with_name(self.path.name + ".lock").unlink(missing_ok=True)
+            writer_lock.lock_path(self.path).unlink(missing_ok=True)
 
-    @staticmethod
-    def writer_pid(path: Path | str) -> int | None:
-        """The pid of the process writing the archive at ``path`` now, or None when no process holds its
-        writer lock (the OS drops the lock when its holder dies, whatever the lock file still says)."""
-        lock_path = Path(path).with_name(Path(path).name + ".lock")
-        try:
-            fd = os.open(lock_path, os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            return int(text) if text.isascii() and text.isdigit() else -1
-        except OSError:  # a filesystem without flock: nobody can be known to hold it
-            return None
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        finally:
-            os.close(fd)
-
-    def _take_writer_lock(self) -> None:
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        self._created_lock = not lock_path.exists()
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            # a reader asking who writes (writer_pid) holds a shared lock for an instant: wait that out
-            for attempt in range(10):
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if attempt == 9:
-                        raise
-                    time.sleep(0.05)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise ArchiveError(f"{self.path} is being written by another process (pid {holder}); one writer at a "
-                               f"time: stop it, or open with Archive(path, readonly=True) to read") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock_fd = fd
-
-    def _release_writer_lock(self) -> None:
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+    writer_pid = staticmethod(writer_lock.writer_pid)
 
     def _open_schema(self) -> None:
         con = self._con
@@ -399,7 +140,7 @@ class Archive:
             con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA synchronous = FULL")
             # executescript commits any open transaction first, so the script carries its own.
-            con.executescript(f"BEGIN IMMEDIATE; {_SCHEMA}{_SCHEMA_LLM}"
+            con.executescript(f"BEGIN IMMEDIATE; {SCHEMA}{SCHEMA_LLM}"
                               f"INSERT INTO meta VALUES ('schema_version', '{json.dumps(SCHEMA_VERSION)}');"
                               f"INSERT INTO meta VALUES ('created_at', '{json.dumps(time.time())}'); COMMIT;")
             self._has_llm = True
@@ -416,7 +157,7 @@ class Archive:
             con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA synchronous = FULL")
             if version < SCHEMA_VERSION:  # schema 1 -> 2: the LLM call table, nothing else changes
-                con.executescript(f"BEGIN IMMEDIATE; {_SCHEMA_LLM}"
+                con.executescript(f"BEGIN IMMEDIATE; {SCHEMA_LLM}"
                                   f"UPDATE meta SET value = '{json.dumps(SCHEMA_VERSION)}' WHERE key = 'schema_version';"
                                   f"COMMIT;")
         self._has_llm = "llm_calls" in tables or not self.readonly
@@ -426,7 +167,9 @@ class Archive:
             if self._con is not None:
                 self._con.close()
                 self._con = None
-            self._release_writer_lock()
+            if self._lock_fd is not None:
+                writer_lock.release(self._lock_fd)
+                self._lock_fd = None
 
     def __enter__(self) -> Archive:
         return self
@@ -757,8 +500,8 @@ class Archive:
     def add_llm_call(self, **row: Any) -> int:
         """Record one LLM call (see the llm_calls table); every column but ts is required."""
         row.setdefault("ts", time.time())
-        missing = set(_LLM_COLUMNS) - set(row) - {"entry_id", "cost_usd", "error"}
-        unknown = set(row) - set(_LLM_COLUMNS)
+        missing = set(LLM_COLUMNS) - set(row) - {"entry_id", "cost_usd", "error"}
+        unknown = set(row) - set(LLM_COLUMNS)
         if missing or unknown:
             raise ArchiveError(f"LLM call record: missing {sorted(missing)}, unknown {sorted(unknown)}")
         row.setdefault("entry_id", None)
@@ -767,8 +510,8 @@ class Archive:
         with self._write() as con:
             if row["entry_id"] is not None:
                 self._status(con, row["entry_id"])
-            cur = con.execute(f"INSERT INTO llm_calls ({', '.join(_LLM_COLUMNS)}) VALUES "
-                              f"({', '.join('?' * len(_LLM_COLUMNS))})", [row[c] for c in _LLM_COLUMNS])
+            cur = con.execute(f"INSERT INTO llm_calls ({', '.join(LLM_COLUMNS)}) VALUES "
+                              f"({', '.join('?' * len(LLM_COLUMNS))})", [row[c] for c in LLM_COLUMNS])
             return cur.lastrowid
 
     def llm_cached(self, cache_key: str) -> dict | None:
@@ -776,20 +519,20 @@ class Archive:
         if not self._has_llm:
             return None
         with self.snapshot() as con:
-            r = con.execute(f"SELECT id, {', '.join(_LLM_COLUMNS)} FROM llm_calls WHERE cache_key = ? AND ok = 1 "
+            r = con.execute(f"SELECT id, {', '.join(LLM_COLUMNS)} FROM llm_calls WHERE cache_key = ? AND ok = 1 "
                             f"AND cached = 0 ORDER BY id LIMIT 1", (cache_key,)).fetchone()
-        return None if r is None else dict(zip(("id",) + _LLM_COLUMNS, r))
+        return None if r is None else dict(zip(("id",) + LLM_COLUMNS, r))
 
     def llm_calls(self, entry_id: int | None = None) -> list[dict]:
         """Every recorded LLM call (oldest first), or those made for one entry."""
         if not self._has_llm:
             return []
-        sql = f"SELECT id, {', '.join(_LLM_COLUMNS)} FROM llm_calls"
+        sql = f"SELECT id, {', '.join(LLM_COLUMNS)} FROM llm_calls"
         args: tuple[int, ...] = ()
         if entry_id is not None:
             sql, args = sql + " WHERE entry_id = ?", (entry_id,)
         with self.snapshot() as con:
-            return [dict(zip(("id",) + _LLM_COLUMNS, r)) for r in con.execute(sql + " ORDER BY id", args)]
+            return [dict(zip(("id",) + LLM_COLUMNS, r)) for r in con.execute(sql + " ORDER BY id", args)]
 
     def llm_spent(self) -> tuple[int, float]:
         """Tokens and dollars paid so far (cached answers cost nothing; unknown prices count as 0 dollars)."""

@@ -51,6 +51,16 @@ class Evaluations:
         done, _ = cf.wait(list(self.jobs), return_when=cf.FIRST_COMPLETED)
         return [(*self.jobs.pop(fut), fut.result()) for fut in done]
 
+    def drain(self, todo: list[tuple[Entry, int, str]], workers: int, on_result: Callable[..., None]) -> None:
+        """Run every (entry, seed, purpose) of ``todo``, ``workers`` at a time, and what is in flight;
+        ``on_result(entry, seed, purpose, result)`` as each one finishes."""
+        todo = list(todo)
+        while todo or self.jobs:
+            while todo and len(self.jobs) < workers:
+                self.submit(*todo.pop(0))
+            for e, seed, purpose, res in self.wait():
+                on_result(e, seed, purpose, res)
+
 
 def record(archive: Archive, e: Entry, seed: int, purpose: str, res, fidelity: str, events,
            reflect: Callable[..., None]) -> None:

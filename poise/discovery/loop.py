@@ -34,26 +34,21 @@ import random
 import time
 from pathlib import Path
 
-from poise.agents import offline
-from poise.agents.roles import Agents
-from poise.algorithms import builtin_source
 from poise.discovery import propose
 from poise.discovery.archive import Archive, Entry
 from poise.discovery.confirm import confirm_fidelity
 from poise.discovery.evaluate import Evaluations, record
 from poise.discovery.events import Events
-from poise.discovery.objective import Objective, run_objective
 from poise.discovery.outcome import RunSummary, summarize, to_confirm
 from poise.discovery.selection import SelectionConfig, nodes_from_archive, select, to_race
-from poise.discovery.settings import DiscoverConfig, check_sandbox, resolve
+from poise.discovery.settings import DiscoverConfig, open_run
 from poise.discovery.state import RunState
 from poise.evaluation.fidelity import default_timeout_s
 from poise.executors import Executor
 from poise.executors.local import LocalExecutor
-from poise.isolation.hook import choose_isolation
 from poise.reflect.phase import reflect_entry
-from poise.verify.implement import OUT_OF_BUDGET, VERIFIED, Implementation, behaviour_key
-from poise.verify.verifier import VERIFY_LIMITS, verify
+from poise.verify.implement import OUT_OF_BUDGET, VERIFIED, Implementation
+from poise.verify.verifier import VERIFY_LIMITS
 
 __all__ = ["DiscoverConfig", "Events", "Loop", "RunSummary"]
 
@@ -68,23 +63,13 @@ class Loop:
         self.archive = Archive(self.root / "archive.db")
         self.events = events or Events()
         try:
-            cfg, self.changes = resolve(self.archive, self.root, cfg, resume, given)
-            objective = run_objective(cfg.to_dict())  # a bad directive or minimum effect stops here, unrecorded
-            # so do agents that cannot work together, a missing API key, or a jail that cannot start: all are
-            # checked before anything of this invocation is written to the archive
-            agents = Agents(cfg.agents, ledger=self.archive, on_retry=self.events.message)
-            # an LLM implementer writes code poise did not: it runs only in the jail (or, explicitly, unsafely)
-            isolation = choose_isolation(agents.llms["implementer"] is None, cfg.unsafe_no_jail)
-            sandbox = check_sandbox(self.archive, self.root, cfg.fidelity)
+            run = open_run(self.archive, self.root, cfg, resume, given, self.events.message)
         except BaseException:
             self.archive.close()
             raise
-        self.cfg = cfg
-        self.archive.set_meta("config", json.dumps(cfg.to_dict()))
-        self.archive.set_meta("sandbox", sandbox)
-        if self.changes:
-            self.archive.log("resume_settings", None, changes=self.changes)
-        self.objective: Objective = objective
+        cfg = run.cfg
+        self.cfg, self.changes, self.objective = cfg, run.changes, run.objective
+        self.agents, self.isolation = run.agents, run.isolation
         self.rng = random.Random(f"discover/{cfg.search_seed}/{len(self.archive.entries())}")
         self.threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.workers))
         self.timeout = cfg.eval_timeout_s or default_timeout_s(cfg.fidelity, self.threads)
@@ -96,13 +81,8 @@ class Loop:
         self.verify_limits = dataclasses.replace(VERIFY_LIMITS, timeout_s=cfg.verify_timeout_s)
         self.round = len(self.archive.events(kind="select"))
         self.confirm_ids: list[int] = []  # entries to re-evaluate beside the top ones (poise discover --confirm)
-        self.agents, self.isolation = agents, isolation
-        self.implementation = Implementation(self.archive, agents, self.verify_limits, isolation.jailed,
+        self.implementation = Implementation(self.archive, self.agents, self.verify_limits, self.isolation.jailed,
                                              cfg.max_attempts, self.events.message)
-        if not self.isolation.jailed:  # kept for good: a run that once ran without the jail says so in every view
-            self.events.message(self.isolation.warning)
-            self.archive.set_meta("unjailed", json.dumps({"unsafe_no_jail": cfg.unsafe_no_jail,
-                                                          "warning": self.isolation.warning}))
         self.llm_spent = False  # set when the LLM budget runs out: no new LLM work, finish what is in flight
         self.proposer_failures = 0  # consecutive rounds in which an LLM proposer gave nothing usable
 
@@ -125,17 +105,7 @@ class Loop:
 
     def ensure_baseline(self) -> Entry:
         if not self.archive.entries():
-            eid = self.archive.add_entry("GRPO", builtin_source("grpo"), offline.baseline_proposal(), [], 0,
-                                         self.cfg.directive, status="evaluating")
-            assert eid == 0
-            # verified like every candidate: the report documents it, and its behaviour hash lets the loop
-            # recognise a proposal that is GRPO in disguise
-            report = verify(builtin_source("grpo"), "GRPO", offline.GRPO.claims(), self.verify_limits,
-                            jailed=self.isolation.jailed)
-            self.archive.set_verification(eid, report.to_dict())
-            if report.ok:
-                self.archive.set_behaviour(eid, behaviour_key(report, builtin_source("grpo")))
-            self.archive.log("baseline", eid)
+            self.implementation.add_baseline(self.cfg.directive)
         return self.baseline()
 
     def next_proposals(self) -> int:
@@ -296,12 +266,7 @@ class Loop:
         if pending:
             self.events.message(f"re-evaluating {', '.join(e.name for e in top)} and the baseline on "
                                 f"{len(self.cfg.reeval_seeds)} fresh seeds, on the confirmation held-out set")
-        while pending or len(evals):
-            while pending and len(evals) < self.cfg.workers:
-                e, s = pending.pop(0)
-                evals.submit(e, s, "reeval")
-            for e, seed, purpose, res in evals.wait():
-                self._record(e, seed, purpose, res)
+        evals.drain([(e, s, "reeval") for e, s in pending], self.cfg.workers, self._record)
 
     # ------------------------------------------------------------------------------------------------
     # the outcome

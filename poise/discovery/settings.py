@@ -8,10 +8,13 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from poise.agents.roles import AgentsConfig
+from poise.agents.roles import Agents, AgentsConfig
 from poise.discovery.archive import Archive, ArchiveError
+from poise.discovery.objective import Objective, run_objective
 from poise.evaluation.fidelity import sandbox_fingerprint
+from poise.isolation.hook import Isolation, choose_isolation
 
 
 @dataclass
@@ -136,3 +139,35 @@ def check_sandbox(archive: Archive, root: Path, fidelity: str) -> str:
                            f"with new ones. Start a new run with another --out folder, or resume it with "
                            f"the poise version that made it")
     return sandbox
+
+
+@dataclass
+class Run:
+    """A run opened for the loop: its settings, the changes a resume made, and what they decide."""
+
+    cfg: DiscoverConfig
+    changes: list[str]
+    objective: Objective
+    agents: Agents
+    isolation: Isolation
+
+
+def open_run(archive: Archive, root: Path, cfg: DiscoverConfig, resume: bool, given: frozenset[str] | None,
+             say: Callable[[str], None]) -> Run:
+    """Check everything a run needs before anything of this invocation is written to the archive (a bad
+    directive or minimum effect, agents that cannot work together, a missing API key, a jail that cannot
+    start, a retuned sandbox), then record the settings."""
+    cfg, changes = resolve(archive, root, cfg, resume, given)
+    objective = run_objective(cfg.to_dict())
+    agents = Agents(cfg.agents, ledger=archive, on_retry=say)
+    # an LLM implementer writes code poise did not: it runs only in the jail (or, explicitly, unsafely)
+    isolation = choose_isolation(agents.llms["implementer"] is None, cfg.unsafe_no_jail)
+    sandbox = check_sandbox(archive, root, cfg.fidelity)
+    archive.set_meta("config", json.dumps(cfg.to_dict()))
+    archive.set_meta("sandbox", sandbox)
+    if changes:
+        archive.log("resume_settings", None, changes=changes)
+    if not isolation.jailed:  # kept for good: a run that once ran without the jail says so in every view
+        say(isolation.warning)
+        archive.set_meta("unjailed", json.dumps({"unsafe_no_jail": cfg.unsafe_no_jail, "warning": isolation.warning}))
+    return Run(cfg, changes, objective, agents, isolation)

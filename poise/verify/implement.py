@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from poise.agents.llm import BudgetExhausted
+from poise.agents.offline import GRPO, baseline_proposal
 from poise.agents.roles import Agents
 from poise.agents.types import AgentFailure, Proposal
+from poise.algorithms import builtin_source
 from poise.discovery.archive import Archive, Entry, code_hash
 from poise.isolation.process import Limits
 from poise.verify.static import config_literal
@@ -88,6 +90,18 @@ class Implementation:
             self.say(f"#{e.id} {e.name} rejected: {report.errors[0] if report.errors else report.stage}")
             return REJECTED
         return self._unless_duplicate(e, code, behaviour_key(report, code))
+
+    def add_baseline(self, directive: str) -> None:
+        """The archive's root entry, GRPO, verified like every candidate: the report documents it, and its
+        behaviour hash lets the loop recognise a proposal that is GRPO in disguise."""
+        code = builtin_source("grpo")
+        eid = self.archive.add_entry("GRPO", code, baseline_proposal(), [], 0, directive, status="evaluating")
+        assert eid == 0
+        report = verify(code, "GRPO", GRPO.claims(), self.limits, jailed=self.jailed)
+        self.archive.set_verification(eid, report.to_dict())
+        if report.ok:
+            self.archive.set_behaviour(eid, behaviour_key(report, code))
+        self.archive.log("baseline", eid)
 
     def _review(self, report: VerificationReport, proposal: Proposal, code: str, entry_id: int,
                 attempt: int) -> None:

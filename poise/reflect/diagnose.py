@@ -40,8 +40,9 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from poise.agents.offline import already_has
+from poise.agents.designs import already_has
 from poise.evaluation.metrics import diff_ci, mean_ci, t_critical
+from poise.reflect.compare import compare, hard_score, mean_metrics
 from poise.reflect.curves import (
     DETECTORS,
     MIN_TREND_STEPS,
@@ -50,16 +51,12 @@ from poise.reflect.curves import (
     Finding,
     Trajectory,
     _finite,
-    compare,
     detect_nan,
     end_value,
-    hard_score,
-    mean_metrics,
     mean_trajectory,
     series,
-    start_value,
-    window,
 )
+from poise.reflect.writing import curve_sentence, hypotheses, metrics_sentence, summary_line
 
 VERDICTS = ("keep", "fix", "drop")
 
@@ -311,99 +308,11 @@ def suggest(tags: dict[str, Finding], verdict: str, obj: Objective, traj: Trajec
     return [s for s in SUGGESTIONS if s in want]
 
 
-# --- text -----------------------------------------------------------------------------------------
-
-
-def _hypotheses(tags: dict[str, Finding], acc: str | None, mech: str, obj: Objective) -> list[str]:
-    """Causal readings of the pattern, each worded as a hypothesis, most specific first."""
-    h = []
-    if "nan" in tags:
-        h.append("the non-finite values point to an unguarded division or exponent in the new computation, "
-                 "most likely on degenerate (all-correct or all-wrong) groups")
-    if "reward_decline" in tags and ("kl_blowup" in tags or "entropy_blowup" in tags):
-        h.append("the policy moved far from the reference while training accuracy fell, which is what an "
-                 "advantage that rewards the wrong responses (a sign or baseline error) would produce")
-    elif "reward_decline" in tags:
-        h.append("training accuracy fell, so the update direction itself may be wrong for some responses")
-    if "instability" in tags or "kl_blowup" in tags:
-        h.append("the spikes are consistent with advantages or ratios that are occasionally too large for "
-                 "the step size")
-    if "entropy_collapse" in tags:
-        h.append("the mechanism may concentrate probability on already-likely tokens and end exploration early")
-    declined = "reward_decline" in tags
-    if declined and ("many_zero_std_groups" in tags or "weak_signal" in tags):
-        h.append("the many all-equal groups and the fading advantage look like consequences of the decline "
-                 "(an all-wrong group carries no signal) rather than its cause")
-    if "many_zero_std_groups" in tags and not declined:
-        h.append("most groups had identical rewards, so the update rested on a minority of prompts and any "
-                 "effect of the mechanism acted through those few")
-    if "weak_signal" in tags and not declined:
-        h.append("the advantage signal faded, so later steps barely changed the policy")
-    if "validity_drop" in tags:
-        h.append("the valid-format rate fell, so part of the signal went to format rather than correctness")
-    if "truncation" in tags:
-        h.append("responses increasingly hit the token budget, which makes them invalid in this sandbox")
-    shorter = "length_shorter" in tags or "length_drift_down" in tags
-    if shorter and not declined and any(t in tags for t in ("overall_down", "hard_down")):
-        h.append("the compression seems to apply regardless of correctness, trading accuracy for length "
-                 "(the pattern of the paper's DCBE failure)")
-    if obj.concise and acc == "up" and "length_longer" in tags:
-        h.append("part of the accuracy gain may come from longer answers, which the objective penalises")
-    if not h and acc == "up":
-        tail = ("; the higher end-of-training entropy suggests it also preserved exploration"
-                if "entropy_higher" in tags else "")
-        h.append(f"the gain coincides with the change ({mech}), consistent with a stronger or cleaner learning "
-                 f"signal{tail}")
-    if not h and acc == "flat":
-        h.append("the change made no measurable difference: it may rarely activate in this regime, or its "
-                 "effect may be smaller than seed noise")
-    if not h and acc == "down":
-        h.append("the change appears to weaken the useful part of the signal relative to the parent")
-    if not h and acc is None:
-        h.append("the run shows no failure mode; without a parent, nothing here attributes its result to the "
-                 "mechanism")
-    if not h:
-        h.append("no single curve explains the outcome")
-    return h[:3]
-
-
-def _curve_sentence(traj: Trajectory, seeds: list[Trajectory]) -> str:
-    parts = []
-    for key, label, unit, fmt in (("accuracy", "training accuracy", "", "{:.2f}"), ("entropy", "entropy", "", "{:.3g}"),
-                                  ("response_length", "mean response length", " tokens", "{:.1f}")):
-        xs = series(traj, key)
-        if xs:
-            s, t = start_value(xs), end_value(xs)
-            extra = f" ({t / s:.0%} of its start)" if key == "entropy" and s > 0 else ""
-            parts.append(f"{label} went from {fmt.format(s)} to {fmt.format(t)}{unit}{extra}")
-    kl = series(traj, "kl")
-    if kl:
-        parts.append(f"KL to the reference ended at {end_value(kl):.3g}")
-    if not parts:
-        return "No curves were logged."
-    text = f"Over training ({window(len(traj))}-step averages at each end), " + ", ".join(parts) + "."
-    ends = [end_value(a) for a in (series(t, "accuracy") for t in seeds) if a]
-    if len(ends) >= 2:  # the seed spread, so that the reader can weigh the averages
-        text += f" Final training accuracy ranged {min(ends):.2f}-{max(ends):.2f} across seeds."
-    return text
-
-
-def _metrics_sentence(m: dict) -> str:
-    bits = []
-    if _finite(m.get("overall")):
-        bits.append(f"Overall {m['overall']:.1f}")
-    h = hard_score(m) if m.get("tiers") else None
-    if h is not None:
-        bits.append(f"hard-tier pass@1 {h:.1f}")
-    if _finite(m.get("length")):
-        bits.append(f"mean length {m['length']:.1f} tokens")
-    if _finite(m.get("validity")):
-        bits.append(f"validity {m['validity']:.1f}%")
-    return ("Held-out: " + ", ".join(bits) + ".") if bits else "No held-out metrics were given."
+# --- comparison with the parent -------------------------------------------------------------------
 
 
 @dataclass
-class _Comparison:
+class Comparison:
     """What the parent comparison produced, for the text and the summary."""
 
     parent: str = ""
@@ -417,10 +326,10 @@ class _Comparison:
     d_len: float | None = None
 
 
-def _compare_with_parent(traj: Trajectory, m: dict, ms: list[dict], parent: dict | None) -> _Comparison:
+def _compare_with_parent(traj: Trajectory, m: dict, ms: list[dict], parent: dict | None) -> Comparison:
     if not parent:
-        return _Comparison()
-    c = _Comparison(parent=str(parent.get("name") or "the parent"))
+        return Comparison()
+    c = Comparison(parent=str(parent.get("name") or "the parent"))
     pseeds, pms = _seeds(parent.get("trajectory")), _metric_list(parent.get("metrics"))
     ptraj, pm = mean_trajectory(pseeds), mean_metrics(pms)
     ci = {}
@@ -442,21 +351,6 @@ def _compare_with_parent(traj: Trajectory, m: dict, ms: list[dict], parent: dict
         c.d_len = m["length"] / pm["length"] - 1
     c.findings = compare(traj, m, ptraj, pm, {k: v for k, v in ci.items() if v is not None})
     return c
-
-
-def _summary(verdict: str, failed: list[str], c: _Comparison, m: dict) -> str:
-    bits = []
-    if c.d_overall is not None:
-        bits.append(f"Overall {c.d_overall:+.1f} vs {c.parent} (noise ±{c.tol:.1f}, {c.tol_from})")
-    elif _finite(m.get("overall")):
-        bits.append(f"Overall {m['overall']:.1f}")
-    if c.d_hard is not None:
-        bits.append(f"hard pass@1 {c.d_hard:+.1f}")
-    if c.d_len is not None:
-        bits.append(f"length {c.d_len:+.1%}")
-    flags = [t for t in (f.split(":")[0] for f in failed) if t not in ("overall_down", "hard_down")]
-    bits.append("flags: " + (", ".join(flags[:4]) if flags else "none"))
-    return f"{verdict}: " + "; ".join(bits)
 
 
 # --- the reflection -------------------------------------------------------------------------------
@@ -521,7 +415,7 @@ def reflect(proposal: dict, trajectory, metrics, parent: dict | None = None, obj
     text.append(f"It was trained for {plural(steps, 'step')} on {plural(n_seeds, 'seed')}"
                 + (f" and is compared with its parent {cmp.parent}." if parent
                    else ", with no parent to compare against."))
-    text.append(_curve_sentence(traj, seeds))
+    text.append(curve_sentence(traj, seeds))
     if 0 < steps < MIN_TREND_STEPS:
         text.append(f"With only {plural(steps, 'step')}, trends are not read; only level checks apply.")
     curve_flags = sorted((f for f in findings if f.tag in _CURVE_TAGS), key=lambda f: -f.severity)
@@ -533,14 +427,14 @@ def reflect(proposal: dict, trajectory, metrics, parent: dict | None = None, obj
     elif steps:
         text.append("No level check fired: no non-finite values, KL blow-up, zero-std groups, truncation or "
                     "weak signal.")
-    text.append(_metrics_sentence(m))
+    text.append(metrics_sentence(m))
     if cmp.findings:
         text.append("Against the parent: " + "; ".join(f.evidence for f in cmp.findings) + ".")
     elif parent:
         text.append("The parent's held-out metrics are missing, so nothing is compared.")
     if cmp.overall and "per_tier" not in tags:
         text.append(f"No tier moved by {TIER_MOVE:g} points or more.")
-    hyp = _hypotheses(tags, acc, mech or "the new mechanism", obj)
+    hyp = hypotheses(tags, acc, mech or "the new mechanism", obj)
     text.append(f"Hypothesis ({plural(n_seeds, 'seed')}, so correlational, not an attribution): "
                 + "; ".join(hyp) + ".")
     if objective_text.strip():
@@ -556,7 +450,7 @@ def reflect(proposal: dict, trajectory, metrics, parent: dict | None = None, obj
         text.append("For children: return to the parent's mechanism; this direction is not worth refining.")
 
     return Reflection(findings=findings, verdict=verdict, worked=worked, failed=failed, diagnosis=" ".join(text),
-                      suggestions=suggestions, summary=_summary(verdict, failed, cmp, m))
+                      suggestions=suggestions, summary=summary_line(verdict, failed, cmp, m))
 
 
 # --- digest for proposers ---------------------------------------------------------------------------

@@ -7,7 +7,8 @@ import pytest
 
 from poise.evaluation.metrics import diff_ci
 from poise.reflect import curves as C
-from poise.reflect.curves import Finding, compare, detect_all
+from poise.reflect.compare import compare
+from poise.reflect.curves import Finding, detect_all
 from tests.reflect.synth import metrics, ramp, run
 
 

@@ -62,6 +62,33 @@ class Evaluations:
                 on_result(e, seed, purpose, res)
 
 
+class Racing:
+    """Racing seeds (selection.to_race says whose): a candidate about to lead the search or become a parent
+    twice is first trained on the missing search seeds, ``eval_seed + 1, + 2, ...`` up to ``race_seeds``
+    in all; the round's selection waits for them."""
+
+    def __init__(self, eval_seed: int, race_seeds: int, fidelity: str):
+        self.seeds = [eval_seed + k for k in range(race_seeds)]
+        self.fidelity = fidelity
+        self.queue: list[tuple[int, int]] = []  # (entry id, seed) of racing evaluations to start
+        self.pending: set[tuple[int, int]] = set()  # ... queued or in flight
+        self.raced: set[int] = set()  # entries raced by this process (a failed seed is not retried forever)
+
+    def start(self, archive: Archive, ids: list[int], round: int, say: Callable[[str], None]) -> None:
+        for i in ids:
+            self.raced.add(i)
+            missing = [s for s in self.seeds if not archive.has_evaluation(i, s, self.fidelity)]
+            e = archive.get(i)
+            archive.log("race", i, seeds=missing, round=round)
+            say(f"racing #{i} {e.name}: {len(missing)} more search seed(s) before it may lead or be a parent again")
+            for s in missing:
+                self.queue.append((i, s))
+                self.pending.add((i, s))
+
+    def done(self, entry_id: int, seed: int) -> None:
+        self.pending.discard((entry_id, seed))
+
+
 def record(archive: Archive, e: Entry, seed: int, purpose: str, res, fidelity: str, events,
            reflect: Callable[..., None]) -> None:
     """Archive one finished evaluation; ``reflect(entry, failure=None)`` writes an entry's reflection."""

@@ -37,7 +37,7 @@ from pathlib import Path
 from poise.discovery import propose
 from poise.discovery.archive import Archive, Entry
 from poise.discovery.confirm import confirm_fidelity
-from poise.discovery.evaluate import Evaluations, record
+from poise.discovery.evaluate import Evaluations, Racing, record
 from poise.discovery.events import Events
 from poise.discovery.outcome import RunSummary, summarize, to_confirm
 from poise.discovery.selection import SelectionConfig, nodes_from_archive, select, to_race
@@ -75,9 +75,7 @@ class Loop:
         self.timeout = cfg.eval_timeout_s or default_timeout_s(cfg.fidelity, self.threads)
         self.executor = executor
         self.selection_cfg = SelectionConfig(race_seeds=cfg.race_seeds)
-        self.race_queue: list[tuple[int, int]] = []  # (entry id, seed) of racing evaluations to start
-        self.racing: set[tuple[int, int]] = set()  # ... queued or in flight; a round waits for them
-        self.raced: set[int] = set()  # entries raced by this process (a failed seed is not retried forever)
+        self.racing = Racing(cfg.eval_seed, cfg.race_seeds, cfg.fidelity)
         self.verify_limits = dataclasses.replace(VERIFY_LIMITS, timeout_s=cfg.verify_timeout_s)
         self.round = len(self.archive.events(kind="select"))
         self.confirm_ids: list[int] = []  # entries to re-evaluate beside the top ones (poise discover --confirm)
@@ -111,7 +109,7 @@ class Loop:
     def next_proposals(self) -> int:
         """Select a parent and write the round's proposals into the archive as "proposed" entries; -1
         when racing seeds must come in first."""
-        if self.racing:
+        if self.racing.pending:
             return -1  # racing evaluations are still running: this round's selection waits for their seeds
         state = self.state()
         nodes = nodes_from_archive(self.archive, propose.features, fidelity=self.cfg.fidelity)
@@ -121,10 +119,10 @@ class Loop:
             parent_id, scores = select(self.cfg.strategy, nodes, self.objective, base, self.selection_cfg,
                                        self.rng, self.round)
             race = [i for i in to_race(nodes, parent_id, self.objective, base, self.selection_cfg)
-                    if i not in self.raced]
+                    if i not in self.racing.raced]
             if race:
                 self.rng.setstate(rng_state)  # the round is decided again once the seeds are in
-                self._race(race)
+                self.racing.start(self.archive, race, self.round + 1, self.events.message)
                 return -1
         else:  # the first round, while the baseline trains: the root is the only possible parent
             parent_id, scores = 0, []
@@ -138,20 +136,6 @@ class Loop:
         self.proposer_failures = self.proposer_failures + 1 if failure else 0
         return made
 
-    def _race(self, ids: list[int]) -> None:
-        """Queue the missing search seeds of `ids` (eval_seed + 1, + 2, ... up to race_seeds in all)."""
-        seeds = [self.cfg.eval_seed + k for k in range(self.cfg.race_seeds)]
-        for i in ids:
-            self.raced.add(i)
-            missing = [s for s in seeds if not self.archive.has_evaluation(i, s, self.cfg.fidelity)]
-            e = self.archive.get(i)
-            self.archive.log("race", i, seeds=missing, round=self.round + 1)
-            self.events.message(f"racing #{i} {e.name}: {len(missing)} more search seed(s) before it may lead "
-                                f"or be a parent again")
-            for s in missing:
-                self.race_queue.append((i, s))
-                self.racing.add((i, s))
-
     def implement_and_verify(self, e: Entry) -> bool:
         """Implementer <-> verifier (verify/implement.py). True when the entry is ready to train."""
         outcome = self.implementation(e)
@@ -161,7 +145,7 @@ class Loop:
 
     def _record(self, e: Entry, seed: int, purpose: str, res) -> None:
         if purpose == "race":
-            self.racing.discard((e.id, seed))
+            self.racing.done(e.id, seed)
         record(self.archive, e, seed, purpose, res, self.cfg.fidelity, self.events, self._reflect)
 
     def _reflect(self, e: Entry, failure: str | None = None) -> None:
@@ -193,13 +177,13 @@ class Loop:
                 evals.submit(self.baseline(), self.cfg.eval_seed, "baseline")
             while True:
                 while len(evals) < self.cfg.workers:  # fill every free worker, verifying as needed
-                    if self.race_queue:
-                        i, s = self.race_queue.pop(0)
+                    if self.racing.queue:
+                        i, s = self.racing.queue.pop(0)
                         evals.submit(self.archive.get(i), s, "race")
                         continue
                     ready = self._next_ready(evals.busy())
                     if ready is None:
-                        if self.race_queue:
+                        if self.racing.queue:
                             continue
                         break
                     if self.archive.get(ready.id).status != "evaluating":

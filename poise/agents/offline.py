@@ -1,7 +1,7 @@
 """The offline researcher: proposes, implements and repairs candidate algorithms with no LLM.
 
 It reasons at the level of *mechanisms*, the way the paper's agents do, over a small explicit model
-of a GRPO-family advantage estimator (``Design``): which baseline, which scale, how invalid responses
+of a GRPO-family advantage estimator (``Design``, in ``designs.py``): which baseline, which scale, how invalid responses
 are treated, what happens in groups where every answer failed, whether length enters and how, and
 the clip range, loss aggregation and entropy bonus. A proposal is one mechanism-level change
 (an ``Operator``) to the parent's design, or the adoption of a mechanism from a reference entry that

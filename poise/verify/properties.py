@@ -26,14 +26,15 @@ from torch import Tensor
 
 from poise.algorithms import contract
 from poise.algorithms.base import Algorithm, RolloutBatch, default_policy_loss
-from poise.algorithms.contract import ContractError
+from poise.algorithms.contract import CandidateError, ContractError
 from poise.algorithms.probe import make_probe_batch
 from poise.isolation.hook import HookError
 from poise.isolation.process import describe, is_memory_error
 
 
-class CandidateFailure(Exception):
-    """Candidate code raised. ``memory`` when it ran out of memory (the report's stage is then "memory")."""
+class CandidateFailure(CandidateError):
+    """Candidate code raised (the trainer's `CandidateError`, as the verifier sees it). ``memory`` when it ran
+    out of memory (the report's stage is then "memory")."""
 
     def __init__(self, message: str, memory: bool = False):
         super().__init__(message)

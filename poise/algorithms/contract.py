@@ -55,6 +55,6 @@ def check_loss(out, where: str) -> tuple[Tensor, dict]:
         raise ContractError(f"compute_policy_loss returned a loss with no gradient {where}: it must be computed from "
                             f"`logp` (did it call .detach() or .item()?)")
     if not torch.isfinite(loss):
-        raise ContractError(f"compute_policy_loss returned a non-finite loss ({float(loss)}) {where}; clamp "
+        raise ContractError(f"compute_policy_loss returned a non-finite loss ({float(loss.detach())}) {where}; clamp "
                             f"log-ratios before exp() and guard divisions")
     return loss, info if isinstance(info, dict) else {}

@@ -6,7 +6,7 @@ training is archived as failed, with a reflection that says so; impossible metri
 from __future__ import annotations
 
 import concurrent.futures as cf
-from typing import Callable
+from typing import Callable, Iterator
 
 from poise.algorithms import builtin_source
 from poise.backends.worker import AlgorithmSpec, EvalFailure
@@ -46,10 +46,14 @@ class Evaluations:
         fut = self.executor.submit(job, on_step=lambda i, row: self.events.eval_step(e.id, seed, i, row))
         self.jobs[fut] = (e, seed, purpose)
 
-    def wait(self) -> list[tuple[Entry, int, str, object]]:
-        """(entry, seed, purpose, EvalResult | EvalFailure) of the evaluations that finished; waits for one."""
+    def wait(self) -> Iterator[tuple[Entry, int, str, object]]:
+        """(entry, seed, purpose, EvalResult | EvalFailure) of each evaluation that finished, after waiting
+        for one. One at a time: the caller archives each before the next result is read, so an error in
+        one never loses another that had finished."""
         done, _ = cf.wait(list(self.jobs), return_when=cf.FIRST_COMPLETED)
-        return [(*self.jobs.pop(fut), fut.result()) for fut in done]
+        for fut in done:
+            e, seed, purpose = self.jobs.pop(fut)
+            yield e, seed, purpose, fut.result()
 
     def drain(self, todo: list[tuple[Entry, int, str]], workers: int, on_result: Callable[..., None]) -> None:
         """Run every (entry, seed, purpose) of ``todo``, ``workers`` at a time, and what is in flight;

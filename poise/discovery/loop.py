@@ -222,7 +222,7 @@ class Loop:
                     return self.archive.get(e.id)
             if self.llm_spent:
                 return None  # the LLM budget is spent: train what is verified, propose nothing new
-            if len(self.archive.entries()) - 1 >= state.max_proposals:
+            if state.proposals >= state.max_proposals:
                 self.events.message(f"stopping: {state.max_proposals} proposals made without filling the budget")
                 return None
             if self.baseline().status != "evaluated" and self.round > 0:
@@ -260,4 +260,6 @@ class Loop:
         return [self.archive.get(c.id) for c in to_confirm(self.state(), self.cfg.reeval_top, self.confirm_ids)]
 
     def summary(self) -> RunSummary:
-        return summarize(self.root, self.state(), self.to_confirm(), self.archive.llm_calls())
+        state = self.state()
+        confirmed = to_confirm(state, self.cfg.reeval_top, self.confirm_ids)
+        return summarize(self.root, state, confirmed, self.archive.llm_calls())

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from poise.agents.llm import usage_by_role
-from poise.discovery.archive import ArchiveError, Entry
+from poise.discovery.archive import ArchiveError
 from poise.discovery.confirm import Discovery
 from poise.discovery.state import Candidate, RunState
 
@@ -40,15 +40,13 @@ def to_confirm(state: RunState, top: int, named: list[int]) -> list[Candidate]:
     return out
 
 
-def summarize(root: Path, state: RunState, confirmed: list[Entry], llm_calls: list[dict]) -> RunSummary:
+def summarize(root: Path, state: RunState, confirmed: list[Candidate], llm_calls: list[dict]) -> RunSummary:
+    """The run's summary; ``confirmed``: the candidates it re-evaluated (`to_confirm` of the same state)."""
     c = state.counts()
     best = [(x.id, x.name, round(x.score, 3)) for x in state.top(5) if x.score is not None]
     out = RunSummary(str(root), state.objective.describe(), c.get("evaluated", 0), c.get("rejected", 0),
                      c.get("failed", 0), best, llm=usage_by_role(llm_calls))
     if state.baseline_confirm:
         out.baseline_confirm = state.baseline_confirm
-        for e in confirmed:
-            found = state.find(e.id)
-            if found is not None and found.confirmation is not None:
-                out.confirmed.append(found.confirmation)
+        out.confirmed = [c.confirmation for c in confirmed if c.confirmation is not None]
     return out

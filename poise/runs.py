@@ -13,10 +13,9 @@ from pathlib import Path
 import torch
 
 from poise import __version__
-from poise.backends.tiny import EvalResult
+from poise.backends.base import EvalResult
+from poise.evaluation.keys import hard_pass1
 from poise.evaluation.metrics import diff_ci, mean_ci
-from poise.sandbox.benchmark import hard_pass1
-from poise.sandbox.task import TIERS
 
 
 def write_json(path: Path, obj) -> None:
@@ -37,11 +36,13 @@ def new_run_dir(root: Path, label: str) -> Path:
     return d
 
 
-def run_manifest(algorithm: str, origin: str, source: str, fidelity: dict, seeds: list[int]) -> dict:
+def run_manifest(algorithm: str, origin: str, source: str, fidelity: dict, seeds: list[int],
+                 backend: dict | None = None) -> dict:
     return {
         "algorithm": algorithm, "origin": origin, "code_sha256": hashlib.sha256(source.encode()).hexdigest(),
         "fidelity": fidelity, "seeds": seeds, "poise": __version__, "torch": torch.__version__,
         "python": platform.python_version(), "machine": platform.machine(), "started": time.time(),
+        "backend": backend or {"name": "tiny"},
     }
 
 
@@ -58,9 +59,9 @@ def save_seed(run: Path, res: EvalResult) -> None:
 def summarize(results: list[EvalResult]) -> dict:
     """Mean and 95% CI over seeds of each tier score, Overall, length and validity."""
     out: dict = {"seeds": [r.seed for r in results], "tiers": {}}
-    for t in TIERS:
-        out["tiers"][t.name] = mean_ci([r.metrics["tiers"][t.name]["score"] for r in results]).to_dict()
-        out["tiers"][t.name]["pass@1"] = mean_ci([r.metrics["tiers"][t.name]["pass@1"] for r in results]).to_dict()
+    for t in results[0].metrics["tiers"]:  # the backend's benchmarks, in its order
+        out["tiers"][t] = mean_ci([r.metrics["tiers"][t]["score"] for r in results]).to_dict()
+        out["tiers"][t]["pass@1"] = mean_ci([r.metrics["tiers"][t]["pass@1"] for r in results]).to_dict()
     for k in ("overall", "length", "validity"):
         out[k] = mean_ci([r.metrics[k] for r in results]).to_dict()
     out["hard_pass@1"] = mean_ci([hard_pass1(r.metrics) for r in results]).to_dict()
@@ -69,7 +70,7 @@ def summarize(results: list[EvalResult]) -> dict:
 
 
 def _row_values(r: EvalResult) -> dict[str, float]:
-    vals = {t.name: r.metrics["tiers"][t.name]["score"] for t in TIERS}
+    vals = {t: m["score"] for t, m in r.metrics["tiers"].items()}
     vals.update({k: r.metrics[k] for k in ("overall", "length", "validity")})
     vals["hard_pass@1"] = hard_pass1(r.metrics)
     return vals

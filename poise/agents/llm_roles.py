@@ -355,7 +355,7 @@ def curve_table(trajectories: list[list[dict]], parent: list[list[dict]] | None 
 
 
 def _metrics_text(metrics: list[dict], parent: list[dict] | None) -> str:
-    from poise.sandbox.benchmark import hard_pass1
+    from poise.evaluation.keys import hard_pass1
 
     def mean(ms, f):
         xs = [f(m) for m in ms]

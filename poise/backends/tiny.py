@@ -3,6 +3,7 @@
 evaluate(algorithm, fidelity, seed) -> EvalResult(trajectory, metrics)
     start from the cached SFT policy (the same for every candidate), train it with the algorithm,
     then score it on the held-out suite. Runs on the CPU (or CUDA when available and asked for).
+`TinyBackend` is the same behind the backend contract (`poise.backends.base.Backend`).
 """
 
 from __future__ import annotations
@@ -11,31 +12,17 @@ import copy
 import dataclasses
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
 
 from poise.algorithms.base import Algorithm
-from poise.evaluation.fidelity import Fidelity, get_fidelity
+from poise.backends.base import BackendSpec, EvalResult, Tier
+from poise.evaluation.fidelity import EXPECTED_S, Fidelity, get_fidelity, sandbox_fingerprint
 from poise.sandbox.benchmark import evaluate_policy
 from poise.sandbox.model import TinyGPT
 from poise.sandbox.sft import held_out_prompts, load_or_train_sft
 from poise.sandbox.trainer import train_rl
-
-
-@dataclass
-class EvalResult:
-    algorithm: str
-    seed: int
-    fidelity: str
-    trajectory: list[dict]
-    metrics: dict
-    wall_s: float
-    info: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def sft_policy(fid: Fidelity, progress=None, log: Callable[[str], None] = lambda s: None) -> TinyGPT:
@@ -84,3 +71,33 @@ def evaluate_start(fidelity: Fidelity | str, seed: int, log: Callable[[str], Non
     policy = sft_policy(fid, sft_progress, log).to(pick_device(device))
     metrics = evaluate_policy(policy, fid.eval, seed)
     return EvalResult("sft", seed, fid.name, [], metrics, time.time() - t0, {"params": policy.num_params()})
+
+
+class TinyBackend:
+    """The embedded sandbox at one fidelity (smoke | standard | full)."""
+
+    def __init__(self, spec: BackendSpec):
+        self.spec = spec
+        self.fid = get_fidelity(spec.fidelity)  # ValueError names the fidelities
+        self.steps = self.fid.rl.steps
+        from poise.sandbox.task import TIERS
+
+        self.tiers = tuple(Tier(t.name, t.metric, t.weight) for t in TIERS)
+
+    def prepare(self, progress=None, log: Callable[[str], None] = lambda s: None) -> None:
+        sft_policy(self.fid, progress, log)
+
+    def evaluate(self, algorithm: Algorithm, seed: int, on_step: Callable[[int, dict], None] | None = None,
+                 split: str = "search") -> EvalResult:
+        return evaluate(algorithm, self.fid, seed, on_step=on_step, split=split)
+
+    def evaluate_start(self, seed: int, split: str = "search") -> EvalResult:
+        fid = self.fid if split == self.fid.eval.split else dataclasses.replace(
+            self.fid, eval=dataclasses.replace(self.fid.eval, split=split))
+        return evaluate_start(fid, seed)
+
+    def fingerprint(self) -> str:
+        return sandbox_fingerprint(self.fid.name)
+
+    def expected_s(self, threads: int) -> float:
+        return EXPECTED_S.get(self.fid.name, 300.0)

@@ -1,6 +1,7 @@
 """Run one evaluation in a worker process, streaming its progress back.
 
-The worker is trusted: it trains the policy and scores it (``poise.backends.tiny``), and it never runs
+The worker is trusted: it trains the policy and scores it (the backend: ``poise.backends.tiny``,
+``poise.backends.trl``), and it never runs
 candidate code. The candidate's hooks run in a jailed hook process that the worker starts
 (``poise.isolation.hook``); the worker sends it detached tensors and checks what comes back. A failure
 of the candidate (bad file, exception, NaN, wrong shapes, a hook that hangs or dies) comes back as an
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from poise.algorithms import AlgorithmError, builtin_source, load_algorithm
-from poise.backends.tiny import EvalResult, evaluate, pick_device
+from poise.backends import BackendSpec, EvalResult, get_backend
+from poise.backends.tiny import pick_device
 from poise.isolation.hook import HookError, HookLimits, HookProcess
 from poise.isolation.process import Limits, mentions_memory, run_in_child
 from poise.sandbox.sft import cache_dir
@@ -61,9 +63,11 @@ def evaluate_in_child(payload: dict, emit: Callable[[dict], None]) -> dict:
     origin = spec.origin or f"builtin:{spec.name}"
     linecache.cache[origin] = (len(source), None, source.splitlines(True), origin)  # messages quote its lines
 
+    backend = get_backend(BackendSpec.from_dict(payload["backend"]))
+
     def run(algo, isolation: list[str]) -> dict:
-        res = evaluate(algo, payload["fidelity"], payload["seed"], on_step=lambda i, row: emit({"step": i, "row": row}),
-                       split=payload.get("split", "search"))
+        res = backend.evaluate(algo, payload["seed"], on_step=lambda i, row: emit({"step": i, "row": row}),
+                               split=payload.get("split", "search"))
         res.info["isolation"] = isolation
         return {"result": res.to_dict()}
 
@@ -97,14 +101,19 @@ def _uses_cuda() -> bool:
     return pick_device().type == "cuda"
 
 
-def run_evaluation(spec: AlgorithmSpec, fidelity: str, seed: int, threads: int = 2,
+def run_evaluation(spec: AlgorithmSpec, backend: BackendSpec | str, seed: int, threads: int = 2,
                    on_step: Callable[[int, dict], None] | None = None,
                    timeout_s: float | None = None, memory_mb: int | None = EVAL_MEMORY_MB,
                    split: str = "search", hook_timeout_s: float | None = None) -> EvalResult | EvalFailure:
-    """Evaluate in a worker process; call ``on_step`` in this process as steps finish.
+    """Evaluate in a worker process; call ``on_step`` in this process as steps finish. ``backend``: the
+    engine and its settings (a plain string is the tiny sandbox at that fidelity).
     ``memory_mb`` bounds the worker's address space beyond its baseline (None: no bound; always none on CUDA).
     ``split`` picks the held-out set ("confirm" for re-evaluating discoveries). ``hook_timeout_s`` bounds
     one call of a candidate's hook (default: ``HookLimits.call_timeout_s``)."""
+    if isinstance(backend, str):
+        backend = BackendSpec("tiny", backend)
+    if backend.name != "tiny" and memory_mb == EVAL_MEMORY_MB:
+        memory_mb = None  # a real model's footprint is its config's (EVAL_MEMORY_MB sizes the sandbox's)
     cache = cache_dir()  # resolved here: the worker's HOME is its private folder
     limits = Limits(timeout_s=math.inf if timeout_s is None else timeout_s, threads=threads,
                     memory_mb=None if _uses_cuda() else memory_mb)
@@ -116,7 +125,7 @@ def run_evaluation(spec: AlgorithmSpec, fidelity: str, seed: int, threads: int =
     res = run_in_child("poise.backends.worker:evaluate_in_child",
                        {"spec": {"name": spec.name, "source": spec.source, "origin": spec.origin,
                                  "jailed": spec.jailed, "in_process": spec.in_process},
-                        "fidelity": fidelity, "seed": seed, "split": split, "threads": threads,
+                        "backend": backend.to_dict(), "seed": seed, "split": split, "threads": threads,
                         "hook_timeout_s": hook_timeout_s,
                         "timeout_s": timeout_s if timeout_s is not None and math.isfinite(timeout_s) else None},
                        limits, on_message=relay, env={"POISE_CACHE": str(cache)})

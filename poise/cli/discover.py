@@ -23,7 +23,11 @@ def discover_cmd(
     budget: int = typer.Option(8, "--budget", "-b", min=1, help="candidates to train (verification rejects do not count)"),
     directive: str = typer.Option("", "--directive", "-d", help='what to look for, e.g. "accurate and concise"'),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="evaluations run in parallel (separate processes)"),
-    fidelity: str = typer.Option("standard", "--fidelity", "-f", help="smoke | standard | full"),
+    fidelity: str = typer.Option("standard", "--fidelity", "-f", help="smoke | standard | full (the tiny backend)"),
+    backend: str = typer.Option("tiny", "--backend", help="what trains a candidate: tiny (the embedded sandbox) | trl "
+                                "(a Hugging Face model with TRL; extra [trl])"),
+    backend_config: Optional[Path] = typer.Option(None, "--backend-config", help="the backend's TOML file: model, data, "
+                                                  "benchmarks and weights, generation, trainer (see README)"),
     strategy: str = typer.Option("lineage", "--strategy", help="parent selection: lineage | greedy | random | tournament"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default: runs/discover-<time>)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out (or the latest one under runs/)"),
@@ -57,13 +61,14 @@ def discover_cmd(
 ) -> None:
     """Run the discovery loop: select, propose, implement, verify, evaluate, reflect; then confirm the best."""
     from poise.agents.llm import LLMError
+    from poise.backends import get_backend, make_spec
     from poise.discovery.archive import ArchiveError
     from poise.discovery.loop import DiscoverConfig, Loop
-    from poise.evaluation.fidelity import estimate_s, get_fidelity, minutes
+    from poise.evaluation.fidelity import estimate_s, minutes
     from poise.isolation import JailUnavailable
 
     try:
-        fid = get_fidelity(fidelity)
+        spec = make_spec(backend, fidelity, backend_config)
     except ValueError as e:
         common.fail(str(e))
     if strategy not in ("lineage", "greedy", "random", "tournament"):
@@ -87,15 +92,17 @@ def discover_cmd(
             effects[k.strip()] = float(v)
         except ValueError:
             common.fail(f"--min-effect {item!r}: expected METRIC=NUMBER, e.g. --min-effect overall=1 --min-effect length=5")
-    cfg = DiscoverConfig(budget=budget, directive=directive.strip(), workers=workers, fidelity=fid.name, min_effect=effects,
+    cfg = DiscoverConfig(budget=budget, directive=directive.strip(), workers=workers, fidelity=spec.label,
+                         min_effect=effects, backend=spec.name, backend_config=spec.config,
                          strategy=strategy, search_seed=seed,
                          reeval_seeds=tuple(range(1000 + 1, 1000 + reeval_seeds + 1)), reeval_top=reeval_top,
                          race_seeds=race_seeds, threads=threads, agents=agents, unsafe_no_jail=unsafe_no_jail)
     try:
         with common.progress() as progress:
-            events = _DiscoverEvents(progress, fid.rl.steps)
+            events = _DiscoverEvents(progress, get_backend(spec).steps)
             loop = Loop(out, cfg, events, resume=resume, given=_given_settings(ctx))
-            events.steps = get_fidelity(loop.cfg.fidelity).rl.steps  # a resumed run keeps its stored fidelity
+            run_backend = get_backend(loop.cfg.backend_spec)  # a resumed run keeps its stored backend and fidelity
+            events.steps = run_backend.steps
             reads = loop.objective.verdict_metric
             for k in set(loop.cfg.min_effect) - {reads}:
                 common.console.print(f"note: --min-effect {k} does not apply here (this objective's verdict reads {reads})",
@@ -111,7 +118,7 @@ def discover_cmd(
                 common.console.print(f"agents: {loop.agents.describe()} · LLM budget {loop.agents.budget.describe()}")
             base = 0 if loop.archive.entries() and loop.baseline().status == "evaluated" else 1
             left = base + max(0, loop.cfg.budget - loop.finished()) + (loop.cfg.reeval_top + 1) * len(loop.cfg.reeval_seeds)
-            took = estimate_s(loop.cfg.fidelity, left, loop.threads, loop.cfg.workers)
+            took = estimate_s(run_backend.expected_s(loop.threads), left, loop.threads, loop.cfg.workers)
             common.console.print(f"estimate: about {minutes(took)} for "
                                  f"{left} evaluations ({loop.cfg.workers} at a time, measured on 2 idle cores), more with "
                                  f"racing seeds; the top bar shows the time left as candidates finish")
@@ -128,6 +135,7 @@ def discover_cmd(
 
 # `poise discover` options -> the DiscoverConfig field each one sets
 _DISCOVER_FIELDS = {"budget": "budget", "directive": "directive", "workers": "workers", "fidelity": "fidelity",
+                    "backend": "backend", "backend_config": "backend_config",
                     "strategy": "strategy", "seed": "search_seed", "reeval_seeds": "reeval_seeds",
                     "reeval_top": "reeval_top", "race_seeds": "race_seeds", "threads": "threads",
                     "unsafe_no_jail": "unsafe_no_jail", "llm": "agents.llm", "role": "agents.roles",

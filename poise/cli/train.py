@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -16,22 +15,18 @@ from rich.table import Table
 from poise.cli import common
 
 
-def _start_metrics(fid, seeds, progress) -> list:
-    """Held-out results of the SFT start (no RL) for the same evaluation seeds, cached beside the policy."""
-    from poise.backends.tiny import EvalResult, evaluate_start
+def _start_metrics(backend, seeds, progress) -> list:
+    """Held-out results of the start (no RL) for the same evaluation seeds, cached by the backend's
+    fingerprint (what its numbers depend on: the start, the benchmarks, the evaluation settings)."""
+    from poise.backends import EvalResult
     from poise.runs import write_json
-    from poise.sandbox.sft import cache_dir, sft_key
+    from poise.sandbox.sft import cache_dir
 
     out = []
-    key = sft_key(fid.model, fid.sft)
-    from poise.sandbox.task import GREEDY_SCALE, TIERS
-
-    # the start's results depend on the evaluation settings and on the tiers (not only on the policy)
-    ekey = hashlib.sha256(json.dumps([fid.to_dict()["eval"], [dataclasses.asdict(t) for t in TIERS], GREEDY_SCALE],
-                                     sort_keys=True).encode()).hexdigest()[:8]
-    task = progress.add_task("evaluating the SFT start", total=len(seeds), info="")
+    key = f"{backend.spec.name}-{backend.fingerprint()}"
+    task = progress.add_task("evaluating the start", total=len(seeds), info="")
     for s in seeds:
-        path = cache_dir() / "sft" / f"{key}.eval-{ekey}-seed{s}.json"
+        path = cache_dir() / "starts" / f"{key}-seed{s}.json"
         res = None
         if path.exists():
             try:
@@ -39,7 +34,7 @@ def _start_metrics(fid, seeds, progress) -> list:
             except (ValueError, TypeError):
                 res = None
         if res is None:
-            res = evaluate_start(fid, s)
+            res = backend.evaluate_start(s)
             path.parent.mkdir(parents=True, exist_ok=True)
             write_json(path, res.to_dict())
         out.append(res)
@@ -51,7 +46,10 @@ def _start_metrics(fid, seeds, progress) -> list:
 def train_cmd(
     algorithm: str = typer.Option(..., "--algorithm", "-a", help="a built-in name (see `poise algorithms`) or a .py file"),
     seeds: int = typer.Option(1, "--seeds", "-n", min=1, help="number of training seeds (0..N-1)"),
-    fidelity: str = typer.Option("standard", "--fidelity", "-f", help="smoke | standard | full"),
+    fidelity: str = typer.Option("standard", "--fidelity", "-f", help="smoke | standard | full (the tiny backend)"),
+    backend: str = typer.Option("tiny", "--backend", help="what trains it: tiny (the embedded sandbox) | trl (a Hugging "
+                                "Face model with TRL; extra [trl])"),
+    backend_config: Optional[Path] = typer.Option(None, "--backend-config", help="the backend's TOML file (see README)"),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="folder under which the run folder is created"),
     threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for training"),
     seed_offset: int = typer.Option(0, "--seed-offset", min=0, help="first seed (seeds are offset..offset+N-1)"),
@@ -60,22 +58,25 @@ def train_cmd(
     unsafe_no_jail: bool = typer.Option(False, "--unsafe-no-jail", help="where the jail cannot start, run the file "
                                         "without it anyway (recorded in the run folder)"),
 ) -> None:
-    """Train the tiny policy with one algorithm over N seeds; print held-out results with 95% CIs."""
+    """Train the start with one algorithm over N seeds; print held-out results with 95% CIs against the start."""
     import torch
 
     from poise.algorithms import BUILTINS, builtin_source
-    from poise.backends.tiny import sft_policy
+    from poise.backends import get_backend, make_spec
+    from poise.backends.base import default_timeout_s
     from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
-    from poise.evaluation.fidelity import default_timeout_s, estimate_s, get_fidelity, minutes
+    from poise.evaluation.fidelity import estimate_s, get_fidelity, minutes
     from poise.isolation import JailUnavailable, choose_isolation
     from poise.report.plots import plot_curves
     from poise.runs import new_run_dir, run_manifest, save_seed, summarize, versus, write_json, write_metrics_csv
     from poise.verify.static import static_check
 
     try:
-        fid = get_fidelity(fidelity)
+        bspec = make_spec(backend, fidelity, backend_config)
+        engine = get_backend(bspec)
     except ValueError as e:
         common.fail(str(e))
+    steps = engine.steps
     if algorithm in BUILTINS:
         spec = AlgorithmSpec(algorithm)
         source, origin, label = builtin_source(algorithm), f"builtin:{algorithm}", algorithm
@@ -101,16 +102,18 @@ def train_cmd(
     if isolation.warning:
         common.err.print(f"[bold yellow]{escape(isolation.warning)}[/]")
     spec = dataclasses.replace(spec, jailed=isolation.jailed)
-    timeout = timeout or default_timeout_s(fid.name, threads)
+    timeout = timeout or default_timeout_s(engine, threads)
     seed_list = list(range(seed_offset, seed_offset + seeds))
     torch.set_num_threads(threads)
 
-    run = new_run_dir(out, f"{label}-{fid.name}")
-    write_json(run / "config.json", {**run_manifest(label, origin, source, fid.to_dict(), seed_list),
+    run = new_run_dir(out, f"{label}-{bspec.label}")
+    fid_dict = get_fidelity(bspec.fidelity).to_dict() if bspec.name == "tiny" else {"name": bspec.label}
+    write_json(run / "config.json", {**run_manifest(label, origin, source, fid_dict, seed_list, bspec.to_dict()),
                                      "jailed": isolation.jailed, "isolation_warning": isolation.warning,
                                      "timeout_s": timeout})
     (run / "algorithm.py").write_text(source)
-    common.console.print(f"[bold]poise train[/] {escape(label)} · fidelity {fid.name} · seeds {seed_list} → "
+    where = f"fidelity {bspec.fidelity}" if bspec.name == "tiny" else f"backend {bspec.name}"
+    common.console.print(f"[bold]poise train[/] {escape(label)} · {where} · seeds {seed_list} → "
                          f"{escape(str(run))}", soft_wrap=True)
 
     results, failures = [], []
@@ -120,43 +123,48 @@ def train_cmd(
         def sft_prog(i, n, loss):
             nonlocal sft_task
             if sft_task is None:
-                sft_task = progress.add_task("SFT warm start (once, cached)", total=n, info="")
-            progress.update(sft_task, completed=i, info=f"loss {loss:.3f}")
+                what = "SFT warm start" if bspec.name == "tiny" else "preparing the model"
+                sft_task = progress.add_task(f"{what} (once, cached)", total=n, info="")
+            progress.update(sft_task, completed=i, info=f"loss {loss:.3f}" if loss == loss else "")
 
-        sft_policy(fid, sft_prog)
-        start = _start_metrics(fid, seed_list, progress)
-        progress.console.print(f"estimate: about {minutes(estimate_s(fid.name, len(seed_list), threads))} for "
+        try:
+            engine.prepare(sft_prog)
+        except ValueError as e:
+            common.fail(str(e))
+        start = _start_metrics(engine, seed_list, progress)
+        expected = estimate_s(engine.expected_s(threads), len(seed_list), threads)
+        progress.console.print(f"estimate: about {minutes(expected)} for "
                                f"{len(seed_list)} seed(s) (measured on 2 idle cores; refined after the first steps)")
-        every = progress.add_task("all seeds", total=len(seed_list) * fid.rl.steps, info="")
+        every = progress.add_task("all seeds", total=len(seed_list) * steps, info="")
         first: list[float] = []  # times of the first seed's first steps
 
         def measure(i: int) -> None:
             first.append(time.time())
-            k = min(5, fid.rl.steps) - 1
+            k = min(5, steps) - 1
             if i == k and k > 0:
                 step_s = (first[-1] - first[0]) / k
-                left = estimate_s(fid.name, len(seed_list), step_s=step_s, steps=fid.rl.steps) - step_s * (k + 1)
+                left = estimate_s(bspec.label, len(seed_list), step_s=step_s, steps=steps) - step_s * (k + 1)
                 progress.console.print(f"measured: {step_s:.2f} s a training step here, so about {minutes(left)} "
                                        f"left in all")
         for s in seed_list:
-            task = progress.add_task(escape(f"{label} seed {s}"), total=fid.rl.steps, info="")
+            task = progress.add_task(escape(f"{label} seed {s}"), total=steps, info="")
 
             def on_step(i, row, task=task, s=s):
-                if s == seed_list[0] and len(first) < fid.rl.steps:
+                if s == seed_list[0] and len(first) < steps:
                     measure(i)
                 progress.advance(every)
                 progress.update(task, completed=i + 1,
                                 info=f"acc {row['accuracy']:.2f} valid {row['validity']:.2f} "
                                      f"len {row['response_length']:.0f}")
             t0 = time.time()
-            res = run_evaluation(spec, fid.name, s, threads, on_step, timeout_s=timeout)
+            res = run_evaluation(spec, bspec, s, threads, on_step, timeout_s=timeout)
             if isinstance(res, EvalFailure):
                 progress.update(task, info="[red]failed[/]")
                 failures.append(res)
                 if res.kind == "load":  # the same file fails the same way on every seed
                     break
                 continue
-            progress.update(task, completed=fid.rl.steps,
+            progress.update(task, completed=steps,
                             info=f"Overall {res.metrics['overall']:.1f} ({time.time() - t0:.0f}s)")
             results.append(res)
             save_seed(run, res)
@@ -176,22 +184,21 @@ def train_cmd(
     write_json(run / "summary.json", summary)
     write_metrics_csv(run / "metrics.csv", [(label, r) for r in results] + [("sft_start", r) for r in start])
     plot_curves({label: [r.trajectory for r in results]}, run / "curves.png")
-    _print_table(label, summary, len(results))
+    _print_table(label, summary, len(results), engine.tiers, "SFT start" if bspec.name == "tiny" else "start")
     for what, name in (("curves", "curves.png"), ("metrics", "metrics.csv"), ("summary", "summary.json")):
         common.console.print(f"{what}: {escape(str(run / name))}", soft_wrap=True, highlight=False)
     if failures:
         raise typer.Exit(1)
 
 
-def _print_table(label: str, summary: dict, n: int) -> None:
+def _print_table(label: str, summary: dict, n: int, tiers, start: str) -> None:
     from poise.evaluation.metrics import CI
-    from poise.sandbox.task import TIERS
 
     a, b, d = summary["algorithm"], summary["sft_start"], summary["vs_start"]
     t = Table(title=f"held-out results, mean ± 95% CI over {n} seed(s); Δ: Welch 95% CI of {label} - start")
     t.add_column("tier")
     t.add_column("metric")
-    t.add_column("SFT start", justify="right")
+    t.add_column(start, justify="right")
     t.add_column(label, justify="right", style="bold")
     t.add_column("Δ", justify="right")
 
@@ -200,7 +207,7 @@ def _print_table(label: str, summary: dict, n: int) -> None:
 
     def delta(x):
         return f"{x['mean']:+.1f}" + ("" if x["lo"] != x["lo"] else f" ± {(x['hi'] - x['lo']) / 2:.1f}")
-    for tier in TIERS:
+    for tier in tiers:
         metric = "greedy acc" if tier.metric == "greedy" else "pass@k"
         t.add_row(tier.name, metric, fmt(b["tiers"][tier.name]), fmt(a["tiers"][tier.name]), delta(d[tier.name]))
     t.add_row("hard tiers", "pass@1", fmt(b["hard_pass@1"]), fmt(a["hard_pass@1"]), delta(d["hard_pass@1"]))

@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from poise.discovery.objective import METRIC_KEYS, Objective
+from poise.evaluation.keys import hard_pass1
 from poise.evaluation.metrics import diff_ci, mean_ci
-from poise.sandbox.task import hard_pass1
 
 
 @dataclass

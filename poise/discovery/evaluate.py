@@ -9,12 +9,12 @@ import concurrent.futures as cf
 from typing import Callable, Iterator
 
 from poise.algorithms import builtin_source
+from poise.backends import BackendSpec
 from poise.backends.worker import AlgorithmSpec, EvalFailure
 from poise.discovery.archive import Archive, Entry
 from poise.discovery.confirm import confirm_fidelity
-from poise.evaluation.keys import check_metrics
+from poise.evaluation.keys import check_metrics, hard_pass1
 from poise.executors import EvalJob, Executor
-from poise.sandbox.task import hard_pass1
 
 PURPOSES = ("baseline", "search", "race", "reeval")  # race: more search seeds of an evaluated entry
 
@@ -22,10 +22,10 @@ PURPOSES = ("baseline", "search", "race", "reeval")  # race: more search seeds o
 class Evaluations:
     """The evaluations in flight, on ``executor``; ``events`` is the loop's `Events`."""
 
-    def __init__(self, archive: Archive, executor: Executor, events, *, fidelity: str, threads: int,
+    def __init__(self, archive: Archive, executor: Executor, events, *, backend: BackendSpec, threads: int,
                  timeout_s: float | None, jailed: bool):
         self.archive, self.executor, self.events = archive, executor, events
-        self.fidelity, self.threads, self.timeout_s, self.jailed = fidelity, threads, timeout_s, jailed
+        self.backend, self.threads, self.timeout_s, self.jailed = backend, threads, timeout_s, jailed
         self.jobs: dict[cf.Future, tuple[Entry, int, str]] = {}
 
     def __len__(self) -> int:
@@ -41,7 +41,7 @@ class Evaluations:
         self.events.eval_started(e, seed, purpose)
         spec = AlgorithmSpec(name=f"c{e.id}", source=e.code or builtin_source("grpo"), origin=f"archive:#{e.id}",
                              jailed=self.jailed)
-        job = EvalJob(spec, self.fidelity, seed, split="confirm" if purpose == "reeval" else "search",
+        job = EvalJob(spec, self.backend, seed, split="confirm" if purpose == "reeval" else "search",
                       threads=self.threads, timeout_s=self.timeout_s)
         fut = self.executor.submit(job, on_step=lambda i, row: self.events.eval_step(e.id, seed, i, row))
         self.jobs[fut] = (e, seed, purpose)
@@ -100,9 +100,9 @@ def record(archive: Archive, e: Entry, seed: int, purpose: str, res, fidelity: s
     if isinstance(res, EvalFailure):
         reason = f"{res.kind}: {res.message}"
         if purpose == "baseline":
+            how = f"--backend {fidelity} --backend-config FILE" if fidelity == "trl" else f"--fidelity {fidelity}"
             raise RuntimeError(f"the GRPO baseline itself failed to evaluate ({reason}); this is a problem "
-                               f"of the setup, not of a candidate: check `poise train --algorithm grpo "
-                               f"--fidelity {fidelity}`")
+                               f"of the setup, not of a candidate: check `poise train --algorithm grpo {how}`")
         if purpose == "search" and e.id != 0:
             archive.set_status(e.id, "failed", reason[:2000])
             reflect(archive.get(e.id), failure=reason)

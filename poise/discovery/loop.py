@@ -34,6 +34,8 @@ import random
 import time
 from pathlib import Path
 
+from poise.backends import get_backend
+from poise.backends.base import default_timeout_s
 from poise.discovery import propose
 from poise.discovery.archive import Archive, Entry
 from poise.discovery.confirm import confirm_fidelity
@@ -43,7 +45,6 @@ from poise.discovery.outcome import RunSummary, summarize, to_confirm
 from poise.discovery.selection import SelectionConfig, nodes_from_archive, select, to_race
 from poise.discovery.settings import DiscoverConfig, open_run
 from poise.discovery.state import RunState
-from poise.evaluation.fidelity import default_timeout_s
 from poise.executors import Executor
 from poise.executors.local import LocalExecutor
 from poise.reflect.phase import reflect_entry
@@ -72,7 +73,7 @@ class Loop:
         self.agents, self.isolation = run.agents, run.isolation
         self.rng = random.Random(f"discover/{cfg.search_seed}/{len(self.archive.entries())}")
         self.threads = cfg.threads or max(1, (os.cpu_count() or 1) // max(1, cfg.workers))
-        self.timeout = cfg.eval_timeout_s or default_timeout_s(cfg.fidelity, self.threads)
+        self.timeout = cfg.eval_timeout_s or default_timeout_s(get_backend(cfg.backend_spec), self.threads)
         self.executor = executor
         self.selection_cfg = SelectionConfig(race_seeds=cfg.race_seeds)
         self.racing = Racing(cfg.eval_seed, cfg.race_seeds, cfg.fidelity)
@@ -169,7 +170,7 @@ class Loop:
             if e.status == "evaluating":
                 self.archive.log("resume", e.id, note="its evaluation was in flight and is run again")
         executor = self.executor or LocalExecutor(self.cfg.workers)
-        evals = Evaluations(self.archive, executor, self.events, fidelity=self.cfg.fidelity, threads=self.threads,
+        evals = Evaluations(self.archive, executor, self.events, backend=self.cfg.backend_spec, threads=self.threads,
                             timeout_s=self.timeout, jailed=self.isolation.jailed)
         killed = False
         try:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Callable
 
 from poise.agents.roles import Agents, AgentsConfig
+from poise.backends import BackendSpec, get_backend
 from poise.discovery.archive import Archive, ArchiveError
 from poise.discovery.objective import Objective, run_objective
-from poise.evaluation.fidelity import sandbox_fingerprint
 from poise.isolation.hook import Isolation, choose_isolation
 
 
@@ -22,7 +22,9 @@ class DiscoverConfig:
     budget: int = 8
     directive: str = ""
     workers: int = 1
-    fidelity: str = "standard"
+    fidelity: str = "standard"  # the tiny sandbox's size; with another backend, its name (the evaluations' label)
+    backend: str = "tiny"  # tiny | trl (poise.backends)
+    backend_config: dict | None = None  # the backend config file's contents (trl), recorded with the run
     strategy: str = "lineage"  # lineage | greedy | random | tournament
     search_seed: int = 0  # seeds parent selection and the proposer's exploration
     eval_seed: int = 0  # the training seed of every search evaluation
@@ -41,6 +43,10 @@ class DiscoverConfig:
     unsafe_no_jail: bool = False
     # the smallest confirmed change that counts as a discovery, per metric ({} = objective.MIN_EFFECT)
     min_effect: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def backend_spec(self) -> BackendSpec:
+        return BackendSpec(self.backend, self.fidelity, self.backend_config)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -70,6 +76,8 @@ _CHANGEABLE = ("budget", "workers", "threads", "eval_timeout_s", "verify_timeout
 def _show(value, key: str) -> str:
     if key == "reeval_seeds":
         return f"{len(value)} ({', '.join(map(str, value))})" if value else "0"
+    if key == "backend_config":
+        return f"a config with digest {BackendSpec('x', 'x', value).digest()}" if value else "none"
     if key == "agents":
         who = value.llm or ", ".join(f"{r}={m}" for r, m in value.roles.items()) or "offline"
         return f"({who}, LLM budget {value.budget_tokens or 'none'} tokens / ${value.budget_usd or 'none'})"
@@ -112,8 +120,8 @@ def resolve(archive: Archive, root: Path, cfg: DiscoverConfig, resume: bool,
             raise ArchiveError(f"--budget {now}: the run being resumed has already trained {done} "
                                f"candidates; give at least that many")
         if k not in _CHANGEABLE:
-            raise ArchiveError(f"{flag} differs from the run being resumed ({now!r} vs {was!r}); a resumed run "
-                               f"keeps its settings, start a new run (another --out) to change it")
+            raise ArchiveError(f"{flag} differs from the run being resumed ({_show(now, k)} vs {_show(was, k)}); a "
+                               f"resumed run keeps its settings, start a new run (another --out) to change it")
         if k == "min_effect":  # a named metric changes, the others stay as stored
             now = {**was, **now}
             if now == was:
@@ -128,13 +136,16 @@ def _finished(archive: Archive) -> int:
     return sum(1 for e in archive.entries(trajectories=False) if e.id != 0 and e.status in ("evaluated", "failed"))
 
 
-def check_sandbox(archive: Archive, root: Path, fidelity: str) -> str:
-    """The fingerprint of the sandbox at ``fidelity``; a run evaluated on another version of it is refused
-    (its numbers would not compare with new ones)."""
-    sandbox = sandbox_fingerprint(fidelity)
+def check_sandbox(archive: Archive, root: Path, spec: BackendSpec | str) -> str:
+    """The fingerprint of the backend (the tiny sandbox at a fidelity, or a real model's configuration); a
+    run evaluated on another version of it is refused (its numbers would not compare with new ones)."""
+    if isinstance(spec, str):
+        spec = BackendSpec("tiny", spec)
+    sandbox = get_backend(spec).fingerprint()
     stored = archive.get_meta("sandbox")
     if stored is not None and stored != sandbox:
-        raise ArchiveError(f"{root} was evaluated on another version of the {fidelity!r} sandbox "
+        what = f"the {spec.fidelity!r} sandbox" if spec.name == "tiny" else f"the {spec.name} backend's setup"
+        raise ArchiveError(f"{root} was evaluated on another version of {what} "
                            f"(fingerprint {stored}, this poise has {sandbox}): its numbers would not compare "
                            f"with new ones. Start a new run with another --out folder, or resume it with "
                            f"the poise version that made it")
@@ -162,7 +173,7 @@ def open_run(archive: Archive, root: Path, cfg: DiscoverConfig, resume: bool, gi
     agents = Agents(cfg.agents, ledger=archive, on_retry=say)
     # an LLM implementer writes code poise did not: it runs only in the jail (or, explicitly, unsafely)
     isolation = choose_isolation(agents.llms["implementer"] is None, cfg.unsafe_no_jail)
-    sandbox = check_sandbox(archive, root, cfg.fidelity)
+    sandbox = check_sandbox(archive, root, cfg.backend_spec)
     archive.set_meta("config", json.dumps(cfg.to_dict()))
     archive.set_meta("sandbox", sandbox)
     if changes:

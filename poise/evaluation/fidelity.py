@@ -78,15 +78,17 @@ EXPECTED_S = {"smoke": 20.0, "standard": 160.0, "full": 600.0}
 RL_SHARE = 0.57
 
 
-def estimate_s(fidelity: str, evaluations: int, threads: int = 2, workers: int = 1, step_s: float | None = None,
+def estimate_s(fidelity: str | float, evaluations: int, threads: int = 2, workers: int = 1, step_s: float | None = None,
                steps: int | None = None) -> float:
     """Wall seconds that ``evaluations`` evaluations take, ``workers`` at a time: from a measured training
     step (``step_s`` seconds, ``steps`` to an evaluation) when there is one, else from EXPECTED_S, which
-    was measured on 2 idle cores (fewer threads per evaluation take longer)."""
+    was measured on 2 idle cores (fewer threads per evaluation take longer). ``fidelity`` may also be the
+    expected seconds of one evaluation itself (another backend's `expected_s`)."""
     if step_s is not None and steps:
         one = step_s * steps / RL_SHARE
     else:
-        one = EXPECTED_S.get(fidelity, 300.0) * max(1.0, 2 / max(1, threads))
+        expected = fidelity if isinstance(fidelity, (int, float)) else EXPECTED_S.get(fidelity, 300.0)
+        one = expected * max(1.0, 2 / max(1, threads))
     return one * math.ceil(evaluations / max(1, workers))
 
 

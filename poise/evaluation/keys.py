@@ -27,14 +27,21 @@ TRAJECTORY_KEYS = ("step", *CURVE_KEYS, "loss", "adv_abs_mean", "zero_std_groups
 PERCENT_KEYS = ("overall", "validity", "score", "pass@1", "truncated", "no_answer", "share", "accuracy")
 
 
+def hard_pass1(metrics: dict) -> float:
+    """Mean pass@1 (temperature 1) over the sampled (pass@k) tiers of a held-out result: the sparse-reward
+    signal itself, which moves even where pass@k is near its ceiling. Any backend's tiers."""
+    hard = [t["pass@1"] for t in metrics["tiers"].values() if t.get("metric") != "greedy" and "pass@1" in t]
+    if not hard:
+        raise KeyError("hard_pass1: these metrics have no pass@k tier")
+    return sum(hard) / len(hard)
+
+
 def metric_value(metrics: dict, key: str) -> float:
     """One metric key from either a flat dict of means ({"overall": .., "hard_pass1": ..}) or a full
     `evaluate_policy` result (hard_pass1 is then computed from the tiers' pass@1)."""
     if key in metrics:
         return float(metrics[key])
     if key == "hard_pass1" and "tiers" in metrics:
-        from poise.sandbox.task import hard_pass1  # lazy: the objective is not tied to one sandbox
-
         return float(hard_pass1(metrics))
     raise KeyError(f"metric {key!r} is missing (have {sorted(metrics)}); the known keys are {METRIC_KEYS}")
 

@@ -7,7 +7,7 @@ import concurrent.futures as cf
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from poise.backends.tiny import EvalResult
+from poise.backends import BackendSpec, EvalResult
 from poise.backends.worker import AlgorithmSpec, EvalFailure
 
 
@@ -16,7 +16,7 @@ class EvalJob:
     """One training and held-out scoring of an algorithm."""
 
     spec: AlgorithmSpec
-    fidelity: str
+    backend: BackendSpec  # the engine and its settings (its label is what the archive files results under)
     seed: int
     split: str = "search"  # "confirm": the confirmation held-out set
     threads: int = 1
@@ -34,4 +34,4 @@ class Executor(Protocol):
         ...
 
 
-__all__ = ["EvalFailure", "EvalJob", "EvalResult", "Executor"]
+__all__ = ["BackendSpec", "EvalFailure", "EvalJob", "EvalResult", "Executor"]

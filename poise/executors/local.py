@@ -17,7 +17,7 @@ class LocalExecutor:
         self.pool = cf.ThreadPoolExecutor(max_workers=workers)
 
     def submit(self, job: EvalJob, on_step: Callable[[int, dict], None] | None = None) -> cf.Future:
-        return self.pool.submit(run_evaluation, job.spec, job.fidelity, job.seed, threads=job.threads,
+        return self.pool.submit(run_evaluation, job.spec, job.backend, job.seed, threads=job.threads,
                                 on_step=on_step, timeout_s=job.timeout_s, split=job.split)
 
     def shutdown(self, kill: bool = False) -> None:

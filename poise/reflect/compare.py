@@ -47,7 +47,7 @@ def mean_metrics(ms: list[dict]) -> dict:
 
 def hard_score(metrics: dict) -> float | None:
     """The benchmark's hard_pass1, or None when the metrics lack the pass@k tiers (a partial run)."""
-    from poise.sandbox.task import hard_pass1
+    from poise.evaluation.keys import hard_pass1
     try:
         v = float(hard_pass1(metrics))
     except (KeyError, TypeError, ZeroDivisionError):

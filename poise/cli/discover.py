@@ -28,6 +28,10 @@ def discover_cmd(
                                 "(a Hugging Face model with TRL; extra [trl])"),
     backend_config: Optional[Path] = typer.Option(None, "--backend-config", help="the backend's TOML file: model, data, "
                                                   "benchmarks and weights, generation, trainer (see README)"),
+    promote: str = typer.Option("", "--promote", help="the cascade: after the search, train the best (and GRPO) again "
+                                "on this backend (trl: a real model) on the confirmation seeds"),
+    promote_config: Optional[Path] = typer.Option(None, "--promote-config", help="the promotion backend's TOML file"),
+    promote_top: int = typer.Option(2, "--promote-top", min=1, help="how many of the best candidates to promote"),
     strategy: str = typer.Option("lineage", "--strategy", help="parent selection: lineage | greedy | random | tournament"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default: runs/discover-<time>)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out (or the latest one under runs/)"),
@@ -69,8 +73,14 @@ def discover_cmd(
 
     try:
         spec = make_spec(backend, fidelity, backend_config)
+        pspec = make_spec(promote, fidelity, promote_config) if promote else None
     except ValueError as e:
         common.fail(str(e))
+    if pspec is not None and pspec.name == spec.name:
+        common.fail(f"--promote {promote}: the run already trains on {spec.name}; the cascade promotes from the "
+                    f"cheap backend to another (e.g. --backend tiny --promote trl)")
+    if promote_config is not None and not promote:
+        common.fail("--promote-config needs --promote (e.g. --promote trl --promote-config real.toml)")
     if strategy not in ("lineage", "greedy", "random", "tournament"):
         common.fail(f"unknown --strategy {strategy!r}; choose lineage, greedy, random or tournament")
     if out is None:
@@ -94,6 +104,8 @@ def discover_cmd(
             common.fail(f"--min-effect {item!r}: expected METRIC=NUMBER, e.g. --min-effect overall=1 --min-effect length=5")
     cfg = DiscoverConfig(budget=budget, directive=directive.strip(), workers=workers, fidelity=spec.label,
                          min_effect=effects, backend=spec.name, backend_config=spec.config,
+                         promote=pspec.name if pspec else "", promote_config=pspec.config if pspec else None,
+                         promote_top=promote_top,
                          strategy=strategy, search_seed=seed,
                          reeval_seeds=tuple(range(1000 + 1, 1000 + reeval_seeds + 1)), reeval_top=reeval_top,
                          race_seeds=race_seeds, threads=threads, agents=agents, unsafe_no_jail=unsafe_no_jail)
@@ -119,6 +131,11 @@ def discover_cmd(
             base = 0 if loop.archive.entries() and loop.baseline().status == "evaluated" else 1
             left = base + max(0, loop.cfg.budget - loop.finished()) + (loop.cfg.reeval_top + 1) * len(loop.cfg.reeval_seeds)
             took = estimate_s(run_backend.expected_s(loop.threads), left, loop.threads, loop.cfg.workers)
+            if loop.cfg.promote_spec is not None:
+                promoted = (loop.cfg.promote_top + 1) * len(loop.cfg.reeval_seeds)
+                left += promoted
+                took += estimate_s(get_backend(loop.cfg.promote_spec).expected_s(loop.threads), promoted, loop.threads,
+                                   loop.cfg.workers)
             common.console.print(f"estimate: about {minutes(took)} for "
                                  f"{left} evaluations ({loop.cfg.workers} at a time, measured on 2 idle cores), more with "
                                  f"racing seeds; the top bar shows the time left as candidates finish")
@@ -135,7 +152,8 @@ def discover_cmd(
 
 # `poise discover` options -> the DiscoverConfig field each one sets
 _DISCOVER_FIELDS = {"budget": "budget", "directive": "directive", "workers": "workers", "fidelity": "fidelity",
-                    "backend": "backend", "backend_config": "backend_config",
+                    "backend": "backend", "backend_config": "backend_config", "promote": "promote",
+                    "promote_config": "promote_config", "promote_top": "promote_top",
                     "strategy": "strategy", "seed": "search_seed", "reeval_seeds": "reeval_seeds",
                     "reeval_top": "reeval_top", "race_seeds": "race_seeds", "threads": "threads",
                     "unsafe_no_jail": "unsafe_no_jail", "llm": "agents.llm", "role": "agents.roles",

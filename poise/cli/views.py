@@ -61,6 +61,7 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
             + ["Overall"] + (["seeds"] if width >= 100 else [])
             + (["Δ GRPO"] if wide else []) + ["length"] + (["confirm", "disc?"] if compact else
                                                            ["confirm Overall", "verdict"])
+            + ([f"{cfg['promote']} Overall"] if cfg.get("promote") else [])
             + (["train min"] if wide else [])
             + (["LLM tokens", "LLM $", "LLM s"] if uses_llm and wide else []) + (["note"] if wide else []))
     longest = max(len(c.name) for c in view.candidates) + 2
@@ -91,7 +92,8 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
                "length": f"{s['length']:.1f}" if s else "",
                "confirm Overall": pm(conf).replace("(n=", "(") if conf else "",
                "confirm": pm(conf).split(" (")[0].replace(" ± ", "±") if conf else "", "verdict": verdict,
-               "train min": f"{sum(v.wall_s for v in e.evaluations) / 60:.1f}" if e.evaluations else ""}
+               "train min": f"{sum(v.wall_s for v in e.evaluations) / 60:.1f}" if e.evaluations else "",
+               f"{cfg.get('promote')} Overall": pm(c.promoted["overall"]).replace("(n=", "(") if c.promoted else ""}
         tok, usd, sec = e.cost.get("llm_tokens"), e.cost.get("llm_usd"), e.cost.get("llm_s")
         row.update({"LLM tokens": f"{tok:,.0f}" if tok else "", "LLM $": f"{usd:.4f}" if usd else "",
                     "LLM s": f"{sec:.1f}" if sec else ""})
@@ -109,6 +111,17 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
         common.console.print("search seeds behind Overall: 1 each, except " + ", ".join(seed_notes), highlight=False)
     for line in notes:
         common.console.print(line, highlight=False)
+    if cfg.get("promote"):
+        agree = view.run.rank_agreement()
+        if agree is None:
+            common.console.print(f"promoted to {cfg['promote']}: {sum(1 for c in view.candidates if c.promoted)} "
+                                 f"entr(ies) so far; the rank agreement needs 2 or more")
+        else:
+            ci = (f" [{agree['lo']:+.2f}, {agree['hi']:+.2f}]" if agree["lo"] == agree["lo"]
+                  else " (no interval below 4 entries)")
+            common.console.print(f"cheap → {cfg['promote']} rank agreement (Spearman, search Overall against "
+                                 f"{cfg['promote']} Overall): ρ = {agree['rho']:+.2f}{ci} over {agree['n']} entries",
+                                 highlight=False)
     front = view.pareto_front()
     common.console.print("Pareto front (id*): " + (", ".join(f"#{c.id} {escape(c.name)}" for c in front) or "none yet"))
     noise = view.noise()

@@ -16,16 +16,19 @@ from poise.discovery.confirm import confirm_fidelity
 from poise.evaluation.keys import check_metrics, hard_pass1
 from poise.executors import EvalJob, Executor
 
-PURPOSES = ("baseline", "search", "race", "reeval")  # race: more search seeds of an evaluated entry
+# race: more search seeds of an evaluated entry; promote: a re-evaluation on the promotion backend (the cascade)
+PURPOSES = ("baseline", "search", "race", "reeval", "promote")
 
 
 class Evaluations:
     """The evaluations in flight, on ``executor``; ``events`` is the loop's `Events`."""
 
     def __init__(self, archive: Archive, executor: Executor, events, *, backend: BackendSpec, threads: int,
-                 timeout_s: float | None, jailed: bool):
+                 timeout_s: float | None, jailed: bool, promote: BackendSpec | None = None,
+                 promote_timeout_s: float | None = None):
         self.archive, self.executor, self.events = archive, executor, events
         self.backend, self.threads, self.timeout_s, self.jailed = backend, threads, timeout_s, jailed
+        self.promote, self.promote_timeout_s = promote, promote_timeout_s
         self.jobs: dict[cf.Future, tuple[Entry, int, str]] = {}
 
     def __len__(self) -> int:
@@ -41,8 +44,11 @@ class Evaluations:
         self.events.eval_started(e, seed, purpose)
         spec = AlgorithmSpec(name=f"c{e.id}", source=e.code or builtin_source("grpo"), origin=f"archive:#{e.id}",
                              jailed=self.jailed)
-        job = EvalJob(spec, self.backend, seed, split="confirm" if purpose == "reeval" else "search",
-                      threads=self.threads, timeout_s=self.timeout_s)
+        promoted = purpose == "promote"
+        assert not promoted or self.promote is not None, "a promotion needs the promotion backend"
+        job = EvalJob(spec, self.promote if promoted and self.promote else self.backend, seed,
+                      split="confirm" if purpose in ("reeval", "promote") else "search", threads=self.threads,
+                      timeout_s=self.promote_timeout_s if promoted else self.timeout_s)
         fut = self.executor.submit(job, on_step=lambda i, row: self.events.eval_step(e.id, seed, i, row))
         self.jobs[fut] = (e, seed, purpose)
 

@@ -93,7 +93,8 @@ class Loop:
 
     def state(self) -> RunState:
         """The run's state now, from one snapshot of the archive."""
-        return RunState.read(self.archive, self.objective, self.cfg.fidelity, self.cfg.budget)
+        return RunState.read(self.archive, self.objective, self.cfg.fidelity, self.cfg.budget,
+                             promote=self.cfg.promote)
 
     def finished(self) -> int:
         """Candidates whose training has ended (a resumed run trains the in-flight ones again)."""
@@ -147,6 +148,9 @@ class Loop:
     def _record(self, e: Entry, seed: int, purpose: str, res) -> None:
         if purpose == "race":
             self.racing.done(e.id, seed)
+        if purpose == "promote":  # archived as a re-evaluation under the promotion backend's label
+            record(self.archive, e, seed, "reeval", res, self.cfg.promote, self.events, self._reflect)
+            return
         record(self.archive, e, seed, purpose, res, self.cfg.fidelity, self.events, self._reflect)
 
     def _reflect(self, e: Entry, failure: str | None = None) -> None:
@@ -170,8 +174,11 @@ class Loop:
             if e.status == "evaluating":
                 self.archive.log("resume", e.id, note="its evaluation was in flight and is run again")
         executor = self.executor or LocalExecutor(self.cfg.workers)
+        promote = self.cfg.promote_spec
         evals = Evaluations(self.archive, executor, self.events, backend=self.cfg.backend_spec, threads=self.threads,
-                            timeout_s=self.timeout, jailed=self.isolation.jailed)
+                            timeout_s=self.timeout, jailed=self.isolation.jailed, promote=promote,
+                            promote_timeout_s=self.cfg.eval_timeout_s or (
+                                default_timeout_s(get_backend(promote), self.threads) if promote else None))
         killed = False
         try:
             if not self.archive.has_evaluation(0, self.cfg.eval_seed, self.cfg.fidelity):
@@ -195,6 +202,7 @@ class Loop:
                 for e, seed, purpose, res in evals.wait():
                     self._record(e, seed, purpose, res)
             self._reevaluate(evals)
+            self._promote(evals)
         except BaseException:
             killed = True  # Ctrl-C or a crash: stop the children now; what finished is archived
             raise
@@ -252,6 +260,20 @@ class Loop:
             self.events.message(f"re-evaluating {', '.join(e.name for e in top)} and the baseline on "
                                 f"{len(self.cfg.reeval_seeds)} fresh seeds, on the confirmation held-out set")
         evals.drain([(e, s, "reeval") for e, s in pending], self.cfg.workers, self._record)
+
+    def _promote(self, evals: Evaluations) -> None:
+        """The cascade: the best ``promote_top`` on the cheap backend, and GRPO, trained again on the
+        promotion backend (the real model), on the confirmation seeds and held-out split."""
+        if not self.cfg.promote or not self.cfg.reeval_seeds:
+            return
+        top = [self.archive.get(c.id) for c in self.state().top(self.cfg.promote_top)]
+        fid = confirm_fidelity(self.cfg.promote)
+        pending = [(e, s) for e in [self.baseline()] + top for s in self.cfg.reeval_seeds
+                   if not self.archive.has_evaluation(e.id, s, fid)]
+        if pending:
+            self.events.message(f"promoting {', '.join(e.name for e in top)} and the baseline to the "
+                                f"{self.cfg.promote} backend, {len(self.cfg.reeval_seeds)} fresh seeds each")
+        evals.drain([(e, s, "promote") for e, s in pending], self.cfg.workers, self._record)
 
     # ------------------------------------------------------------------------------------------------
     # the outcome

@@ -25,6 +25,11 @@ class DiscoverConfig:
     fidelity: str = "standard"  # the tiny sandbox's size; with another backend, its name (the evaluations' label)
     backend: str = "tiny"  # tiny | trl (poise.backends)
     backend_config: dict | None = None  # the backend config file's contents (trl), recorded with the run
+    # the cascade: after the search, the best `promote_top` and GRPO are trained again on this backend (the
+    # real model), on the confirmation seeds; "" = no promotion
+    promote: str = ""
+    promote_config: dict | None = None
+    promote_top: int = 2
     strategy: str = "lineage"  # lineage | greedy | random | tournament
     search_seed: int = 0  # seeds parent selection and the proposer's exploration
     eval_seed: int = 0  # the training seed of every search evaluation
@@ -48,6 +53,10 @@ class DiscoverConfig:
     def backend_spec(self) -> BackendSpec:
         return BackendSpec(self.backend, self.fidelity, self.backend_config)
 
+    @property
+    def promote_spec(self) -> BackendSpec | None:
+        return BackendSpec(self.promote, self.promote, self.promote_config) if self.promote else None
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["reeval_seeds"] = list(self.reeval_seeds)
@@ -70,13 +79,13 @@ class DiscoverConfig:
 # the settings a resumed run may change when the user names them; every other one must stay as stored
 # (the re-evaluation's fresh seeds may only be extended)
 _CHANGEABLE = ("budget", "workers", "threads", "eval_timeout_s", "verify_timeout_s", "reeval_top", "reeval_seeds",
-               "agents", "unsafe_no_jail", "min_effect")
+               "agents", "unsafe_no_jail", "min_effect", "promote", "promote_config", "promote_top")
 
 
 def _show(value, key: str) -> str:
     if key == "reeval_seeds":
         return f"{len(value)} ({', '.join(map(str, value))})" if value else "0"
-    if key == "backend_config":
+    if key in ("backend_config", "promote_config"):
         return f"a config with digest {BackendSpec('x', 'x', value).digest()}" if value else "none"
     if key == "agents":
         who = value.llm or ", ".join(f"{r}={m}" for r, m in value.roles.items()) or "offline"
@@ -116,6 +125,9 @@ def resolve(archive: Archive, root: Path, cfg: DiscoverConfig, resume: bool,
                                f"fresh seeds; it can extend them (a larger number), not drop any")
         if k == "reeval_seeds" and tuple(now[:len(was)]) != tuple(was):
             raise ArchiveError(f"the fresh seeds {list(now)} do not extend the stored {list(was)}")
+        if k in ("promote", "promote_config") and getattr(old, k):  # a cascade added to a run, never swapped
+            raise ArchiveError(f"{flag} differs from the run being resumed ({_show(now, k)} vs {_show(was, k)}); its "
+                               f"promoted results would not compare with new ones: start a new run (another --out)")
         if k == "budget" and now < (done := _finished(archive)):
             raise ArchiveError(f"--budget {now}: the run being resumed has already trained {done} "
                                f"candidates; give at least that many")
@@ -152,6 +164,20 @@ def check_sandbox(archive: Archive, root: Path, spec: BackendSpec | str) -> str:
     return sandbox
 
 
+def check_promotion(archive: Archive, root: Path, spec: BackendSpec | None) -> str | None:
+    """The promotion backend's fingerprint; refused when the run's promoted results came from another."""
+    if spec is None:
+        return None
+    if spec.name == "tiny":
+        raise ArchiveError("--promote tiny: the cascade promotes to a real model; use --promote trl")
+    fp = get_backend(spec).fingerprint()
+    stored = archive.get_meta("promote_sandbox")
+    if stored is not None and stored != fp:
+        raise ArchiveError(f"{root}'s promoted results came from another {spec.name} setup (fingerprint {stored}, "
+                           f"now {fp}); start a new run with another --out folder")
+    return fp
+
+
 @dataclass
 class Run:
     """A run opened for the loop: its settings, the changes a resume made, and what they decide."""
@@ -174,8 +200,11 @@ def open_run(archive: Archive, root: Path, cfg: DiscoverConfig, resume: bool, gi
     # an LLM implementer writes code poise did not: it runs only in the jail (or, explicitly, unsafely)
     isolation = choose_isolation(agents.llms["implementer"] is None, cfg.unsafe_no_jail)
     sandbox = check_sandbox(archive, root, cfg.backend_spec)
+    promoted = check_promotion(archive, root, cfg.promote_spec)
     archive.set_meta("config", json.dumps(cfg.to_dict()))
     archive.set_meta("sandbox", sandbox)
+    if promoted:
+        archive.set_meta("promote_sandbox", promoted)
     if changes:
         archive.log("resume_settings", None, changes=changes)
     if not isolation.jailed:  # kept for good: a run that once ran without the jail says so in every view

@@ -14,6 +14,7 @@ For the run: the budget rule, in one place:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from poise.discovery.archive import IN_FLIGHT, Archive, Entry
@@ -33,6 +34,7 @@ class Candidate:
     score: float | None  # the objective's scalar on the search set; None unless evaluated
     pareto: bool = False  # on the first Pareto front of the evaluated entries
     confirmation: Discovery | None = None  # re-evaluated on fresh seeds, against the baseline
+    promoted: dict = field(default_factory=dict)  # its stats on the promotion backend (the real model), if promoted
 
     @property
     def id(self) -> int:
@@ -55,16 +57,18 @@ class RunState:
     candidates: list[Candidate]  # in id order; the baseline (GRPO) first
     baseline_confirm: dict = field(default_factory=dict)  # GRPO's stats on the confirmation set (>= 2 seeds)
     confirm_seeds: list[int] = field(default_factory=list)  # the fresh seeds GRPO was re-evaluated on
+    promote: str = ""  # the label of the backend the best were promoted to ("" = none)
 
     @classmethod
     def read(cls, archive: Archive, objective: Objective, fidelity: str, budget: int,
-             trajectories: bool = False) -> RunState:
+             trajectories: bool = False, promote: str = "") -> RunState:
         with archive.snapshot():
             entries = archive.entries(trajectories=trajectories)
-        return cls.build(entries, objective, fidelity, budget)
+        return cls.build(entries, objective, fidelity, budget, promote)
 
     @classmethod
-    def build(cls, entries: list[Entry], objective: Objective, fidelity: str, budget: int) -> RunState:
+    def build(cls, entries: list[Entry], objective: Objective, fidelity: str, budget: int,
+              promote: str = "") -> RunState:
         bm = search_means(entries[0]) if entries else {}
         cands = []
         for e in entries:
@@ -74,7 +78,12 @@ class RunState:
         scored = [c for c in cands if c.score is not None]
         for c, r in zip(scored, pareto_ranks([objective.vector(c.search) for c in scored])):
             c.pareto = r == 1
-        state = cls(objective, fidelity, budget, cands)
+        state = cls(objective, fidelity, budget, cands, promote=promote)
+        if promote:
+            for c in cands:
+                evs = confirm_evaluations(c.entry, promote)
+                if evs:
+                    c.promoted = stats([v.metrics for v in evs])
         be = confirm_evaluations(entries[0], fidelity) if entries else []
         state.confirm_seeds = [v.seed for v in be]
         if len(be) >= 2:
@@ -86,6 +95,27 @@ class RunState:
                     c.confirmation = confirm(c.id, c.name, [v.metrics for v in evs], bc, objective,
                                              [v.seed for v in evs])
         return state
+
+    def rank_agreement(self) -> dict | None:
+        """How well the cheap backend's ranking (search Overall, what selected them) predicted the promoted
+        one (Overall on the real model, fresh seeds): Spearman's rho over the promoted entries, with a 95%
+        interval from Fisher's z (Bonett-Wright standard error; none below 4 entries or at |rho| = 1)."""
+        from scipy import stats as st
+
+        pairs = [(c.search["overall"], c.promoted["overall"]["mean"]) for c in self.candidates
+                 if c.promoted and c.search]
+        n = len(pairs)
+        if n < 2:
+            return None
+        rho = float(st.spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
+        if math.isfinite(rho) and abs(abs(rho) - 1) < 1e-9:
+            rho = math.copysign(1.0, rho)  # rank agreement is exact; keep its float rounding out of the interval
+        lo = hi = math.nan
+        if n >= 4 and math.isfinite(rho) and abs(rho) < 1:
+            z, se = math.atanh(rho), math.sqrt((1 + rho ** 2 / 2) / (n - 3))
+            q = float(st.norm.ppf(0.975))
+            lo, hi = math.tanh(z - q * se), math.tanh(z + q * se)
+        return {"rho": rho, "lo": lo, "hi": hi, "n": n}
 
     # -- lookups ------------------------------------------------------------------------------------
     @property

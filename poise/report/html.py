@@ -312,6 +312,33 @@ def _label_lines(label: str, width: int = 16, most: int = 3) -> list[str]:
     return lines if len(lines) <= most else lines[:most - 1] + [lines[most - 1][:width] + "…"]
 
 
+def _promotion(view: RunView) -> str:
+    """The cascade: the promoted entries on both backends, and how well the cheap ranking predicted the real one."""
+    target = view.config.get("promote")
+    if not target:
+        return ""
+    rows = []
+    for c in sorted((c for c in view.candidates if c.promoted), key=lambda c: -c.search.get("overall", 0)):
+        conf = c.confirmation.overall if c.confirmation else (view.baseline_confirm.get("overall") if c.id == 0 else None)
+        p = c.promoted
+        rows.append(f'<tr><td class="l">#{c.id} {esc(c.name)}</td><td>{_f(c.search.get("overall"))}</td>'
+                    f'<td>{pm(conf)}</td><td>{pm(p["overall"])}</td><td>{pm(p["hard_pass1"])}</td>'
+                    f'<td>{pm(p["length"])}</td></tr>')
+    agree = view.run.rank_agreement()
+    if agree is None:
+        said = "The rank agreement needs two or more promoted entries."
+    else:
+        ci = (f" [{agree['lo']:+.2f}, {agree['hi']:+.2f}] (95%, Fisher's z)" if agree["lo"] == agree["lo"]
+              else " (no interval below 4 entries)")
+        said = (f"Cheap → {target} rank agreement, Spearman's ρ between the search Overall (what selected them) and "
+                f"the {target} Overall: {agree['rho']:+.2f}{ci} over {agree['n']} entries.")
+    head = (f"<tr><th class=l>entry</th><th>search Overall</th><th>confirmation Overall</th><th>{esc(target)} Overall"
+            f"</th><th>{esc(target)} hard pass@1</th><th>{esc(target)} length</th></tr>")
+    return (f"<h2>Promoted to {esc(target)}</h2><table>{head}{''.join(rows)}</table>"
+            f'<p class="note">Trained again on the {esc(target)} backend on the confirmation seeds and scored on its '
+            f"confirmation split: mean ± 95% t-interval (seeds). {esc(said)}</p>")
+
+
 def render(view: RunView) -> str:
     """The whole report as one HTML string."""
     cfg, b = view.config, view.budget()
@@ -352,6 +379,7 @@ Click a node for its section; hover for its status and reason.</p>
 <h2>Leaderboard</h2>
 <p>Pareto front: {esc(front)}</p>
 <div style="overflow-x:auto">{_leaderboard(view)}</div>
+{_promotion(view)}
 <h2>Not trained, or failed</h2>
 {_not_trained(view)}
 {_llm_table(view)}

@@ -133,8 +133,9 @@ class RunView:
     @classmethod
     def build(cls, root: Path, config: dict, objective: Objective, entries: list[Entry], calls: list[dict],
               events: list[Event]) -> RunView:
+        promote = config.get("promote") or ""
         state = RunState.build(entries, objective, config.get("fidelity", "standard"),
-                               int(config.get("budget", 0) or 0))
+                               int(config.get("budget", 0) or 0), promote=promote)
         view = cls(root, config, objective, state.candidates, calls, events, state.baseline_confirm,
                    state.confirm_seeds)
         view.run = state

@@ -82,3 +82,15 @@ def test_a_file_benchmark_alternates_its_problems_between_the_splits(tmp_path):
     renamed = parse({"benchmarks": {"b": {"source": str(f), "weight": 1}}, "data": {"question": "question"}})
     with pytest.raises(BackendError, match="no field 'question'.*data.question"):
         benchmark_set(renamed.benchmarks["b"], renamed.data, "search")
+
+
+def test_the_shipped_example_config_is_the_papers_setup():
+    import tomllib
+    from pathlib import Path
+
+    cfg = parse(tomllib.loads((Path(__file__).parents[3] / "examples" / "qwen2.5-math-1.5b.toml").read_text()))
+    assert cfg.model.name == "Qwen/Qwen2.5-Math-1.5B" and cfg.trainer.lr == 1e-6 and cfg.trainer.group_size == 8
+    assert cfg.weights == {"aime24": 0.2, "aime25": 0.2, "amc": 0.15, "math500": 0.15, "minerva": 0.15,
+                           "olympiad": 0.15}
+    assert {n: (b.metric, b.k) for n, b in cfg.benchmarks.items() if b.metric == "pass@k"} == {
+        "aime24": ("pass@k", 32), "aime25": ("pass@k", 32), "amc": ("pass@k", 32)}

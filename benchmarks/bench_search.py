@@ -88,6 +88,37 @@ class CachedExecutor(LocalExecutor):
         return fut
 
 
+def seed_cache(db: Path, fidelity: str) -> tuple[int, int]:
+    """Add a discovery archive's evaluations to the cache: the same code, training seed, split and sandbox
+    fingerprint give the same numbers, so a finished `poise discover` run's trainings need not be repeated.
+    An evaluation already cached must agree with the archive's to the last digit, else this stops: the
+    sandbox is not deterministic and no cached number may be trusted. Returns (added, checked)."""
+    a = Archive(db, readonly=True)
+    fp = a.get_meta("sandbox")
+    if fp != sandbox_fingerprint(fidelity):
+        a.close()
+        sys.exit(f"{db} was trained on another sandbox (fingerprint {fp}, this one {sandbox_fingerprint(fidelity)}); "
+                 f"its numbers cannot stand in for this sandbox's")
+    added = checked = 0
+    for e in a.entries():
+        for v in a.evaluations(e.id, trajectories=True):
+            split = "confirm" if v.purpose == "reeval" else "search"
+            if v.fidelity != (fidelity if split == "search" else fidelity + "/confirm"):
+                continue
+            k = cache_key(code_key(e.code), v.seed, fidelity, split)
+            res = EvalResult(e.name, v.seed, fidelity, v.trajectory, v.metrics, v.wall_s, {"from": db.name})
+            if k in CachedExecutor.cache:
+                if CachedExecutor.cache[k]["metrics"] != v.metrics:
+                    sys.exit(f"#{e.id} {e.name} seed {v.seed}: {db} and the cache disagree "
+                             f"({v.metrics['overall']} vs {CachedExecutor.cache[k]['metrics']['overall']})")
+                checked += 1
+                continue
+            _store(k, res)
+            added += 1
+    a.close()
+    return added, checked
+
+
 def run_one(strategy: str, race: int, seed: int, args) -> dict:
     """One discovery run; returns its pick after each training, with the pick's search score and code."""
     root = Path(tempfile.mkdtemp(prefix=f"search-{strategy}-r{race}-{seed}-"))
@@ -184,6 +215,8 @@ def main() -> None:
     ap.add_argument("--fidelity", default="standard")
     ap.add_argument("--strategies", default="lineage,greedy,random")
     ap.add_argument("--out", default=str(RESULTS), help="folder for the results and the cache")
+    ap.add_argument("--seed-from", action="append", default=[], metavar="ARCHIVE",
+                    help="a discovery run's archive.db whose evaluations fill the cache (checked where they overlap)")
     args = ap.parse_args()
     RESULTS = Path(args.out)
     CACHE = RESULTS / "search_cache.json"
@@ -191,6 +224,9 @@ def main() -> None:
     args.max_race = max(args.race)
     RESULTS.mkdir(exist_ok=True)
     CachedExecutor.cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
+    for db in args.seed_from:
+        added, checked = seed_cache(Path(db), args.fidelity)
+        print(f"{db}: {added} evaluations added to the cache, {checked} already there and identical", flush=True)
     out_json = RESULTS / "search_efficiency.json"
     runs = [r for r in (json.loads(out_json.read_text()) if out_json.exists() else []) if "picks" in r]
     done = {(r["strategy"], r["race"], r["seed"], r["budget"]) for r in runs}

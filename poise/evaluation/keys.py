@@ -30,7 +30,14 @@ PERCENT_KEYS = ("overall", "validity", "score", "pass@1", "truncated", "no_answe
 def hard_pass1(metrics: dict) -> float:
     """Mean pass@1 (temperature 1) over the sampled (pass@k) tiers of a held-out result: the sparse-reward
     signal itself, which moves even where pass@k is near its ceiling. Any backend's tiers."""
-    hard = [t["pass@1"] for t in metrics["tiers"].values() if t.get("metric") != "greedy" and "pass@1" in t]
+    def sampled(name: str, tier: dict) -> bool:
+        if "metric" in tier:
+            return tier["metric"] != "greedy"
+        from poise.sandbox.task import HARD_TIERS  # a tier row without its metric: the sandbox's names say
+
+        return name in HARD_TIERS
+
+    hard = [t["pass@1"] for n, t in metrics["tiers"].items() if "pass@1" in t and sampled(n, t)]
     if not hard:
         raise KeyError("hard_pass1: these metrics have no pass@k tier")
     return sum(hard) / len(hard)

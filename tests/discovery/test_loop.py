@@ -93,7 +93,7 @@ def test_a_resumed_run_keeps_every_stored_setting_unless_it_is_named(tmp_path):
 def test_a_run_is_not_resumed_on_a_retuned_sandbox(tmp_path, monkeypatch):
     """An upgrade that changes what a fidelity means (tiers, training set, settings) must not mix old and new
     evaluations in one archive: resuming is refused with the fix, and the archive is left as it was."""
-    import poise.discovery.settings as loop_mod  # where the loop checks the sandbox
+    import poise.backends.tiny as loop_mod  # where the tiny backend takes its fingerprint
     from poise.evaluation.fidelity import sandbox_fingerprint
 
     Loop(tmp_path, _cfg(budget=1)).close()

@@ -134,3 +134,17 @@ def test_the_cascade_promotes_the_best_of_a_finished_tiny_run_to_trl(tmp_path, c
     again = poise("discover", "--resume", "--out", str(out), "--promote", "trl", "--promote-config", str(other),
                   cwd=tmp_path)
     assert again.returncode != 0 and "--promote-config differs" in again.stdout + again.stderr
+
+
+def test_the_same_config_and_seed_give_the_same_numbers():
+    import tomllib
+
+    from poise.algorithms import load_algorithm
+    from poise.backends import BackendSpec, get_backend
+
+    backend = get_backend(BackendSpec("trl", "trl", tomllib.loads(CONFIG)))
+    a = backend.evaluate(load_algorithm("dapo"), 3)
+    b = backend.evaluate(load_algorithm("dapo"), 3)
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]  # timings differ
+    assert strip(a.trajectory) == strip(b.trajectory) and a.metrics == b.metrics
+    assert a.trajectory[0]["entropy"] > 0 and a.metrics["tiers"]["hard"]["samples"] == 4

@@ -43,7 +43,9 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
     cfg, b = view.config, view.budget()
     counts = view.counts()
     common.console.print(" · ".join([f"[bold]{escape(str(run))}[/]", f"budget {b['budget'] or '?'}",
-                                     f"fidelity {cfg.get('fidelity', '?')}"]
+                                     f"fidelity {cfg.get('fidelity', '?')}" if cfg.get("backend", "tiny") == "tiny"
+                                     else f"backend {cfg['backend']}"]
+                                    + ([f"promoted to {cfg['promote']}"] if cfg.get("promote") else [])
                                     + [f"{n} {s}" for s, n in sorted(counts.items())]))
     common.console.print(view.objective.describe())
     state = view.state()

@@ -364,7 +364,8 @@ def render(view: RunView) -> str:
 <body>
 <h1>{esc(title)}</h1>
 <p class="meta">{esc(str(view.root))} · directive: {esc(cfg.get("directive") or "(none: accuracy)")} ·
-fidelity {esc(cfg.get("fidelity", "?"))} · strategy {esc(cfg.get("strategy", "?"))} ·
+{esc(f"fidelity {cfg.get('fidelity', '?')}" if cfg.get("backend", "tiny") == "tiny" else f"backend {cfg['backend']}")} ·
+strategy {esc(cfg.get("strategy", "?"))} ·
 trained {b["trained"]}/{b["budget"]} · proposals {b["proposals"]}/{b["max_proposals"]} ·
 {" · ".join(f"{n} {esc(s)}" for s, n in sorted(counts.items()))} · training time {b["train_s"] / 60:.1f} min ·
 {ran} · report made {time.strftime("%Y-%m-%d %H:%M")}</p>

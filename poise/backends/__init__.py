@@ -25,31 +25,32 @@ def get_backend(spec: BackendSpec) -> Backend:
     raise BackendError(f"unknown backend {spec.name!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def read_config(path: Path | None) -> dict:
+def read_config(path: Path | None, flag: str = "--backend-config") -> dict:
     """A backend config file (TOML) as a dict; {} without one (the backend's defaults)."""
     if path is None:
         return {}
     try:
         return tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise BackendError(f"--backend-config {path}: no such file") from None
+        raise BackendError(f"{flag} {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise BackendError(f"--backend-config {path}: cannot read it ({e})") from None
+        raise BackendError(f"{flag} {path}: cannot read it ({e})") from None
     except tomllib.TOMLDecodeError as e:
-        raise BackendError(f"--backend-config {path} is not valid TOML: {e}") from None
+        raise BackendError(f"{flag} {path} is not valid TOML: {e}") from None
 
 
-def make_spec(name: str, fidelity: str, config_path: Path | None) -> BackendSpec:
+def make_spec(name: str, fidelity: str, config_path: Path | None, flag: str = "--backend") -> BackendSpec:
     """The spec the command line asks for, checked: an unknown backend, a config file for `tiny`, or a
-    config the backend rejects fail here, before anything runs."""
+    config the backend rejects fail here, before anything runs. ``flag`` names the option in messages
+    (--backend, or --promote for the cascade)."""
     if name not in BACKENDS:
-        raise BackendError(f"unknown --backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        raise BackendError(f"unknown {flag} {name!r}; choose one of {', '.join(BACKENDS)}")
     if name == "tiny":
         if config_path is not None:
-            raise BackendError("--backend-config is for --backend trl; the tiny sandbox is sized with --fidelity")
+            raise BackendError(f"{flag}-config is for {flag} trl; the tiny sandbox is sized with --fidelity")
         spec = BackendSpec("tiny", fidelity)
     else:
-        spec = BackendSpec(name, fidelity, read_config(config_path))
+        spec = BackendSpec(name, fidelity, read_config(config_path, f"{flag}-config"))
     get_backend(spec)  # validates the settings
     return spec
 

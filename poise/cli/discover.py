@@ -73,7 +73,7 @@ def discover_cmd(
 
     try:
         spec = make_spec(backend, fidelity, backend_config)
-        pspec = make_spec(promote, fidelity, promote_config) if promote else None
+        pspec = make_spec(promote, fidelity, promote_config, "--promote") if promote else None
     except ValueError as e:
         common.fail(str(e))
     if pspec is not None and pspec.name == spec.name:

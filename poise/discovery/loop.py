@@ -177,8 +177,8 @@ class Loop:
         promote = self.cfg.promote_spec
         evals = Evaluations(self.archive, executor, self.events, backend=self.cfg.backend_spec, threads=self.threads,
                             timeout_s=self.timeout, jailed=self.isolation.jailed, promote=promote,
-                            promote_timeout_s=self.cfg.eval_timeout_s or (
-                                default_timeout_s(get_backend(promote), self.threads) if promote else None))
+                            # the real model's own limit: --eval-timeout was set for the cheap backend
+                            promote_timeout_s=default_timeout_s(get_backend(promote), self.threads) if promote else None)
         killed = False
         try:
             if not self.archive.has_evaluation(0, self.cfg.eval_seed, self.cfg.fidelity):

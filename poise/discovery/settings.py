@@ -125,7 +125,7 @@ def resolve(archive: Archive, root: Path, cfg: DiscoverConfig, resume: bool,
                                f"fresh seeds; it can extend them (a larger number), not drop any")
         if k == "reeval_seeds" and tuple(now[:len(was)]) != tuple(was):
             raise ArchiveError(f"the fresh seeds {list(now)} do not extend the stored {list(was)}")
-        if k in ("promote", "promote_config") and getattr(old, k):  # a cascade added to a run, never swapped
+        if k in ("promote", "promote_config") and old.promote:  # a cascade added to a run, never swapped
             raise ArchiveError(f"{flag} differs from the run being resumed ({_show(now, k)} vs {_show(was, k)}); its "
                                f"promoted results would not compare with new ones: start a new run (another --out)")
         if k == "budget" and now < (done := _finished(archive)):
@@ -195,6 +195,12 @@ def open_run(archive: Archive, root: Path, cfg: DiscoverConfig, resume: bool, gi
     directive or minimum effect, agents that cannot work together, a missing API key, a jail that cannot
     start, a retuned sandbox), then record the settings."""
     cfg, changes = resolve(archive, root, cfg, resume, given)
+    if cfg.promote and cfg.promote == cfg.backend:
+        raise ArchiveError(f"--promote {cfg.promote}: this run already trains on {cfg.backend}; the cascade promotes "
+                           f"from the cheap backend to another (e.g. --backend tiny --promote trl)")
+    if cfg.promote and not cfg.reeval_seeds:
+        raise ArchiveError("--promote trains the best again on the fresh seeds of --reeval-seeds, and there are none: "
+                           "give --reeval-seeds 1 or more")
     objective = run_objective(cfg.to_dict())
     agents = Agents(cfg.agents, ledger=archive, on_retry=say)
     # an LLM implementer writes code poise did not: it runs only in the jail (or, explicitly, unsafely)

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 from poise.algorithms.base import Algorithm
@@ -118,9 +119,17 @@ class TrlBackend:
                           {"params": sum(p.numel() for p in model.parameters())})
 
     def fingerprint(self) -> str:
+        """The config, the model's and data files' contents, the tiny-math task when it is used, and the
+        versions of TRL and transformers: a resumed run refuses a change to any of them."""
         from poise.backends.trl.model import fingerprint
 
-        blob = json.dumps({"config": self.cfg.model_dump(), "model": fingerprint(self.cfg.model)}, sort_keys=True)
+        sources = [self.cfg.model.name, self.cfg.data.train] + [s for b in self.cfg.benchmarks.values()
+                                                                  for s in (b.source, b.confirm) if s]
+        files = {s: _path_digest(Path(s)) for s in sources if Path(s).exists()}
+        tiny = any(s.startswith("tiny-math") for s in sources)
+        blob = json.dumps({"config": self.cfg.model_dump(), "model": fingerprint(self.cfg.model), "files": files,
+                           "tiny_math": _tiny_math_digest() if tiny else None, "versions": _versions()},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def expected_s(self, threads: int) -> float:
@@ -130,6 +139,41 @@ class TrlBackend:
         sampled = tr.steps * tr.prompts_per_step * tr.group_size * gen.max_new_tokens
         scored = sum((1 if b.metric == "greedy" else b.k) * (b.limit or 128) for b in self.cfg.benchmarks.values())
         return 30.0 + 0.002 * (3 * sampled + scored * gen.max_new_tokens)
+
+
+def _path_digest(path: Path) -> str:
+    """A file's or folder's contents, hashed (files over 64 MiB by size and their first and last MiB)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        size = f.stat().st_size
+        h.update(f"{f.relative_to(path) if path.is_dir() else f.name}:{size}".encode())
+        with open(f, "rb") as fh:
+            if size <= 64 << 20:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(1 << 20))
+                fh.seek(-(1 << 20), 2)
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def _tiny_math_digest() -> str:
+    from poise.evaluation.fidelity import sandbox_fingerprint
+
+    return sandbox_fingerprint("standard")  # the task's tiers, training distribution and held-out rule among it
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in ("trl", "transformers"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def _device():

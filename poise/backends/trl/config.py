@@ -54,7 +54,7 @@ class _Strict(BaseModel):
 
 class ModelConfig(_Strict):
     name: str = "smollm2-135m"
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Literal["float32", "bfloat16"] = "float32"  # bfloat16: mixed precision on a GPU (weights stay float32)
     # name = "random": a freshly initialised Llama of this size (CI, throughput checks)
     hidden: int = Field(64, ge=8)
     layers: int = Field(2, ge=1)
@@ -74,6 +74,11 @@ class DataConfig(_Strict):
     def _template(self) -> "DataConfig":
         if "{question}" not in self.template:
             raise ValueError("data.template must contain {question} (where the problem goes)")
+        try:
+            self.template.format(question="x")
+        except (IndexError, KeyError, ValueError) as e:
+            raise ValueError(f"data.template cannot be filled in ({e!r}): write a literal brace as {{{{ or }}}}, "
+                             f"e.g. \\boxed{{{{}}}}") from None
         return self
 
 
@@ -135,6 +140,9 @@ class TrlConfig(_Strict):
             raise ValueError("[benchmarks] is empty: name at least one held-out benchmark")
         if sum(b.weight for b in self.benchmarks.values()) <= 0:
             raise ValueError("the benchmarks' weights sum to 0: give at least one a positive weight")
+        if all(b.metric == "greedy" for b in self.benchmarks.values()):
+            raise ValueError("every benchmark is greedy: at least one must be pass@k (the sparse-reward signal that "
+                             "hard pass@1, the objective and reflection read)")
         return self
 
     @property
@@ -149,5 +157,6 @@ def parse(config: dict | None) -> TrlConfig:
     try:
         return TrlConfig.model_validate(config or {})
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors())
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'config'}: "
+                             f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())
         raise BackendError(f"the trl backend config is not usable: {problems}") from None

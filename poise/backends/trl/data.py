@@ -104,7 +104,11 @@ def benchmark_set(bench: BenchmarkConfig, data: DataConfig, split: str) -> list[
         problems = from_rows(_rows(source), data.question, data.answer, source)
         if not bench.confirm:  # one file for both: alternate problems, so the two sets never share one
             problems = problems[0::2] if split == "search" else problems[1::2]
-    return problems[:bench.limit] if bench.limit else problems
+    problems = problems[:bench.limit] if bench.limit else problems
+    if not problems:
+        raise BackendError(f"benchmark source {source!r} leaves no problems for the {split} split (a file without a "
+                           f"confirm source is split in two, alternating: it needs at least 2 problems)")
+    return problems
 
 
 def render(problem: MathProblem, data: DataConfig, tokenizer) -> str:

@@ -3,8 +3,9 @@
 A response is **valid** when it finished within the token budget (it ended with the end-of-sequence
 token) and states an extractable final answer: the last ``\\boxed{...}`` (braces nested), or else the text
 after the last ``####``. It is **correct** when it is valid and that answer equals the reference, as
-numbers when both read as numbers (``1,000`` = ``1000.0``, ``\\frac{1}{2}`` = ``0.5``), else as normalised
-text (spaces, ``$``, ``\\left``/``\\right`` and a trailing period dropped).
+numbers when both read as numbers (``1,000`` = ``1000.0``, ``\\frac{1}{2}`` = ``0.5``, ``x = 5`` = ``5``; a comma
+only as a thousands separator, so ``2,3`` is not ``23``), else as normalised text (spaces, ``$``,
+``\\left``/``\\right`` and a trailing period dropped).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def extract_answer(text: str) -> str | None:
     return None
 
 
-_FRAC = re.compile(r"^\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}$")
+_FRAC = re.compile(r"^(-?)\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}$")
+_THOUSANDS = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d*)?$")
+_ASSIGN = re.compile(r"^[a-zA-Z]\w*=(?!=)")  # "x=5": the value after a variable's name
 
 
 def _normalise(s: str) -> str:
@@ -53,11 +56,14 @@ def _normalise(s: str) -> str:
 
 
 def _number(s: str) -> Fraction | None:
-    s = _normalise(s).replace(",", "")
+    s = _ASSIGN.sub("", _normalise(s))
+    if _THOUSANDS.match(s):
+        s = s.replace(",", "")
     m = _FRAC.match(s)
     try:
         if m:
-            return Fraction(m.group(1)) / Fraction(m.group(2))
+            value = Fraction(m.group(2)) / Fraction(m.group(3))
+            return -value if m.group(1) else value
         if "/" in s:
             a, b = s.split("/", 1)
             return Fraction(a) / Fraction(b)

@@ -135,11 +135,12 @@ def _from_pretrained(cls, name: str, **kw: Any):
 
 
 def load_model(cfg: ModelConfig, tokenizer, seed: int = 0, log: Callable[[str], None] = lambda s: None):
-    """The model to train, in the config's dtype. ``random`` is initialised from ``seed``'s generator."""
+    """The model to train, its weights in float32 (``dtype = "bfloat16"`` is mixed precision on a GPU: weights
+    kept in bf16 would round an lr-1e-6 update to nothing). ``random`` is initialised from ``seed``'s generator."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+    dtype = torch.float32
     if cfg.name == "random":
         config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
                              num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,

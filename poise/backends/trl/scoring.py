@@ -17,14 +17,15 @@ from poise.evaluation.metrics import mean_pass_at_k
 def _sample(model, tokenizer, prompts: list[str], n: int, greedy: bool, max_new_tokens: int, temperature: float,
             rows: int) -> list[tuple[str, bool, int]]:
     """(text, finished, tokens) of ``n`` responses to each prompt, prompt-major."""
-    eos = tokenizer.eos_token_id
+    eos = _eos_ids(model, tokenizer)
     dev = next(model.parameters()).device
     out: list[tuple[str, bool, int]] = []
     per = max(1, rows // n)
     tokenizer.padding_side = "left"
     for i in range(0, len(prompts), per):
         chunk = [p for p in prompts[i:i + per] for _ in range(n)]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(dev)
+        # tokenized as TRL tokenizes a training prompt (special tokens as the tokenizer adds them)
+        enc = tokenizer(chunk, return_tensors="pt", padding=True).to(dev)
         with torch.no_grad():
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=not greedy,
                                  temperature=None if greedy else temperature, top_p=None if greedy else 1.0,
@@ -32,10 +33,18 @@ def _sample(model, tokenizer, prompts: list[str], n: int, greedy: bool, max_new_
         new = gen[:, enc["input_ids"].shape[1]:].cpu()
         for r in range(new.shape[0]):
             toks = new[r].tolist()
-            finished = eos in toks
-            n_tok = toks.index(eos) + 1 if finished else len(toks)
+            ends = [i for i, t in enumerate(toks) if t in eos]
+            finished = bool(ends)
+            n_tok = ends[0] + 1 if finished else len(toks)
             out.append((tokenizer.decode(toks[:n_tok], skip_special_tokens=True), finished, n_tok))
     return out
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a response: the tokenizer's end token and the model's (TRL stops on the same)."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    return [tokenizer.eos_token_id, *[i for i in ids if i != tokenizer.eos_token_id]]
 
 
 def score(model, tokenizer, cfg: TrlConfig, seed: int, split: str = "search",
@@ -64,7 +73,7 @@ def score(model, tokenizer, cfg: TrlConfig, seed: int, split: str = "search",
             "no_answer": 100 * sum(f and not v for (_, f, _), (v, _) in zip(res, graded)) / len(res),
         }
         if not greedy:
-            for k in (2, 4, 8, 16, 32, 64):
+            for k in sorted({2, 4, 8, 16, 32, 64, n}):
                 if k <= n:
                     row[f"pass@{k}"] = 100 * mean_pass_at_k(counts, k)
         row["score"] = row["pass@1"] if greedy else row[f"pass@{n}"]

@@ -13,7 +13,12 @@
         clip the gradient norm, optimizer step; log the step's curves (the sandbox's keys)
 
 The candidate's hooks are calls into its jailed hook process, as in the sandbox; TRL owns sampling, the
-optimiser and the model. TRL's own reward-based advantages are computed and then replaced."""
+optimiser and the model. TRL's own reward-based advantages are computed and then replaced.
+
+Two differences from the sandbox's trainer, both TRL's defaults: one optimizer step per generation batch
+(the micro-batches accumulate), so the importance ratio is 1 when the loss is taken and a clip range never
+binds (the sandbox takes several steps per batch, where it does); and with vLLM, TRL's importance-sampling
+correction for the sampler's log-probs is not applied to the candidate's loss."""
 
 from __future__ import annotations
 
@@ -54,38 +59,43 @@ class PoiseGRPOTrainer(GRPOTrainer):
         self._row: dict = {}
         self._losses: list[float] = []
         self._clip: list[float] = []
-        self._t_step = time.perf_counter()
-        self.poise_ref = None
-        if uses_reference(algorithm):  # the frozen start, for a candidate's KL or reference log-probs
-            import copy
+        self._t_step: float | None = None
+        # the frozen start: the reference log-probs of every response for a candidate that uses them (a KL term,
+        # or code that reads ref_logp), else of one response per group, for the KL curve alone (as the sandbox)
+        import copy
 
-            self.poise_ref = copy.deepcopy(self.accelerator.unwrap_model(self.model)).eval()
-            for p in self.poise_ref.parameters():
-                p.requires_grad_(False)
+        self.full_ref = uses_reference(algorithm)
+        self.poise_ref = copy.deepcopy(self.accelerator.unwrap_model(self.model)).eval()
+        for p in self.poise_ref.parameters():
+            p.requires_grad_(False)
 
     # ---- one generation batch: grade, the candidate's rewards and advantages ---------------------------
     def _generate_and_score_completions(self, inputs):
         t0 = time.perf_counter()
+        if self._t_step is None:
+            self._t_step = t0  # the first step's time leaves out the trainer's set-up
         out = super()._generate_and_score_completions(inputs)
         ids, cmask = out["completion_ids"], out["completion_mask"]
         N, T = ids.shape
         G = self.num_generations
-        eos = self.processing_class.eos_token_id
+        eos = torch.tensor(self.eos_token_ids, device=ids.device)  # every id TRL stops on
         dev = ids.device
         lengths = cmask.sum(1).long()
-        finished = torch.tensor([bool((ids[i, :lengths[i]] == eos).any()) for i in range(N)], device=dev)
+        finished = torch.tensor([bool(torch.isin(ids[i, :lengths[i]], eos).any()) for i in range(N)], device=dev)
         texts = self.processing_class.batch_decode([ids[i, :lengths[i]] for i in range(N)], skip_special_tokens=True)
         graded = [grade(t, bool(f), str(x["answer"])) for t, f, x in zip(texts, finished.tolist(), inputs)]
         valid = torch.tensor([v for v, _ in graded], device=dev)
         correct = torch.tensor([c for _, c in graded], device=dev)
         input_ids = torch.cat([out["prompt_ids"], ids], dim=1)
         attention = torch.cat([out["prompt_mask"], cmask], dim=1)
+        chunk = self.args.per_device_train_batch_size  # forward passes no larger than a training pass
         with torch.no_grad():
             old_logp, entropy, _ = self._get_per_token_logps_and_entropies(self.model, input_ids, attention, T,
-                                                                           compute_entropy=True)
-            ref_logp = old_logp
-            if self.poise_ref is not None:
-                ref_logp, _, _ = self._get_per_token_logps_and_entropies(self.poise_ref, input_ids, attention, T)
+                                                                           batch_size=chunk, compute_entropy=True)
+            rows = torch.arange(N, device=dev) if self.full_ref else torch.arange(0, N, G, device=dev)
+            ref_rows, _, _ = self._get_per_token_logps_and_entropies(self.poise_ref, input_ids[rows], attention[rows],
+                                                                     T, batch_size=chunk)
+        ref_logp = ref_rows if self.full_ref else old_logp  # unused by the candidate: a KL of zero, as in the sandbox
         mask = cmask.float()
         batch = RolloutBatch(rewards=correct.float(), correct=correct, valid=valid, lengths=lengths, mask=mask,
                              group_ids=torch.arange(N, device=dev) // G, old_logp=old_logp.float(),
@@ -107,7 +117,8 @@ class PoiseGRPOTrainer(GRPOTrainer):
         for f in POISE_FIELDS:
             out[f"poise_{f}"] = getattr(batch, f)
         ntok = mask.sum().clamp_min(1)
-        kl = ((torch.exp(ref_logp - old_logp) - (ref_logp - old_logp) - 1) * mask).sum() / ntok
+        d = ref_rows - old_logp[rows]  # k3 estimate of KL(pi_old || pi_ref) per token, on the rows the reference saw
+        kl = ((torch.exp(d) - d - 1) * mask[rows]).sum() / mask[rows].sum().clamp_min(1)
         self._row = {
             "step": step,
             "reward": float(batch.rewards.mean()),
@@ -169,7 +180,7 @@ class PoiseGRPOTrainer(GRPOTrainer):
             now = time.perf_counter()
             row = {**self._row, "clip_frac": sum(self._clip) / len(self._clip) if self._clip else 0.0,
                    "grad_norm": gn, "loss": sum(self._losses) / max(1, len(self._losses)),
-                   "step_s": now - self._t_step}
+                   "step_s": now - (self._t_step or now)}
             self._t_step = now
             self._row, self._losses, self._clip = {}, [], []
             self.curves.append(row)

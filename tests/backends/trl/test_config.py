@@ -21,6 +21,8 @@ def test_defaults_are_the_papers_six_benchmarks_and_weights():
     ({"benchmarks": {"a": {"source": "x.jsonl", "weight": 0}}}, "sum to 0"),
     ({"benchmarks": {"a": {"source": "x.jsonl", "weight": 1, "metric": "pass@10"}}}, "benchmarks.a.metric"),
     ({"model": {"dtype": "float8"}}, "model.dtype"),
+    ({"benchmarks": {"a": {"source": "x.jsonl", "weight": 1, "metric": "greedy"}}}, "at least one must be pass@k"),
+    ({"data": {"template": "{question} in \\boxed{}"}}, "write a literal brace as {{"),
 ])
 def test_a_bad_config_names_the_key(config, names):
     with pytest.raises(BackendError) as e:

@@ -37,3 +37,10 @@ def test_equal_answers_in_other_notations_are_correct(given, ref):
 @pytest.mark.parametrize("given,ref", [("7", "-7"), ("0.33", "1/3"), ("x+2", "x+1"), ("1/0", "0")])
 def test_different_answers_are_not(given, ref):
     assert not same_answer(given, ref)
+
+
+@pytest.mark.parametrize("given,ref,same", [("2,3", "23", False), ("1,000,000", "1000000", True),
+                                            (r"-\frac{1}{2}", "-0.5", True), ("x = 5", "5", True),
+                                            ("x == 5", "5", False), ("12,34", "1234", False)])
+def test_commas_signs_and_assignments(given, ref, same):
+    assert same_answer(given, ref) is same

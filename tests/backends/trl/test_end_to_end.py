@@ -143,7 +143,10 @@ def test_the_same_config_and_seed_give_the_same_numbers():
     from poise.algorithms import load_algorithm
     from poise.backends import BackendSpec, get_backend
 
-    backend = get_backend(BackendSpec("trl", "trl", tomllib.loads(CONFIG)))
+    small = tomllib.loads(CONFIG)
+    small["trainer"]["steps"] = 2
+    small["benchmarks"]["easy"]["limit"] = 2
+    backend = get_backend(BackendSpec("trl", "trl", small))
     a = backend.evaluate(load_algorithm("dapo"), 3)
     b = backend.evaluate(load_algorithm("dapo"), 3)
     strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]  # timings differ

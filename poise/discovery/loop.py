@@ -251,29 +251,30 @@ class Loop:
 
     def _reevaluate(self, evals: Evaluations) -> None:
         top = self.to_confirm()
-        if not top or not self.cfg.reeval_seeds:
-            return
-        fid = confirm_fidelity(self.cfg.fidelity)
-        pending = [(e, s) for e in [self.baseline()] + top for s in self.cfg.reeval_seeds
-                   if not self.archive.has_evaluation(e.id, s, fid)]
-        if pending:
-            self.events.message(f"re-evaluating {', '.join(e.name for e in top)} and the baseline on "
-                                f"{len(self.cfg.reeval_seeds)} fresh seeds, on the confirmation held-out set")
-        evals.drain([(e, s, "reeval") for e, s in pending], self.cfg.workers, self._record)
+        self._train_again(evals, top, self.cfg.fidelity, "reeval",
+                          f"re-evaluating {', '.join(e.name for e in top)} and the baseline on "
+                          f"{len(self.cfg.reeval_seeds)} fresh seeds, on the confirmation held-out set")
 
     def _promote(self, evals: Evaluations) -> None:
         """The cascade: the best ``promote_top`` on the cheap backend, and GRPO, trained again on the
         promotion backend (the real model), on the confirmation seeds and held-out split."""
-        if not self.cfg.promote or not self.cfg.reeval_seeds:
+        if not self.cfg.promote:
             return
         top = [self.archive.get(c.id) for c in self.state().top(self.cfg.promote_top)]
-        fid = confirm_fidelity(self.cfg.promote)
+        self._train_again(evals, top, self.cfg.promote, "promote",
+                          f"promoting {', '.join(e.name for e in top)} and the baseline to the {self.cfg.promote} "
+                          f"backend, {len(self.cfg.reeval_seeds)} fresh seeds each")
+
+    def _train_again(self, evals: Evaluations, top: list[Entry], label: str, purpose: str, say: str) -> None:
+        """``top`` and the baseline on each fresh seed not yet archived under ``label``'s confirmation set."""
+        if not top or not self.cfg.reeval_seeds:
+            return
+        fid = confirm_fidelity(label)
         pending = [(e, s) for e in [self.baseline()] + top for s in self.cfg.reeval_seeds
                    if not self.archive.has_evaluation(e.id, s, fid)]
         if pending:
-            self.events.message(f"promoting {', '.join(e.name for e in top)} and the baseline to the "
-                                f"{self.cfg.promote} backend, {len(self.cfg.reeval_seeds)} fresh seeds each")
-        evals.drain([(e, s, "promote") for e, s in pending], self.cfg.workers, self._record)
+            self.events.message(say)
+        evals.drain([(e, s, purpose) for e, s in pending], self.cfg.workers, self._record)
 
     # ------------------------------------------------------------------------------------------------
     # the outcome

@@ -74,6 +74,31 @@ def call_candidate(algo: Algorithm, hook: str, fn: Callable, *args):
         raise CandidateError(f"{hook} raised {type(e).__name__}: {e}{_where(e, algo.origin)}") from None
 
 
+def policy_loss(algo: Algorithm, logp: Tensor, ent: Tensor | None, mb: RolloutBatch, adv: Tensor,
+                step: int) -> tuple[Tensor, float | None]:
+    """The loss the policy trains on, for this trainer and TRL's alike: the candidate's compute_policy_loss on a
+    leaf copy of the log-probs, applied through its value and gradient (the one contract for poise's own code
+    and for the hook process), plus the trainer-owned KL and entropy terms of its config. Also the clip
+    fraction the candidate reports, kept in [0, 1] for the curves (None when it reports none)."""
+    acfg = algo.config
+    leaf = logp.detach().requires_grad_(True)
+    out = call_candidate(algo, "compute_policy_loss", algo.compute_policy_loss, leaf, mb, adv, acfg)
+    loss, info = check_loss(out, f"at step {step}")
+    (g,) = torch.autograd.grad(loss, leaf, allow_unused=True)
+    loss = surrogate(loss.detach(), torch.zeros_like(leaf) if g is None else g, logp)
+    if acfg.kl_coef:
+        loss = loss + acfg.kl_coef * aggregate(kl_penalty(logp, mb.ref_logp, acfg.kl_type), mb.mask,
+                                               acfg.loss_agg, mb.max_len)
+    if acfg.entropy_coef:
+        assert ent is not None  # the caller computes entropies when acfg.entropy_coef != 0
+        loss = loss - acfg.entropy_coef * aggregate(ent, mb.mask, acfg.loss_agg, mb.max_len)
+    cf = info.get("clip_frac") if isinstance(info, dict) else None
+    if isinstance(cf, (int, float)) or (isinstance(cf, Tensor) and cf.numel() == 1):
+        cf = float(cf)
+        return loss, (min(max(cf, 0.0), 1.0) if math.isfinite(cf) else 0.0)
+    return loss, None
+
+
 def build_prompts(problems: list[Problem], repeat: int) -> Tensor:
     ids = [[BOS, *encode(p.prompt)] for p in problems for _ in range(repeat)]
     return pad_prompts(ids)
@@ -160,19 +185,7 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
                 mb = batch.select(idx)
                 logp, ent = response_logprobs(policy, prompts[idx], tokens[idx], mb.mask, cfg.precision,
                                               with_entropy=acfg.entropy_coef != 0)
-                # the loss sees a leaf copy of the log-probs and trains the policy through its value and gradient,
-                # the one contract for poise's own code and for the hook process
-                leaf = logp.detach().requires_grad_(True)
-                out = call_candidate(algo, "compute_policy_loss", algo.compute_policy_loss, leaf, mb, adv[idx], acfg)
-                loss, info = check_loss(out, f"at step {step}")
-                (g,) = torch.autograd.grad(loss, leaf, allow_unused=True)
-                loss = surrogate(loss.detach(), torch.zeros_like(leaf) if g is None else g, logp)
-                if acfg.kl_coef:
-                    loss = loss + acfg.kl_coef * aggregate(kl_penalty(logp, mb.ref_logp, acfg.kl_type), mb.mask,
-                                                           acfg.loss_agg, mb.max_len)
-                if acfg.entropy_coef:
-                    assert ent is not None  # asked for with_entropy=acfg.entropy_coef != 0
-                    loss = loss - acfg.entropy_coef * aggregate(ent, mb.mask, acfg.loss_agg, mb.max_len)
+                loss, clip = policy_loss(algo, logp, ent, mb, adv[idx], step)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 gn = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -182,10 +195,8 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
                 opt.step()
                 grad_norms.append(float(gn))
                 losses.append(float(loss.detach()))
-                cf = info.get("clip_frac") if isinstance(info, dict) else None
-                if isinstance(cf, (int, float)) or (isinstance(cf, Tensor) and cf.numel() == 1):
-                    cf = float(cf)  # a fraction the candidate reports: kept in [0, 1] for the curves and plots
-                    clip_fracs.append(min(max(cf, 0.0), 1.0) if math.isfinite(cf) else 0.0)
+                if clip is not None:
+                    clip_fracs.append(clip)
 
         m = batch.mask
         ntok = m.sum().clamp_min(1)

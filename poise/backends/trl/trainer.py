@@ -29,10 +29,10 @@ from typing import Any, Callable
 import torch
 from trl import GRPOTrainer
 
-from poise.algorithms.base import Algorithm, RolloutBatch, aggregate, kl_penalty, surrogate
-from poise.algorithms.contract import CandidateError, check_loss, check_tensor
+from poise.algorithms.base import Algorithm, RolloutBatch
+from poise.algorithms.contract import CandidateError, check_tensor
 from poise.backends.trl.grader import grade
-from poise.sandbox.trainer import call_candidate, uses_reference
+from poise.sandbox.trainer import call_candidate, policy_loss, uses_reference
 
 POISE_FIELDS = ("rewards", "correct", "valid", "lengths", "group_ids", "old_logp", "ref_logp", "entropy", "truncated")
 
@@ -148,26 +148,13 @@ class PoiseGRPOTrainer(GRPOTrainer):
         mb = RolloutBatch(**{f: inputs[f"poise_{f}"] for f in POISE_FIELDS}, mask=cmask.float(),
                           group_size=self.num_generations, max_len=self.max_new_tokens)
         step = self.state.global_step
-        leaf = logp.detach().requires_grad_(True)
-        out = call_candidate(self.algo, "compute_policy_loss", self.algo.compute_policy_loss, leaf, mb,
-                             inputs["advantages"], acfg)
-        loss, info = check_loss(out, f"at step {step}")
-        (g,) = torch.autograd.grad(loss, leaf, allow_unused=True)
-        loss = surrogate(loss.detach(), torch.zeros_like(leaf) if g is None else g, logp)
-        if acfg.kl_coef:
-            loss = loss + acfg.kl_coef * aggregate(kl_penalty(logp, mb.ref_logp, acfg.kl_type), mb.mask,
-                                                   acfg.loss_agg, mb.max_len)
-        if acfg.entropy_coef:
-            assert ent is not None  # asked for with compute_entropy=acfg.entropy_coef != 0
-            loss = loss - acfg.entropy_coef * aggregate(ent.float(), mb.mask, acfg.loss_agg, mb.max_len)
+        loss, clip = policy_loss(self.algo, logp, None if ent is None else ent.float(), mb, inputs["advantages"], step)
         if not torch.isfinite(loss):
             raise CandidateError(f"the loss became non-finite at step {step}: the loss is numerically unstable "
                                  f"(check exp() of unclamped log-ratios and divisions)")
         self._losses.append(float(loss.detach()))
-        cf = info.get("clip_frac") if isinstance(info, dict) else None
-        if isinstance(cf, (int, float)) or (isinstance(cf, torch.Tensor) and cf.numel() == 1):
-            cf = float(cf)
-            self._clip.append(min(max(cf, 0.0), 1.0) if math.isfinite(cf) else 0.0)
+        if clip is not None:
+            self._clip.append(clip)
         return loss / self.current_gradient_accumulation_steps
 
     # ---- the step's curves, once the optimizer has stepped ---------------------------------------------

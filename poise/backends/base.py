@@ -68,6 +68,11 @@ class BackendSpec:
         """The fidelity label its evaluations are archived under."""
         return self.fidelity if self.name == "tiny" else self.name
 
+    @property
+    def describe(self) -> str:
+        """What a view says the run trains on: the sandbox's fidelity, or the backend's name."""
+        return f"fidelity {self.fidelity}" if self.name == "tiny" else f"backend {self.name}"
+
     def to_dict(self) -> dict:
         return {"name": self.name, "fidelity": self.fidelity, "config": self.config}
 

@@ -112,8 +112,7 @@ def train_cmd(
                                      "jailed": isolation.jailed, "isolation_warning": isolation.warning,
                                      "timeout_s": timeout})
     (run / "algorithm.py").write_text(source)
-    where = f"fidelity {bspec.fidelity}" if bspec.name == "tiny" else f"backend {bspec.name}"
-    common.console.print(f"[bold]poise train[/] {escape(label)} · {where} · seeds {seed_list} → "
+    common.console.print(f"[bold]poise train[/] {escape(label)} · {bspec.describe} · seeds {seed_list} → "
                          f"{escape(str(run))}", soft_wrap=True)
 
     results, failures = [], []

@@ -37,14 +37,14 @@ def _candidate(view, entry_id: int):
 def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise discover` (or its archive.db)")) -> None:
     """Show a discovery run: candidates, search and confirmation results with CIs, the Pareto front, the
     budget and LLM use. Safe while the run is going."""
+    from poise.backends.base import BackendSpec
     from poise.report.view import pm
 
     view = _load_run(run, trajectories=False)
     cfg, b = view.config, view.budget()
     counts = view.counts()
     common.console.print(" · ".join([f"[bold]{escape(str(run))}[/]", f"budget {b['budget'] or '?'}",
-                                     f"fidelity {cfg.get('fidelity', '?')}" if cfg.get("backend", "tiny") == "tiny"
-                                     else f"backend {cfg['backend']}"]
+                                     BackendSpec(cfg.get("backend", "tiny"), cfg.get("fidelity", "?")).describe]
                                     + ([f"promoted to {cfg['promote']}"] if cfg.get("promote") else [])
                                     + [f"{n} {s}" for s, n in sorted(counts.items())]))
     common.console.print(view.objective.describe())

@@ -15,6 +15,7 @@ import re
 import time
 from pathlib import Path
 
+from poise.backends.base import BackendSpec
 from poise.discovery.archive import IN_FLIGHT
 from poise.report.plots import plot_lineage
 from poise.report.tree import layout
@@ -364,7 +365,7 @@ def render(view: RunView) -> str:
 <body>
 <h1>{esc(title)}</h1>
 <p class="meta">{esc(str(view.root))} · directive: {esc(cfg.get("directive") or "(none: accuracy)")} ·
-{esc(f"fidelity {cfg.get('fidelity', '?')}" if cfg.get("backend", "tiny") == "tiny" else f"backend {cfg['backend']}")} ·
+{esc(BackendSpec(cfg.get("backend", "tiny"), cfg.get("fidelity", "?")).describe)} ·
 strategy {esc(cfg.get("strategy", "?"))} ·
 trained {b["trained"]}/{b["budget"]} · proposals {b["proposals"]}/{b["max_proposals"]} ·
 {" · ".join(f"{n} {esc(s)}" for s, n in sorted(counts.items()))} · training time {b["train_s"] / 60:.1f} min ·

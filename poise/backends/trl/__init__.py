@@ -42,13 +42,14 @@ class TrlBackend:
         self.tiers = tuple(Tier(name, b.metric, w[name]) for name, b in self.cfg.benchmarks.items())
 
     # the model and tokenizer ------------------------------------------------------------------------
-    def _load(self, seed: int = 0, log: Callable[[str], None] = lambda s: None):
+    def _load(self, log: Callable[[str], None] = lambda s: None):
+        from poise.backends.tiny import pick_device
         from poise.backends.trl.model import load_model, load_tokenizer
 
         _need_trl()
         tok = load_tokenizer(self.cfg.model, log)
         model = load_model(self.cfg.model, tok, seed=0, log=log)  # one start for every seed, as in the sandbox
-        return model.to(_device()), tok
+        return model.to(pick_device()), tok
 
     def prepare(self, progress=None, log: Callable[[str], None] = lambda s: None) -> None:
         from poise.backends.trl.model import load_tokenizer, resolve
@@ -65,7 +66,6 @@ class TrlBackend:
     # training and scoring ---------------------------------------------------------------------------
     def evaluate(self, algorithm: Algorithm, seed: int, on_step: Callable[[int, dict], None] | None = None,
                  split: str = "search") -> EvalResult:
-        import torch
         from datasets import Dataset
         from transformers import PrinterCallback
         from trl import GRPOConfig
@@ -84,7 +84,7 @@ class TrlBackend:
         def correctness(completions, answer, completion_ids=None, **kw):
             return correctness_reward(completions, answer, completion_ids, eos)
 
-        cuda = torch.cuda.is_available()
+        cuda = next(model.parameters()).device.type == "cuda"  # where _load put it (POISE_DEVICE=cpu keeps it here)
         per_pass = tr.prompts_per_step * tr.group_size // tr.micro_batches
         with tempfile.TemporaryDirectory(prefix="poise-trl-") as out:
             args = GRPOConfig(
@@ -95,7 +95,7 @@ class TrlBackend:
                 learning_rate=tr.lr, max_grad_norm=tr.grad_clip, warmup_steps=tr.warmup_steps,
                 lr_scheduler_type="constant_with_warmup" if tr.warmup_steps else "constant", optim="adamw_torch",
                 weight_decay=0.0, max_steps=tr.steps, logging_steps=1, report_to="none", save_strategy="no",
-                disable_tqdm=True, beta=0.0, use_vllm=_use_vllm(c), vllm_mode="colocate", shuffle_dataset=True)
+                disable_tqdm=True, beta=0.0, use_vllm=_use_vllm(c, cuda), vllm_mode="colocate", shuffle_dataset=True)
             trainer = PoiseGRPOTrainer(model=model, reward_funcs=[correctness], args=args, train_dataset=data,
                                        processing_class=tok, algorithm=algorithm, max_new_tokens=gen.max_new_tokens,
                                        on_step=on_step)
@@ -176,16 +176,8 @@ def _versions() -> dict:
     return out
 
 
-def _device():
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _use_vllm(cfg: TrlConfig) -> bool:
-    import torch
-
-    return cfg.generation.vllm == "auto" and torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+def _use_vllm(cfg: TrlConfig, cuda: bool) -> bool:
+    return cfg.generation.vllm == "auto" and cuda and importlib.util.find_spec("vllm") is not None
 
 
 __all__ = ["TrlBackend", "TrlConfig"]

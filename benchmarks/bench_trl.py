@@ -4,7 +4,7 @@ of the start and of the trained model on the same benchmarks, so whether the rew
 not assumed.
 
     python benchmarks/bench_trl.py --steps 30 --threads 2
-Results: benchmarks/results/trl_smollm2.{json,md}
+Results: benchmarks/results/trl_smollm2.{json,md} and trl_smollm2_curves.png
 """
 
 from __future__ import annotations
@@ -73,7 +73,24 @@ def main() -> None:
     lines.append(f"\n{len(curves)} steps, {out['step_s_mean']:.1f} s a step; training reward (accuracy) "
                  f"{first:.3f} over the first third of the steps, {last:.3f} over the last")
     (RESULTS / "trl_smollm2.md").write_text("\n".join(lines) + "\n")
+    plot(curves, RESULTS / "trl_smollm2_curves.png")
     print("\n".join(lines))
+
+
+def plot(curves: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ("accuracy", "validity", "response_length", "all_fail_groups", "entropy", "kl")
+    fig, axes = plt.subplots(2, 3, figsize=(11, 5.5), constrained_layout=True)
+    for ax, k in zip(axes.flat, keys):
+        ax.plot([r["step"] for r in curves], [r[k] for r in curves], marker=".")
+        ax.set_title(k.replace("_", " "))
+        ax.set_xlabel("step")
+    fig.suptitle("GRPO on SmolLM2-135M-Instruct (TRL backend, CPU): training curves")
+    fig.savefig(path, dpi=90)
 
 
 if __name__ == "__main__":

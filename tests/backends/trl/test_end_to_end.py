@@ -105,13 +105,16 @@ def test_discover_with_the_trl_backend_archives_and_reports(tmp_path, config):
     assert tiny.returncode != 0 and "--backend differs" in tiny.stdout + tiny.stderr
 
 
-def test_the_cascade_promotes_the_best_of_a_finished_tiny_run_to_trl(tmp_path, config, smoke_policy):
+def test_the_cascade_promotes_the_best_of_a_finished_tiny_run_to_trl(tmp_path, smoke_policy):
     out = tmp_path / "run"
     r = poise("discover", "--fidelity", "smoke", "--budget", "1", "--race-seeds", "1", "--reeval-top", "1",
               "--reeval-seeds", "1", "--out", str(out), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     # added to the finished run: only the promotion trains (nothing of the search is trained twice)
-    p = poise("discover", "--resume", "--out", str(out), "--promote", "trl", "--promote-config", str(config),
+    light = tmp_path / "light.toml"  # one step and a few problems: what is tested is the cascade, not training
+    light.write_text(CONFIG.replace("steps = 3", "steps = 1").replace("limit = 4", "limit = 2")
+                     .replace("limit = 8", "limit = 2"))
+    p = poise("discover", "--resume", "--out", str(out), "--promote", "trl", "--promote-config", str(light),
               "--promote-top", "1", cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     db = sqlite3.connect(out / "archive.db")
@@ -131,7 +134,7 @@ def test_the_cascade_promotes_the_best_of_a_finished_tiny_run_to_trl(tmp_path, c
     assert "Promoted to trl" in (tmp_path / "report.html").read_text()
     # a different promotion setup for the same run is refused
     other = tmp_path / "other.toml"
-    other.write_text(CONFIG.replace("steps = 3", "steps = 4"))
+    other.write_text(light.read_text().replace("steps = 1", "steps = 2"))
     again = poise("discover", "--resume", "--out", str(out), "--promote", "trl", "--promote-config", str(other),
                   cwd=tmp_path)
     assert again.returncode != 0 and "--promote-config differs" in again.stdout + again.stderr

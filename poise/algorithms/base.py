@@ -101,8 +101,15 @@ class AlgoConfig:
     def validate(self) -> None:
         for name in ("clip_low", "clip_high", "kl_coef", "entropy_coef", "eps"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ValueError(f"{name}={v!r} must be a finite number")
+            try:  # as a float: a huge int would pass isfinite and then overflow in the trainer's arithmetic
+                f = float(v)
+            except OverflowError:
+                raise ValueError(f"{name}={v!r} must be a finite number (it is too large for a float)") from None
+            if not math.isfinite(f):
+                raise ValueError(f"{name}={v!r} must be a finite number")
+            object.__setattr__(self, name, f)
         if self.loss_agg not in LOSS_AGG_MODES:
             raise ValueError(f"loss_agg={self.loss_agg!r} is not one of {LOSS_AGG_MODES}")
         if self.kl_type not in ("k1", "k2", "k3"):

@@ -78,6 +78,22 @@ def test_bad_loss_agg(tmp_path):
     assert "bad CONFIG" in msg and "sequence-mean" in msg and "token-mean" in msg
 
 
+@pytest.mark.parametrize("value", ["10**400", "-(10**309)"])
+def test_a_coefficient_too_large_for_a_float_is_a_bad_config(tmp_path, value):
+    # an int passes math.isfinite, then overflowed in the trainer's arithmetic (an "internal" crash there)
+    _, msg = error(tmp_path, GOOD.replace('"my_knob": 2', f'"kl_coef": {value}'))
+    assert "bad CONFIG" in msg and "kl_coef" in msg
+
+
+def test_numeric_settings_are_floats_whatever_the_candidate_wrote(tmp_path):
+    # 10**20 as an int made `kl_coef * tensor` raise OverflowError in the trusted trainer; as a float it is
+    # an absurd coefficient whose losses the trainer's finiteness checks stop as the candidate's fault
+    cfg = load_algorithm(write(tmp_path, GOOD.replace('"my_knob": 2', '"kl_coef": 10**20, "eps": 0'))).config
+    assert type(cfg.kl_coef) is float and type(cfg.eps) is float and cfg.kl_coef == 1e20
+    import torch
+    assert torch.isfinite(cfg.kl_coef * torch.tensor(0.5))
+
+
 def test_top_level_exception(tmp_path):
     _, msg = error(tmp_path, "raise RuntimeError('boom')\n")
     assert "failed while loading" in msg and "boom" in msg

@@ -3,6 +3,7 @@ same jailed hook process there, and TRL's process must be as untouchable as the 
 small Llama built here, two steps, one thread: an attack that changed nothing gives GRPO's numbers to
 the bit."""
 
+import json
 import os
 import textwrap
 import time
@@ -71,7 +72,7 @@ def every_attack(tmp_path, listeners) -> str:
                 t()
             except BaseException:
                 pass
-        for t in (lambda: os.fork() == 0 and time.sleep(300),
+        for t in (lambda: os.fork() == 0 and os.execve("/bin/sleep", ["/bin/sleep", "300"], {{"M": "{MARKER}"}}),
                   lambda: __import__("subprocess").Popen(["/bin/sleep", "300"], env={{"M": "{MARKER}"}},
                                                          start_new_session=True),
                   lambda: os.posix_spawn("/bin/sleep", ["/bin/sleep", "300"], {{"M": "{MARKER}"}})):
@@ -98,11 +99,30 @@ def test_every_attack_at_once_leaves_trl_scoring_grpo_to_the_bit(tmp_path, grpo_
     finally:
         listeners.close()
     assert not isinstance(res, EvalFailure), res
+    assert res.info["hook_calls"] >= grpo_trl.info["hook_calls"]  # the attacks ran, on every call
     assert res.metrics == grpo_trl.metrics and curves(res) == curves(grpo_trl)
     assert res.metrics["overall"] < 100
     assert got == [] and files_under(tmp_path) == before and package_digest() == pkg
     assert not os.path.exists(os.path.expanduser("~/poise-pwned.txt"))
     assert processes_with(MARKER) == []
+
+
+def test_answers_forged_for_the_trusted_side_are_only_the_candidates_own_outputs():
+    # the candidate owns its process and can answer anything: what comes back is checked and used as its
+    # advantages, never as a score: here, forged "perfect" answers train TRL's model on zeros
+    res = evaluate(attack("""
+        import poise.isolation.wire as wire
+        real = wire.write_frame
+        def forged(fd, header, tensors=None):
+            if tensors and "out" in tensors:
+                tensors = {"out": tensors["out"] * 0}
+                header = {**header, "overall": 100.0, "verdict": "passed"}
+            real(fd, header, tensors)
+        wire.write_frame = forged
+    """))
+    assert not isinstance(res, EvalFailure), res
+    assert all(r["adv_abs_mean"] == 0 for r in res.trajectory) and res.info["hook_calls"] > 0
+    assert res.metrics["overall"] != 100.0 and "verdict" not in json.dumps(res.to_dict())
 
 
 HOOKS = "import torch\n\n{extra}\ndef compute_advantages(batch, cfg):\n    {adv}\n    return batch.rewards\n"
@@ -112,6 +132,8 @@ HOOKS = "import torch\n\n{extra}\ndef compute_advantages(batch, cfg):\n    {adv}
     (HOOKS.format(extra="", adv="return batch.rewards * float('nan')"), ["compute_advantages returned", "non-finite"]),
     (HOOKS.format(extra="", adv="return torch.zeros(3, 5, 7)"), ["compute_advantages returned shape [3, 5, 7]"]),
     (HOOKS.format(extra="", adv="import os\n    os._exit(7)"), ["compute_advantages ended the hook process"]),
+    (HOOKS.format(extra="def shape_rewards(batch, cfg):\n    return batch.rewards[:3]\n", adv="pass"),
+     ["shape_rewards returned shape [3]"]),
     (HOOKS.format(extra="def compute_policy_loss(logp, batch, adv, cfg):\n    raise SystemExit(3)\n", adv="pass"),
      ["compute_policy_loss called sys.exit(3)"]),
 ])

@@ -60,3 +60,15 @@ def test_the_verifier_turns_a_forged_load_into_a_failed_stage_not_an_exception(m
     monkeypatch.setattr(verifier, "static_check", lambda s, o: type("R", (), {"ok": True, "errors": [], "hooks": []})())
     rep = verify(forge_load('{"ok": True, "hooks": [{"a": 1}], "config": {}, "layers": []}'), "forged")
     assert not rep.ok and rep.stage in ("crash", "load"), rep
+
+
+@pytest.mark.parametrize("value", ["10**400", "-(10**400)", "float('inf')"])
+def test_a_config_that_would_overflow_the_trainer_is_a_load_error(value):
+    # the candidate's process can skip every check of its own (here its AlgoConfig.validate is replaced):
+    # the trusted side validates the CONFIG it receives, so a number the trainer's arithmetic cannot take
+    # is the candidate's bad CONFIG, never an internal error of the trainer
+    src = ("import poise.algorithms.base as b\nb.AlgoConfig.validate = lambda self: None\n"
+           f"CONFIG = {{'kl_coef': {value}}}\n\ndef compute_advantages(batch, cfg):\n    return batch.rewards\n")
+    res = call_hook(src)
+    assert isinstance(res, HookError) and res.kind == "load", res
+    assert "CONFIG" in str(res), res

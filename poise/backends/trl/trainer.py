@@ -121,13 +121,13 @@ class PoiseGRPOTrainer(GRPOTrainer):
         kl = ((torch.exp(d) - d - 1) * mask[rows]).sum() / mask[rows].sum().clamp_min(1)
         self._row = {
             "step": step,
-            "reward": float(batch.rewards.mean()),
+            "reward": float(batch.rewards.double().mean()),  # float64: a huge shaped reward must not read as inf
             "accuracy": task_reward,
             "validity": float(valid.float().mean()),
             "entropy": float((batch.entropy * mask).sum() / ntok),
             "response_length": float(lengths.float().mean()),
             "kl": max(0.0, float(kl)),
-            "adv_abs_mean": float((adv.abs() * mask).sum() / ntok),
+            "adv_abs_mean": float((adv.double().abs() * mask).sum() / ntok),
             "zero_std_groups": float((batch.rewards.view(-1, G).std(1) == 0).float().mean()),
             "all_fail_groups": float((correct.view(-1, G).sum(1) == 0).float().mean()),
             "truncated": float((~finished).float().mean()),

@@ -31,6 +31,18 @@ from poise.isolation.jail import jail_status
 MARKER = "poise-hostile-marker"
 SECRET = "sk-hostile-DO-NOT-LEAK-31337"
 STRIP = ("sample_s", "step_s")
+# an attack body: every tensor the hook process sends back is zeroed, under a header that claims a perfect
+# score and a passed verdict (the candidate owns its process, so it can answer anything)
+FORGED_ZEROS = """
+    import poise.isolation.wire as wire
+    real = wire.write_frame
+    def forged(fd, header, tensors=None):
+        if tensors and "out" in tensors:
+            tensors = {"out": tensors["out"] * 0}
+            header = {**header, "overall": 100.0, "verdict": "passed"}
+        real(fd, header, tensors)
+    wire.write_frame = forged
+"""
 
 
 def require_jail():
@@ -167,5 +179,5 @@ def alive(pid: int) -> bool:
         return False
 
 
-__all__ = ["MARKER", "SECRET", "Listeners", "alive", "attack", "call_hook", "curves", "files_under",
+__all__ = ["FORGED_ZEROS", "MARKER", "SECRET", "Listeners", "alive", "attack", "call_hook", "curves", "files_under",
            "processes_with", "require_jail", "signal"]

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.isolation.conftest import evaluate_source
-from tests.isolation.hostile import attack, curves
+from tests.isolation.hostile import FORGED_ZEROS, attack, curves
 
 pytestmark = pytest.mark.usefixtures("jail")
 
@@ -58,16 +58,7 @@ def test_poise_train_refuses_the_file_with_a_message_and_no_score(tmp_path):
 def test_answers_forged_for_the_trusted_side_are_only_the_candidates_own_outputs(grpo_smoke):
     # the candidate owns its process, so it can answer anything; what comes back is checked and used as
     # its advantages, never as a score or a verdict: here, forged "perfect" answers train as zeros
-    src = attack("""
-        import poise.isolation.wire as wire
-        real = wire.write_frame
-        def forged(fd, header, tensors=None):
-            if tensors and "out" in tensors:
-                tensors = {"out": tensors["out"] * 0}
-                header = {**header, "overall": 100.0, "verdict": "passed"}
-            real(fd, header, tensors)
-        wire.write_frame = forged
-    """)
+    src = attack(FORGED_ZEROS)
     res = evaluate_source(src)
     assert not hasattr(res, "kind"), res
     assert all(r["adv_abs_mean"] == 0 for r in res.trajectory)  # the trainer used what it got: zeros

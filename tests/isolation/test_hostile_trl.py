@@ -14,7 +14,7 @@ pytest.importorskip("trl")
 
 from poise.backends import BackendSpec  # noqa: E402
 from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation  # noqa: E402
-from tests.isolation.hostile import MARKER, Listeners, attack, curves, files_under, processes_with  # noqa: E402
+from tests.isolation.hostile import FORGED_ZEROS, MARKER, Listeners, attack, curves, files_under, processes_with  # noqa: E402
 from tests.isolation.test_hostile_writes import package_digest, writes  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("jail")
@@ -110,16 +110,7 @@ def test_every_attack_at_once_leaves_trl_scoring_grpo_to_the_bit(tmp_path, grpo_
 def test_answers_forged_for_the_trusted_side_are_only_the_candidates_own_outputs():
     # the candidate owns its process and can answer anything: what comes back is checked and used as its
     # advantages, never as a score: here, forged "perfect" answers train TRL's model on zeros
-    res = evaluate(attack("""
-        import poise.isolation.wire as wire
-        real = wire.write_frame
-        def forged(fd, header, tensors=None):
-            if tensors and "out" in tensors:
-                tensors = {"out": tensors["out"] * 0}
-                header = {**header, "overall": 100.0, "verdict": "passed"}
-            real(fd, header, tensors)
-        wire.write_frame = forged
-    """))
+    res = evaluate(attack(FORGED_ZEROS))
     assert not isinstance(res, EvalFailure), res
     assert all(r["adv_abs_mean"] == 0 for r in res.trajectory) and res.info["hook_calls"] > 0
     assert res.metrics["overall"] != 100.0 and "verdict" not in json.dumps(res.to_dict())

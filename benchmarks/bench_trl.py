@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RESULTS = Path(__file__).parent / "results"
+PLOT_KEYS = ("accuracy", "validity", "response_length", "all_fail_groups", "entropy", "kl", "grad_norm", "step_s")
 
 
 def main() -> None:
@@ -36,6 +37,7 @@ def main() -> None:
 
     from poise.algorithms import load_algorithm
     from poise.backends import BackendSpec, get_backend
+    from poise.report.plots import plot_curves
 
     torch.set_num_threads(args.threads)
     bench = {"aime24": ("pass@k", 0.2), "aime25": ("pass@k", 0.2), "amc": ("pass@k", 0.15),
@@ -73,24 +75,8 @@ def main() -> None:
     lines.append(f"\n{len(curves)} steps, {out['step_s_mean']:.1f} s a step; training reward (accuracy) "
                  f"{first:.3f} over the first third of the steps, {last:.3f} over the last")
     (RESULTS / "trl_smollm2.md").write_text("\n".join(lines) + "\n")
-    plot(curves, RESULTS / "trl_smollm2_curves.png")
+    plot_curves({"GRPO": [curves]}, RESULTS / "trl_smollm2_curves.png", keys=PLOT_KEYS)
     print("\n".join(lines))
-
-
-def plot(curves: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = ("accuracy", "validity", "response_length", "all_fail_groups", "entropy", "kl")
-    fig, axes = plt.subplots(2, 3, figsize=(11, 5.5), constrained_layout=True)
-    for ax, k in zip(axes.flat, keys):
-        ax.plot([r["step"] for r in curves], [r[k] for r in curves], marker=".")
-        ax.set_title(k.replace("_", " "))
-        ax.set_xlabel("step")
-    fig.suptitle("GRPO on SmolLM2-135M-Instruct (TRL backend, CPU): training curves")
-    fig.savefig(path, dpi=90)
 
 
 if __name__ == "__main__":

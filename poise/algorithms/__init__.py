@@ -73,7 +73,7 @@ def algorithm_from_source(source: str, name: str, origin: str) -> Algorithm:
         raise AlgorithmError(f"{origin}: CONFIG must be a dict of AlgoConfig overrides, got {type(raw_cfg).__name__}")
     try:
         cfg = AlgoConfig.from_dict(raw_cfg)
-    except (TypeError, ValueError, ArithmeticError) as e:
+    except (TypeError, ValueError) as e:
         raise AlgorithmError(f"{origin}: bad CONFIG: {e}") from None
     doc = (ns.get("__doc__") or "").strip()
     return Algorithm(

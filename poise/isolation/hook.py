@@ -368,7 +368,7 @@ class HookProcess:
     def algorithm(self) -> Algorithm:
         try:
             cfg = AlgoConfig.from_dict(self.config)
-        except (TypeError, ValueError, ArithmeticError) as e:
+        except (TypeError, ValueError) as e:
             raise HookError(f"{self.origin}: bad CONFIG: {e}", "load") from None
 
         def tensor_hook(op: str, want: str):

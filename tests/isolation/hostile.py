@@ -14,6 +14,7 @@ training goes on, and only outside evidence decides.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+import poise
 from poise.algorithms import builtin_source
 from poise.algorithms.probe import make_probe_batch
 from poise.isolation.hook import HookError, HookLimits, HookProcess
@@ -171,6 +173,39 @@ class Listeners:
             s.close()
 
 
+def package_digest() -> str:
+    h = hashlib.sha256()
+    for p in sorted(Path(poise.__file__).parent.rglob("*.py")):
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def writes(folder: Path) -> str:
+    d = str(folder)
+    pkg = str(Path(poise.__file__).parent)
+    return f"""
+        import torch
+        targets = [{d!r} + "/a.txt", {pkg!r} + "/algorithms/grpo.py", "/tmp/../{Path(d).name}.txt",
+                   {str(Path.home())!r} + "/poise-pwned.txt", "/dev/shm/poise-pwned"]
+        for t in targets:
+            for fn in (lambda: open(t, "w").write("x"), lambda: torch.save(torch.ones(3), t),
+                       lambda: torch.from_file(t, shared=True, size=16),
+                       lambda: os.close(os.open(t, os.O_CREAT | os.O_WRONLY))):
+                try:
+                    fn()
+                except BaseException:
+                    pass
+        for fn in (lambda: os.open("a.txt", os.O_CREAT | os.O_WRONLY, dir_fd=os.open({d!r}, os.O_RDONLY)),
+                   lambda: os.mkdir({d!r} + "/dir"), lambda: os.symlink("/etc/passwd", {d!r} + "/link"),
+                   lambda: os.link({pkg!r} + "/__init__.py", "/tmp/hard"), lambda: os.remove({pkg!r} + "/cli/__init__.py"),
+                   lambda: os.rename({pkg!r} + "/runs.py", "/tmp/runs.py"), lambda: os.chmod({d!r}, 0o777)):
+            try:
+                fn()
+            except BaseException:
+                pass
+    """
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -180,4 +215,4 @@ def alive(pid: int) -> bool:
 
 
 __all__ = ["FORGED_ZEROS", "MARKER", "SECRET", "Listeners", "alive", "attack", "call_hook", "curves", "files_under",
-           "processes_with", "require_jail", "signal"]
+           "package_digest", "processes_with", "require_jail", "signal", "writes"]

@@ -14,8 +14,8 @@ pytest.importorskip("trl")
 
 from poise.backends import BackendSpec  # noqa: E402
 from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation  # noqa: E402
-from tests.isolation.hostile import FORGED_ZEROS, MARKER, Listeners, attack, curves, files_under, processes_with  # noqa: E402
-from tests.isolation.test_hostile_writes import package_digest, writes  # noqa: E402
+from tests.isolation.hostile import FORGED_ZEROS, MARKER, Listeners, attack, curves, files_under  # noqa: E402
+from tests.isolation.hostile import package_digest, processes_with, writes  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("jail")
 

@@ -1,49 +1,14 @@
 """Class: leaving something behind. Python's open, torch's C++ writers, dir_fd-relative calls, links,
 /dev/shm and the private tmpfs: nothing outside the jail's own memory-backed /tmp can be written."""
 
-import hashlib
 from pathlib import Path
 
 import pytest
 
-import poise
 from tests.isolation.conftest import evaluate_source
-from tests.isolation.hostile import attack, call_hook, curves, files_under
+from tests.isolation.hostile import attack, call_hook, curves, files_under, package_digest, writes
 
 pytestmark = pytest.mark.usefixtures("jail")
-
-
-def package_digest() -> str:
-    h = hashlib.sha256()
-    for p in sorted(Path(poise.__file__).parent.rglob("*.py")):
-        h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def writes(folder: Path) -> str:
-    d = str(folder)
-    pkg = str(Path(poise.__file__).parent)
-    return f"""
-        import torch
-        targets = [{d!r} + "/a.txt", {pkg!r} + "/algorithms/grpo.py", "/tmp/../{Path(d).name}.txt",
-                   {str(Path.home())!r} + "/poise-pwned.txt", "/dev/shm/poise-pwned"]
-        for t in targets:
-            for fn in (lambda: open(t, "w").write("x"), lambda: torch.save(torch.ones(3), t),
-                       lambda: torch.from_file(t, shared=True, size=16),
-                       lambda: os.close(os.open(t, os.O_CREAT | os.O_WRONLY))):
-                try:
-                    fn()
-                except BaseException:
-                    pass
-        for fn in (lambda: os.open("a.txt", os.O_CREAT | os.O_WRONLY, dir_fd=os.open({d!r}, os.O_RDONLY)),
-                   lambda: os.mkdir({d!r} + "/dir"), lambda: os.symlink("/etc/passwd", {d!r} + "/link"),
-                   lambda: os.link({pkg!r} + "/__init__.py", "/tmp/hard"), lambda: os.remove({pkg!r} + "/cli/__init__.py"),
-                   lambda: os.rename({pkg!r} + "/runs.py", "/tmp/runs.py"), lambda: os.chmod({d!r}, 0o777)):
-            try:
-                fn()
-            except BaseException:
-                pass
-    """
 
 
 def test_no_write_reaches_the_host(tmp_path):

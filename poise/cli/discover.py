@@ -23,6 +23,14 @@ def discover_cmd(
     budget: int = typer.Option(8, "--budget", "-b", min=1, help="candidates to train (verification rejects do not count)"),
     directive: str = typer.Option("", "--directive", "-d", help='what to look for, e.g. "accurate and concise"'),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="evaluations run in parallel (separate processes)"),
+    executor: str = typer.Option("local", "--executor", help="where evaluations run: local (processes on this machine) "
+                                 "| ray (tasks on a Ray cluster; see --ray-address)"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="with --executor ray: auto (the cluster this "
+                                              "machine is part of) or HOST:PORT; default: start a Ray here for the run"),
+    cpus_per_eval: Optional[float] = typer.Option(None, "--cpus-per-eval", help="with --executor ray: CPUs each "
+                                                  "evaluation reserves (default: --threads)"),
+    gpus_per_eval: float = typer.Option(0.0, "--gpus-per-eval", help="with --executor ray: GPUs each evaluation "
+                                        "reserves (default 0)"),
     fidelity: str = typer.Option("standard", "--fidelity", "-f", help="smoke | standard | full (the tiny backend)"),
     backend: str = typer.Option("tiny", "--backend", help="what trains a candidate: tiny (the embedded sandbox) | trl "
                                 "(a Hugging Face model with TRL; extra [trl])"),
@@ -102,6 +110,12 @@ def discover_cmd(
             effects[k.strip()] = float(v)
         except ValueError:
             common.fail(f"--min-effect {item!r}: expected METRIC=NUMBER, e.g. --min-effect overall=1 --min-effect length=5")
+    if executor not in ("local", "ray"):
+        common.fail(f"unknown --executor {executor!r}; choose local or ray")
+    if executor != "ray" and (ray_address or cpus_per_eval is not None or gpus_per_eval):
+        common.fail("--ray-address, --cpus-per-eval and --gpus-per-eval need --executor ray")
+    if threads is None and cpus_per_eval is not None:
+        threads = max(1, int(cpus_per_eval))
     cfg = DiscoverConfig(budget=budget, directive=directive.strip(), workers=workers, fidelity=spec.label,
                          min_effect=effects, backend=spec.name, backend_config=spec.config,
                          promote=pspec.name if pspec else "", promote_config=pspec.config if pspec else None,
@@ -113,6 +127,12 @@ def discover_cmd(
         with common.progress() as progress:
             events = _DiscoverEvents(progress, get_backend(spec).steps)
             loop = Loop(out, cfg, events, resume=resume, given=_given_settings(ctx))
+            if executor == "ray":
+                from poise.executors.ray import RayConfig, RayExecutor
+
+                loop.executor = RayExecutor(loop.cfg.workers, RayConfig(ray_address, cpus_per_eval, gpus_per_eval))
+                loop.executor.check_fits(loop.threads)
+                common.console.print(loop.executor.describe())
             run_backend = get_backend(loop.cfg.backend_spec)  # a resumed run keeps its stored backend and fidelity
             events.steps = run_backend.steps
             reads = loop.objective.verdict_metric

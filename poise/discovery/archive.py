@@ -327,8 +327,9 @@ class Archive:
 
     # -- evaluations --------------------------------------------------------------------------------
     def add_evaluation(self, entry_id: int, seed: int, fidelity: str, trajectory: list[dict], metrics: dict,
-                       wall_s: float, purpose: str = "search") -> int:
-        """Record one finished seed. Raises on a duplicate (entry, seed, fidelity), on bad metrics (see
+                       wall_s: float, purpose: str = "search", placement: dict | None = None) -> int:
+        """Record one finished seed; ``placement`` (where it ran: ``ran_on``, and the ``attempts`` lost on a
+        cluster) goes into its event. Raises on a duplicate (entry, seed, fidelity), on bad metrics (see
         `check_metrics`), or when the entry is not being evaluated."""
         if purpose not in PURPOSES:
             raise ArchiveError(f"entry {entry_id}: unknown evaluation purpose {purpose!r}; choose one of {PURPOSES}")
@@ -353,7 +354,8 @@ class Archive:
                                    f"{fidelity!r}; evaluations are never overwritten (check has_evaluation first)") from e
             con.execute("UPDATE entries SET updated_at = ? WHERE id = ?", (time.time(), entry_id))
             self._log(con, "evaluation", entry_id, {"seed": int(seed), "fidelity": fidelity, "purpose": purpose,
-                                                   "overall": metrics["overall"], "wall_s": float(wall_s)})
+                                                   "overall": metrics["overall"], "wall_s": float(wall_s),
+                                                   **(placement or {})})
             return cur.lastrowid
 
     def has_evaluation(self, entry_id: int, seed: int, fidelity: str) -> bool:

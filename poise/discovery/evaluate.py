@@ -124,7 +124,8 @@ def record(archive: Archive, e: Entry, seed: int, purpose: str, res, fidelity: s
         events.eval_finished(e, seed, False, reason)
         return
     stored = purpose if purpose != "race" else ("baseline" if e.id == 0 else "search")
-    archive.add_evaluation(e.id, seed, fid, res.trajectory, res.metrics, res.wall_s, stored)
+    placement = {"ran_on": res.info.get("ran_on", "local"), "attempts": res.info.get("attempts", [])}
+    archive.add_evaluation(e.id, seed, fid, res.trajectory, res.metrics, res.wall_s, stored, placement)
     archive.add_cost(e.id, wall_s=res.wall_s)
     # a racing seed adds to an evaluated entry: its status and (set-once) reflection stay as they are
     if purpose == "search" and e.id != 0:

@@ -144,6 +144,7 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
         if b["llm_budget_usd"]:
             spent += f" of ${b['llm_budget_usd']:g}"
     common.console.print(spent)
+    _print_placements(view.placements())
     failures = view.agent_failures()
     if failures:
         last = failures[-1].payload
@@ -151,6 +152,22 @@ def status_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
                              f"{escape(str(last.get('reason', ''))[:200])}")
     if uses_llm:
         _print_llm_usage(view.llm_usage())
+
+
+def _print_placements(places: list[dict], prefix: str = "evaluations ran on") -> None:
+    """Where the evaluations ran (the local pool, Ray nodes), and which a lost worker or node made run again."""
+    if not places:
+        return
+    counts: dict[str, int] = {}
+    for p in places:
+        counts[p["ran_on"]] = counts.get(p["ran_on"], 0) + 1
+    line = f"{prefix}: " + ", ".join(f"{where} ×{n}" for where, n in counts.items())
+    retried = [p for p in places if p["attempts"]]
+    if retried:
+        line += (f" · {len(retried)} run again after a lost worker or node: "
+                 + ", ".join(f"#{p['entry']} seed {p['seed']} (lost on {', '.join(a['node'] or '?' for a in p['attempts'])})"
+                             for p in retried[:5]) + (" ..." if len(retried) > 5 else ""))
+    common.console.print(escape(line), highlight=False)
 
 
 @common.app.command("show")
@@ -191,6 +208,7 @@ def show_cmd(run: Path = typer.Argument(..., help="a run folder from `poise disc
         d = c.confirmation
         common.console.print(f"[bold]Confirmation[/] ({d.overall['n']} fresh seeds): Overall {pm(d.overall)}, length "
                              f"{pm(d.length)} · {d.verdict}: {d.reason}")
+    _print_placements(view.placements(c.id), "its evaluations ran on")
     v = e.verification
     common.console.print("[bold]Verification[/]" + ((": passed" if v.get("ok") else f": failed at {v.get('stage')}")
                                                      if v else ": not verified yet")

@@ -214,6 +214,14 @@ class RunView:
         """Agent steps that gave nothing usable (an LLM answer that did not parse twice, ...), oldest first."""
         return [ev for ev in self.events if ev.kind == "agent_failed"]
 
+    def placements(self, entry_id: int | None = None) -> list[dict]:
+        """Where each archived evaluation ran (of one entry, or all), oldest first: entry, seed, purpose,
+        ran_on ("local", or "ray:IP/NODE") and the attempts lost on a cluster before it finished.
+        Evaluations archived before poise recorded it say "local": only the local pool existed then."""
+        return [{"entry": ev.entry_id, "seed": ev.payload.get("seed"), "purpose": ev.payload.get("purpose"),
+                 "ran_on": ev.payload.get("ran_on", "local"), "attempts": ev.payload.get("attempts", [])}
+                for ev in self.events if ev.kind == "evaluation" and entry_id in (None, ev.entry_id)]
+
     def llm_usage(self) -> dict[str, dict]:
         """LLM use per agent role and in "total" ({} when no LLM was used)."""
         return usage_by_role(self.llm_calls)

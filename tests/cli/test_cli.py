@@ -131,6 +131,7 @@ def test_status_shows_candidates_front_confirmation_and_budget(runs, tmp_path):
     assert "discovery" in r.stdout and "Pareto front (id*): #8 DACE-VM-LOO-GRPO, #7 CL-LOO-GRPO, #4 DACE-GRPO" in r.stdout
     assert "budget: trained 8/8 · proposals 8/24" in r.stdout and "±1.7 (5 fresh seeds)" in r.stdout
     assert "run: finished" in r.stdout  # an archive from before the end mark: its budget is spent, nothing in flight
+    assert "evaluations ran on: local ×" in r.stdout  # from before the Ray executor: the local pool
     r = _wide("status", str(runs["fake"]), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     for text in ("rejected", "failed", "proposed", "confirmation on fresh seeds continues", "advantages are NaN",

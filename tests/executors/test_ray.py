@@ -74,7 +74,7 @@ def content(path) -> dict:
 def placements(path) -> list[dict]:
     a = Archive(path, readonly=True)
     try:
-        return [ev.payload for ev in a.events() if ev.kind == "evaluation"]
+        return [{**ev.payload, "entry": ev.entry_id} for ev in a.events() if ev.kind == "evaluation"]
     finally:
         a.close()
 
@@ -175,6 +175,11 @@ def test_a_node_lost_mid_evaluation_is_retried_elsewhere_and_archived_once(clust
     assert len(retried) == 1
     assert retried[0]["attempts"][0]["node"].endswith(removed["node"])
     assert not retried[0]["ran_on"].endswith(removed["node"])  # it finished elsewhere
+    r = subprocess.run([sys.executable, "-m", "poise.cli", "status", str(tmp_path)], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "COLUMNS": "200"})
+    said = " ".join(r.stdout.split())
+    assert r.returncode == 0 and "evaluations ran on: ray:" in said, r.stdout + r.stderr
+    assert f"1 run again after a lost worker or node: #{retried[0]['entry']}" in said and removed["node"] in said
 
 
 def _safe(f, *a):

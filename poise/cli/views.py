@@ -250,10 +250,12 @@ def show_cmd(run: Path = typer.Argument(..., help="a run folder from `poise disc
 def export_cmd(run: Path = typer.Argument(..., help="a run folder from `poise discover`"),
                entry_id: int = typer.Argument(..., metavar="ID", help="the candidate's id (see `poise status RUN`)"),
                out: Optional[Path] = typer.Option(None, "--out", "-o", help="the file to write (default: "
-                                                  "./<name>.py in the current folder)"),
+                                                  "./<name>.py; with --to verl a folder, default ./verl-<name>/)"),
+               to: str = typer.Option("poise", "--to", help="poise: an algorithm file for `poise train` | verl: a verl "
+                                      "plugin module and its launch script"),
                force: bool = typer.Option(False, "--force", help="overwrite an existing file")) -> None:
     """Write a candidate as a standalone algorithm file (the built-ins' interface, its provenance in the
-    docstring), ready for `poise train --algorithm FILE`."""
+    docstring), ready for `poise train --algorithm FILE`; or, with --to verl, as a plugin for verl."""
     import re
 
     from poise.report.export import export_source
@@ -262,6 +264,11 @@ def export_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
     c = _candidate(view, entry_id)
     if not c.entry.code.strip():
         common.fail(f"#{c.id} {escape(c.name)} has no code yet ({c.status}); export a candidate that was implemented")
+    if to == "verl":
+        _export_verl(view, c, out, force)
+        return
+    if to != "poise":
+        common.fail(f"unknown --to {to!r}; choose poise (an algorithm file) or verl (a verl plugin)")
     if out is None:
         out = Path(re.sub(r"[^A-Za-z0-9_]+", "_", c.name.lower()).strip("_") + ".py")
     if out.suffix != ".py":
@@ -277,6 +284,43 @@ def export_cmd(run: Path = typer.Argument(..., help="a run folder from `poise di
     if c.status != "evaluated":
         common.err.print(f"[yellow]note:[/] #{c.id} {escape(c.name)} is {c.status}, not evaluated; its docstring says so")
     common.console.print(f"wrote {out} (#{c.id} {escape(c.name)}); train it with: poise train --algorithm {out} --seeds 3")
+
+
+def _export_verl(view, c, out: Optional[Path], force: bool) -> None:
+    """The verl plugin and launch script of ``c`` in the folder ``out``."""
+    import dataclasses
+
+    from poise.algorithms import BUILTINS, builtin_source
+    from poise.algorithms.base import AlgoConfig
+    from poise.isolation.hook import HookError, HookProcess, JailUnavailable, choose_isolation
+    from poise.report.export import slug, verl_launch, verl_plugin
+
+    code = c.entry.code
+    agents = view.config.get("agents") or {}
+    # poise wrote it: a built-in's code, or a run whose implementer was the offline one (no LLM at all)
+    trusted = code in {builtin_source(b) for b in BUILTINS} or not (agents.get("llm") or agents.get("roles"))
+    out = out or Path(f"verl-{slug(c.name)}")
+    if out.exists() and not out.is_dir():
+        common.fail(f"--out {out} is a file; with --to verl it names a folder for the plugin and its launch script")
+    try:  # its CONFIG, read where its code may run: the jailed hook process
+        with HookProcess(code, c.name, f"archive:#{c.id}", jailed=choose_isolation(trusted).jailed) as hook:
+            config, hooks = dataclasses.asdict(AlgoConfig.from_dict(hook.config)), hook.hooks
+    except (HookError, JailUnavailable, ValueError) as e:
+        common.fail(f"cannot load #{c.id} {escape(c.name)} to read its CONFIG: {escape(str(e))}")
+    module, text = verl_plugin(view, c, config, hooks, trusted)
+    files = {out / f"{module}.py": text, out / f"{module}_verl.sh": verl_launch(module, config)}
+    clash = [p for p in files if p.exists()]
+    if clash and not force:
+        common.fail(f"{clash[0]} exists; pass --force to overwrite it, or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for p, t in files.items():
+            p.write_text(t)
+        (out / f"{module}_verl.sh").chmod(0o755)
+    except OSError as ex:
+        common.fail(f"cannot write {out} ({ex.strerror}); choose another --out")
+    common.console.print(f"wrote {out}/{module}.py and {module}_verl.sh (#{c.id} {escape(c.name)}); train it with "
+                         f"verl: MODEL=... TRAIN=train.parquet VAL=test.parquet bash {out}/{module}_verl.sh", soft_wrap=True)
 
 
 @common.app.command("report")

@@ -74,6 +74,21 @@ def call_candidate(algo: Algorithm, hook: str, fn: Callable, *args):
         raise CandidateError(f"{hook} raised {type(e).__name__}: {e}{_where(e, algo.origin)}") from None
 
 
+def shaped_advantages(algo: Algorithm, batch: RolloutBatch, step: int) -> Tensor:
+    """The advantages every engine trains on, [N, T] and zero off the response: the candidate's shape_rewards
+    (which replace ``batch.rewards`` in place), then its compute_advantages, each checked (`check_tensor`)."""
+    N, T = batch.mask.shape
+    acfg = algo.config
+    if algo.shape_rewards is not None:
+        shaped = call_candidate(algo, "shape_rewards", algo.shape_rewards, batch.clone(), acfg)
+        batch.rewards = check_tensor(shaped, "shape_rewards", [(N,)], f"at step {step}").detach().float()
+    adv = call_candidate(algo, "compute_advantages", algo.compute_advantages, batch.clone(), acfg)
+    adv = check_tensor(adv, "compute_advantages", [(N, T), (N,)], f"at step {step}").detach().float()
+    if adv.dim() == 1:
+        adv = adv[:, None]
+    return adv.to(batch.mask.device).expand(N, T) * batch.mask
+
+
 def policy_loss(algo: Algorithm, logp: Tensor, ent: Tensor | None, mb: RolloutBatch, adv: Tensor,
                 step: int) -> tuple[Tensor, float | None]:
     """The loss the policy trains on, for this trainer and TRL's alike: the candidate's compute_policy_loss on a
@@ -168,14 +183,7 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
         t_sample = time.perf_counter() - t0
         N, T = batch.mask.shape
         task_reward = float(batch.rewards.mean())
-        if algo.shape_rewards is not None:
-            shaped = call_candidate(algo, "shape_rewards", algo.shape_rewards, batch.clone(), acfg)
-            batch.rewards = check_tensor(shaped, "shape_rewards", [(N,)], f"at step {step}").detach().float()
-        adv = call_candidate(algo, "compute_advantages", algo.compute_advantages, batch.clone(), acfg)
-        adv = check_tensor(adv, "compute_advantages", [(N, T), (N,)], f"at step {step}").detach().float()
-        if adv.dim() == 1:
-            adv = adv[:, None]
-        adv = adv.expand(N, T) * batch.mask
+        adv = shaped_advantages(algo, batch, step)
 
         policy.train()
         clip_fracs, grad_norms, losses = [], [], []

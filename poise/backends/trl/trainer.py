@@ -30,9 +30,9 @@ import torch
 from trl import GRPOTrainer
 
 from poise.algorithms.base import Algorithm, RolloutBatch
-from poise.algorithms.contract import CandidateError, check_tensor
+from poise.algorithms.contract import CandidateError
 from poise.backends.trl.grader import grade
-from poise.sandbox.trainer import call_candidate, policy_loss, uses_reference
+from poise.sandbox.trainer import policy_loss, shaped_advantages, uses_reference
 
 POISE_FIELDS = ("rewards", "correct", "valid", "lengths", "group_ids", "old_logp", "ref_logp", "entropy", "truncated")
 
@@ -103,15 +103,7 @@ class PoiseGRPOTrainer(GRPOTrainer):
                              max_len=self.max_new_tokens)
         step = self.state.global_step
         task_reward = float(batch.rewards.mean())
-        acfg = self.algo.config
-        if self.algo.shape_rewards is not None:
-            shaped = call_candidate(self.algo, "shape_rewards", self.algo.shape_rewards, batch.clone(), acfg)
-            batch.rewards = check_tensor(shaped, "shape_rewards", [(N,)], f"at step {step}").detach().float()
-        adv = call_candidate(self.algo, "compute_advantages", self.algo.compute_advantages, batch.clone(), acfg)
-        adv = check_tensor(adv, "compute_advantages", [(N, T), (N,)], f"at step {step}").detach().float()
-        if adv.dim() == 1:
-            adv = adv[:, None]
-        adv = adv.to(dev).expand(N, T) * mask
+        adv = shaped_advantages(self.algo, batch, step)
         out["advantages"] = adv
         out["old_per_token_logps"] = old_logp
         for f in POISE_FIELDS:

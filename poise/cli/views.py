@@ -292,8 +292,9 @@ def _export_verl(view, c, out: Optional[Path], force: bool) -> None:
 
     from poise.algorithms import BUILTINS, builtin_source
     from poise.algorithms.base import AlgoConfig
+    from poise.backends.verl.launch import launch_script
     from poise.isolation.hook import HookError, HookProcess, JailUnavailable, choose_isolation
-    from poise.report.export import slug, verl_launch, verl_plugin
+    from poise.report.export import slug, verl_plugin
 
     code = c.entry.code
     agents = view.config.get("agents") or {}
@@ -308,7 +309,7 @@ def _export_verl(view, c, out: Optional[Path], force: bool) -> None:
     except (HookError, JailUnavailable, ValueError) as e:
         common.fail(f"cannot load #{c.id} {escape(c.name)} to read its CONFIG: {escape(str(e))}")
     module, text = verl_plugin(view, c, config, hooks, trusted)
-    files = {out / f"{module}.py": text, out / f"{module}_verl.sh": verl_launch(module, config)}
+    files = {out / f"{module}.py": text, out / f"{module}_verl.sh": launch_script(module, config)}
     clash = [p for p in files if p.exists()]
     if clash and not force:
         common.fail(f"{clash[0]} exists; pass --force to overwrite it, or choose another --out")

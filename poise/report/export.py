@@ -90,15 +90,12 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", name.lower()).strip("_") or "candidate"
 
 
-# verl's KL estimators by poise's name for them
-_VERL_KL = {"k1": "kl", "k2": "mse", "k3": "low_var_kl"}
-
-
 def verl_plugin(view: RunView, c: Candidate, config: dict, hooks: list[str], trusted: bool) -> tuple[str, str]:
-    """(module name, module text) of the verl plugin for ``c``: its provenance, its code as a string, and
-    the call that registers it with verl's registries when verl imports the module (see
-    `poise.backends.verl.plugin`). ``config``: the candidate's AlgoConfig as a dict (for the docstring);
-    ``hooks``: the functions it defines, as its hook process reported them."""
+    """(module name, module text) of the verl plugin for ``c``: its provenance, then its code and the call
+    that registers it with verl's registries (`poise.backends.verl.launch.plugin_module`). ``config``: the
+    candidate's AlgoConfig as a dict; ``hooks``: the functions it defines, as its hook process reported them."""
+    from poise.backends.verl.launch import plugin_module
+
     module = f"poise_{slug(c.name)}"
     lines = provenance(view, c) + ["", f"A verl plugin: verl imports it when VERL_USE_EXTERNAL_MODULES={module}, and it",
                                    f"registers the advantage estimator {module} and the policy loss of the same name"
@@ -108,46 +105,4 @@ def verl_plugin(view: RunView, c: Candidate, config: dict, hooks: list[str], tru
                                    "The candidate runs in poise's jailed hook process, never in verl's own processes.",
                                    f"Its CONFIG: {config}"]
     doc = "\n".join(_quote(ln).rstrip() for ln in lines)
-    return module, (f'"""{doc}\n"""\n\n'
-                    f"from poise.backends.verl.plugin import compute_score, register\n\n"
-                    f"SOURCE = {c.entry.code!r}\n\n"
-                    f"NAME = register({module!r}, SOURCE, origin={f'poise-export:{view.root}#{c.id}'!r}, "
-                    f"trusted={trusted!r}, hooks={sorted(hooks)!r})\n\n"
-                    f'__all__ = ["NAME", "SOURCE", "compute_score"]\n')
-
-
-def verl_launch(module: str, config: dict) -> str:
-    """The launch script for verl.trainer.main_ppo with the plugin: the estimator, the loss, the reward
-    function and the candidate's CONFIG as verl settings; the model and data from the environment, any
-    other verl setting as an argument (Hydra overrides win when repeated)."""
-    kl = float(config.get("kl_coef", 0.0))
-    actor = "actor_rollout_ref.actor"
-    settings = [f"algorithm.adv_estimator={module}", "algorithm.use_kl_in_reward=False",
-                f"reward.custom_reward_function.path=$HERE/{module}.py",
-                "reward.custom_reward_function.name=compute_score",
-                f"{actor}.policy_loss.loss_mode={module}",
-                f"{actor}.clip_ratio_low={config.get('clip_low', 0.2)}",
-                f"{actor}.clip_ratio_high={config.get('clip_high', 0.2)}",
-                f"{actor}.loss_agg_mode={config.get('loss_agg', 'token-mean')}",
-                f"{actor}.use_kl_loss={'True' if kl else 'False'}", f"{actor}.kl_loss_coef={kl}",
-                f"{actor}.kl_loss_type={_VERL_KL.get(config.get('kl_type', 'k3'), 'low_var_kl')}",
-                f"{actor}.entropy_coeff={float(config.get('entropy_coef', 0.0))}",
-                "actor_rollout_ref.rollout.n=${GROUP:-8}", "actor_rollout_ref.model.path=$MODEL",
-                "data.train_files=$TRAIN", "data.val_files=$VAL"]
-    args = " \\\n    ".join(settings)
-    return f"""#!/usr/bin/env bash
-# Train with verl and the poise candidate {module} (written by `poise export --to verl`).
-#   MODEL=... TRAIN=train.parquet VAL=test.parquet bash {module}_verl.sh [more verl settings, e.g. trainer.n_gpus_per_node=8]
-# Data: verl's parquet format (prompt, reward_model.ground_truth), e.g. from verl's examples/data_preprocess/gsm8k.py.
-# Needs verl and poise installed in the same environment, and bubblewrap for the jail (or POISE_UNSAFE_NO_JAIL=1).
-set -euo pipefail
-HERE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
-export PYTHONPATH="$HERE${{PYTHONPATH:+:$PYTHONPATH}}"
-export VERL_USE_EXTERNAL_MODULES="{module}${{VERL_USE_EXTERNAL_MODULES:+,$VERL_USE_EXTERNAL_MODULES}}"
-MODEL="${{MODEL:-Qwen/Qwen2.5-Math-1.5B}}"
-TRAIN="${{TRAIN:?set TRAIN to a training parquet file}}"
-VAL="${{VAL:?set VAL to a validation parquet file}}"
-exec python3 -m verl.trainer.main_ppo \\
-    {args} \\
-    "$@"
-"""
+    return module, plugin_module(module, c.entry.code, hooks, trusted, f"poise-export:{view.root}#{c.id}", doc)

@@ -2,6 +2,7 @@
 
     tiny   the embedded sandbox (`tiny.py`): a 0.6M-parameter model on tiny-math, CPU, minutes
     trl    any Hugging Face causal LM trained with TRL's GRPOTrainer (`trl/`), extra `[trl]`
+    verl   the user's verl recipe with the candidate's plugin (`verl/`), GPUs, extras `[verl,trl]`
 
 `get_backend(spec)` builds one; `read_config(path)` reads a backend config file (TOML)."""
 
@@ -22,6 +23,10 @@ def get_backend(spec: BackendSpec) -> Backend:
         from poise.backends.trl import TrlBackend
 
         return TrlBackend(spec)
+    if spec.name == "verl":
+        from poise.backends.verl import VerlBackend
+
+        return VerlBackend(spec)
     raise BackendError(f"unknown backend {spec.name!r}; choose one of {', '.join(BACKENDS)}")
 
 
@@ -39,19 +44,25 @@ def read_config(path: Path | None, flag: str = "--backend-config") -> dict:
         raise BackendError(f"{flag} {path} is not valid TOML: {e}") from None
 
 
-def make_spec(name: str, fidelity: str, config_path: Path | None, flag: str = "--backend") -> BackendSpec:
-    """The spec the command line asks for, checked: an unknown backend, a config file for `tiny`, or a
-    config the backend rejects fail here, before anything runs. ``flag`` names the option in messages
-    (--backend, or --promote for the cascade)."""
+def make_spec(name: str, fidelity: str, config_path: Path | None, flag: str = "--backend",
+              gpus_elsewhere: bool = False) -> BackendSpec:
+    """The spec the command line asks for, checked: an unknown backend, a config file for `tiny`, a config
+    the backend rejects, or verl on a machine without a GPU fail here, before anything runs. ``flag`` names
+    the option in messages (--backend, or --promote for the cascade); ``gpus_elsewhere``: evaluations run on
+    other machines (a Ray cluster), so this one needs no GPU."""
     if name not in BACKENDS:
         raise BackendError(f"unknown {flag} {name!r}; choose one of {', '.join(BACKENDS)}")
     if name == "tiny":
         if config_path is not None:
-            raise BackendError(f"{flag}-config is for {flag} trl; the tiny sandbox is sized with --fidelity")
+            raise BackendError(f"{flag}-config is for {flag} trl or verl; the tiny sandbox is sized with --fidelity")
         spec = BackendSpec("tiny", fidelity)
     else:
         spec = BackendSpec(name, fidelity, read_config(config_path, f"{flag}-config"))
     get_backend(spec)  # validates the settings
+    if name == "verl" and not gpus_elsewhere:
+        from poise.backends.verl import VerlBackend
+
+        VerlBackend.check_gpu()
     return spec
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Protocol
 
 from poise.algorithms.base import Algorithm
 
-BACKENDS = ("tiny", "trl")
+BACKENDS = ("tiny", "trl", "verl")
 
 
 class BackendError(ValueError):

@@ -33,7 +33,8 @@ def discover_cmd(
                                         "reserves (default 0)"),
     fidelity: str = typer.Option("standard", "--fidelity", "-f", help="smoke | standard | full (the tiny backend)"),
     backend: str = typer.Option("tiny", "--backend", help="what trains a candidate: tiny (the embedded sandbox) | trl "
-                                "(a Hugging Face model with TRL; extra [trl])"),
+                                "(a Hugging Face model with TRL; extra [trl]) "
+                                "| verl (your verl recipe with the candidate as its plugin; GPUs)"),
     backend_config: Optional[Path] = typer.Option(None, "--backend-config", help="the backend's TOML file: model, data, "
                                                   "benchmarks and weights, generation, trainer (see README)"),
     promote: str = typer.Option("", "--promote", help="the cascade: after the search, train the best (and GRPO) again "
@@ -80,8 +81,9 @@ def discover_cmd(
     from poise.isolation import JailUnavailable
 
     try:
-        spec = make_spec(backend, fidelity, backend_config)
-        pspec = make_spec(promote, fidelity, promote_config, "--promote") if promote else None
+        spec = make_spec(backend, fidelity, backend_config, gpus_elsewhere=executor == "ray")
+        pspec = (make_spec(promote, fidelity, promote_config, "--promote", gpus_elsewhere=executor == "ray")
+                 if promote else None)
     except ValueError as e:
         common.fail(str(e))
     if pspec is not None and pspec.name == spec.name:
@@ -114,6 +116,9 @@ def discover_cmd(
         common.fail(f"unknown --executor {executor!r}; choose local or ray")
     if executor != "ray" and (ray_address or cpus_per_eval is not None or gpus_per_eval):
         common.fail("--ray-address, --cpus-per-eval and --gpus-per-eval need --executor ray")
+    if executor == "ray" and "verl" in (backend, promote) and gpus_per_eval < 1:
+        common.fail("verl trains on GPUs: with --executor ray, give each evaluation its GPUs with --gpus-per-eval N "
+                    "(as many as [verl] n_gpus_per_node in the backend config)")
     if threads is None and cpus_per_eval is not None:
         threads = max(1, int(cpus_per_eval))
     cfg = DiscoverConfig(budget=budget, directive=directive.strip(), workers=workers, fidelity=spec.label,

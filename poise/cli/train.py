@@ -48,7 +48,8 @@ def train_cmd(
     seeds: int = typer.Option(1, "--seeds", "-n", min=1, help="number of training seeds (0..N-1)"),
     fidelity: str = typer.Option("standard", "--fidelity", "-f", help="smoke | standard | full (the tiny backend)"),
     backend: str = typer.Option("tiny", "--backend", help="what trains it: tiny (the embedded sandbox) | trl (a Hugging "
-                                "Face model with TRL; extra [trl])"),
+                                "Face model with TRL; extra [trl]) "
+                                "| verl (your verl recipe with the candidate as its plugin; GPUs)"),
     backend_config: Optional[Path] = typer.Option(None, "--backend-config", help="the backend's TOML file (see README)"),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="folder under which the run folder is created"),
     threads: int = typer.Option(2, "--threads", min=1, help="CPU threads for training"),

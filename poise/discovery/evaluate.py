@@ -106,7 +106,7 @@ def record(archive: Archive, e: Entry, seed: int, purpose: str, res, fidelity: s
     if isinstance(res, EvalFailure):
         reason = f"{res.kind}: {res.message}"
         if purpose == "baseline":
-            how = f"--backend {fidelity} --backend-config FILE" if fidelity == "trl" else f"--fidelity {fidelity}"
+            how = f"--backend {fidelity} --backend-config FILE" if fidelity in ("trl", "verl") else f"--fidelity {fidelity}"
             raise RuntimeError(f"the GRPO baseline itself failed to evaluate ({reason}); this is a problem "
                                f"of the setup, not of a candidate: check `poise train --algorithm grpo {how}`")
         if purpose == "search" and e.id != 0:

@@ -132,12 +132,41 @@ def estimator(name: str):
             raise ValueError("the poise estimator needs verl's group index (uid): GRPO-style rollouts, n > 1")
         batch = rollout_batch(token_level_rewards, response_mask, index, poise_extras or {})
         step = _steps[name] = _steps.get(name, -1) + 1
+        correct = batch.correct.clone()
         adv = shaped_advantages(algorithm(name), batch, step)
+        if os.environ.get(CURVES_ENV):
+            log_step(os.environ[CURVES_ENV], step, batch, correct, adv)
         adv = adv.to(device=token_level_rewards.device, dtype=token_level_rewards.dtype)
         return adv, adv
 
     poise_advantages.__name__ = f"{name}_advantages"
     return poise_advantages
+
+
+CURVES_ENV = "POISE_VERL_CURVES"  # where the verl backend wants the estimator's per-step statistics
+
+
+def step_stats(batch: RolloutBatch, correct: torch.Tensor, adv: torch.Tensor) -> dict:
+    """The curve values verl does not log but poise's reflection reads: validity, the all-fail and
+    zero-variance groups (the sparse-reward regime), the advantages' size, after the candidate's shaping."""
+    g, m = batch.group_ids, batch.mask
+    groups = int(g.max()) + 1 if g.numel() else 0
+    hits = torch.zeros(groups).index_add_(0, g, correct.float())
+    r = batch.rewards.double()
+    mean = torch.zeros(groups, dtype=torch.float64).index_add_(0, g, r) / torch.bincount(g, minlength=groups).clamp_min(1)
+    spread = torch.zeros(groups, dtype=torch.float64).index_add_(0, g, (r - mean[g]).abs())
+    return {"accuracy": float(correct.float().mean()), "validity": float(batch.valid.float().mean()),
+            "reward": float(r.mean()), "all_fail_groups": float((hits == 0).float().mean()),
+            "zero_std_groups": float((spread == 0).float().mean()),
+            "adv_abs_mean": float((adv.abs() * m).sum() / m.sum().clamp_min(1)),
+            "sampled_tokens": int(m.sum()), "truncated": float(batch.truncated.float().mean())}
+
+
+def log_step(path: str, step: int, batch: RolloutBatch, correct: torch.Tensor, adv: torch.Tensor) -> None:
+    import json
+
+    with open(path, "a") as f:
+        f.write(json.dumps({"step": step, **step_stats(batch, correct, adv)}) + "\n")
 
 
 def loss(name: str):

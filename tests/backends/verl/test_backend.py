@@ -119,3 +119,11 @@ def test_verl_s_own_config_takes_every_setting_poise_gives_it(tmp_path):
     assert c["trainer"]["total_training_steps"] == 5 and c["actor_rollout_ref"]["rollout"]["n"] == 4
     assert "hf_model" in actor["checkpoint"]["save_contents"] and "file" in c["trainer"]["logger"]
     assert c["actor_rollout_ref"]["rollout"]["name"] == "vllm" and c["data"]["seed"] == 3
+
+
+def test_the_example_recipe_is_a_valid_config():
+    import tomllib
+    from pathlib import Path
+
+    cfg = parse(tomllib.loads((Path(__file__).parents[3] / "examples" / "verl-recipe.toml").read_text()))
+    assert cfg.verl.n_gpus_per_node == 8 and cfg.model.name == "Qwen/Qwen2.5-Math-1.5B" and len(cfg.benchmarks) == 6

@@ -36,7 +36,7 @@ class EvalFailure:
     algorithm: str
     seed: int
     # "load" (the file is unusable), "candidate" (it misbehaved in training), "memory" (it ran out of
-    # memory), "crash", "timeout", "internal"
+    # memory), "crash", "timeout", "internal", "infra" (where it ran is broken: executors.INFRA)
     kind: str
     message: str
 
@@ -64,6 +64,8 @@ def evaluate_in_child(payload: dict, emit: Callable[[dict], None]) -> dict:
     linecache.cache[origin] = (len(source), None, source.splitlines(True), origin)  # messages quote its lines
 
     backend = get_backend(BackendSpec.from_dict(payload["backend"]))
+    if hasattr(backend, "jailed"):  # a backend that runs the candidate elsewhere too (verl) follows the run's decision
+        backend.jailed = spec.jailed
 
     def run(algo, isolation: list[str]) -> dict:
         res = backend.evaluate(algo, payload["seed"], on_step=lambda i, row: emit({"step": i, "row": row}),

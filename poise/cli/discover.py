@@ -78,6 +78,7 @@ def discover_cmd(
     from poise.discovery.archive import ArchiveError
     from poise.discovery.loop import DiscoverConfig, Loop
     from poise.evaluation.fidelity import estimate_s, minutes
+    from poise.executors import InfraError
     from poise.isolation import JailUnavailable
 
     try:
@@ -116,9 +117,11 @@ def discover_cmd(
         common.fail(f"unknown --executor {executor!r}; choose local or ray")
     if executor != "ray" and (ray_address or cpus_per_eval is not None or gpus_per_eval):
         common.fail("--ray-address, --cpus-per-eval and --gpus-per-eval need --executor ray")
-    if executor == "ray" and "verl" in (backend, promote) and gpus_per_eval < 1:
-        common.fail("verl trains on GPUs: with --executor ray, give each evaluation its GPUs with --gpus-per-eval N "
-                    "(as many as [verl] n_gpus_per_node in the backend config)")
+    for vspec in (b for b in (spec, pspec) if b is not None and b.name == "verl"):
+        want = int(((vspec.config or {}).get("verl") or {}).get("n_gpus_per_node", 1))
+        if executor == "ray" and gpus_per_eval < want:
+            common.fail(f"verl trains on {want} GPU(s) an evaluation ([verl] n_gpus_per_node): with --executor ray, "
+                        f"reserve them with --gpus-per-eval {want}")
     if threads is None and cpus_per_eval is not None:
         threads = max(1, int(cpus_per_eval))
     cfg = DiscoverConfig(budget=budget, directive=directive.strip(), workers=workers, fidelity=spec.label,
@@ -168,6 +171,9 @@ def discover_cmd(
             summary = loop.run()
     except (ArchiveError, ValueError, LLMError, JailUnavailable) as e:
         common.fail(str(e))
+    except InfraError as e:
+        common.fail(f"{e}. Finished evaluations are in {out / 'archive.db'}; once the cluster is fixed, continue "
+                    f"with: poise discover --resume --out {out}")
     except KeyboardInterrupt:
         common.err.print(f"[yellow]stopped.[/] Finished evaluations are in {out / 'archive.db'}; "
                          f"continue with: poise discover --resume --out {out}")

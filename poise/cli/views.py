@@ -297,9 +297,9 @@ def _export_verl(view, c, out: Optional[Path], force: bool) -> None:
     from poise.report.export import slug, verl_plugin
 
     code = c.entry.code
-    agents = view.config.get("agents") or {}
-    # poise wrote it: a built-in's code, or a run whose implementer was the offline one (no LLM at all)
-    trusted = code in {builtin_source(b) for b in BUILTINS} or not (agents.get("llm") or agents.get("roles"))
+    # poise wrote it only if it is a built-in's code, byte for byte: a run's settings can change on resume,
+    # and an archive can come from anyone, so nothing else is trusted to run unjailed
+    trusted = code in {builtin_source(b) for b in BUILTINS}
     out = out or Path(f"verl-{slug(c.name)}")
     if out.exists() and not out.is_dir():
         common.fail(f"--out {out} is a file; with --to verl it names a folder for the plugin and its launch script")
@@ -309,7 +309,7 @@ def _export_verl(view, c, out: Optional[Path], force: bool) -> None:
     except (HookError, JailUnavailable, ValueError) as e:
         common.fail(f"cannot load #{c.id} {escape(c.name)} to read its CONFIG: {escape(str(e))}")
     module, text = verl_plugin(view, c, config, hooks, trusted)
-    files = {out / f"{module}.py": text, out / f"{module}_verl.sh": launch_script(module, config)}
+    files = {out / f"{module}.py": text, out / f"{module}_verl.sh": launch_script(module, config, "ref_logp" in code)}
     clash = [p for p in files if p.exists()]
     if clash and not force:
         common.fail(f"{clash[0]} exists; pass --force to overwrite it, or choose another --out")

@@ -14,7 +14,7 @@ from poise.backends.worker import AlgorithmSpec, EvalFailure
 from poise.discovery.archive import Archive, Entry
 from poise.discovery.confirm import confirm_fidelity
 from poise.evaluation.keys import check_metrics, hard_pass1
-from poise.executors import EvalJob, Executor
+from poise.executors import INFRA, EvalJob, Executor, InfraError
 
 # race: more search seeds of an evaluated entry; promote: a re-evaluation on the promotion backend (the cascade)
 PURPOSES = ("baseline", "search", "race", "reeval", "promote")
@@ -103,6 +103,9 @@ def record(archive: Archive, e: Entry, seed: int, purpose: str, res, fidelity: s
            reflect: Callable[..., None]) -> None:
     """Archive one finished evaluation; ``reflect(entry, failure=None)`` writes an entry's reflection."""
     fid = fidelity if purpose != "reeval" else confirm_fidelity(fidelity)
+    if isinstance(res, EvalFailure) and res.kind == INFRA:  # the cluster's fault, not the candidate's
+        archive.log("eval_failed", e.id, seed=seed, purpose=purpose, reason=f"{res.kind}: {res.message}"[:2000])
+        raise InfraError(f"the evaluation of #{e.id} {e.name} (seed {seed}) could not run: {res.message}")
     if isinstance(res, EvalFailure):
         reason = f"{res.kind}: {res.message}"
         if purpose == "baseline":

@@ -11,6 +11,16 @@ from poise.backends import BackendSpec, EvalResult
 from poise.backends.worker import AlgorithmSpec, EvalFailure
 
 
+class InfraError(RuntimeError):
+    """Where evaluations run is broken (a cluster that keeps losing an evaluation, a node with another
+    poise, resources no node has): not the candidate's fault, so the run stops with the message and its
+    entry stays in flight, to be run again on ``--resume`` once the cluster is fixed."""
+
+
+# EvalFailure.kind of an evaluation lost to the infrastructure: `discovery.evaluate.record` stops the run
+INFRA = "infra"
+
+
 @dataclass(frozen=True)
 class EvalJob:
     """One training and held-out scoring of an algorithm."""
@@ -34,7 +44,7 @@ class Executor(Protocol):
         ...
 
 
-__all__ = ["BackendSpec", "EvalFailure", "EvalJob", "EvalResult", "Executor", "make_executor"]
+__all__ = ["INFRA", "BackendSpec", "EvalFailure", "EvalJob", "EvalResult", "Executor", "InfraError", "make_executor"]
 
 
 def make_executor(name: str, workers: int, ray_config=None) -> Executor:

@@ -8,14 +8,19 @@ the driver, the loop's process, alone writes the archive.
 What can go wrong on a cluster, and what the driver does:
 - a worker or a node is lost mid-evaluation (Ray raises a system error, never the candidate's): the
   evaluation starts over, on whatever node Ray picks, at most ``max_retries`` times; every lost attempt
-  is recorded with the result (``info["attempts"]``) and the archive gets one evaluation, never two;
+  is recorded with the result (``info["attempts"]``) and the archive gets one evaluation, never two.
+  Lost more often than that, it comes back as an ``INFRA`` failure: the run stops, the candidate is
+  not blamed, and ``--resume`` runs it again once the cluster is fixed;
 - an evaluation runs past its limit: the worker process stops itself at the limit as locally; should
   the task not answer ``grace_s`` later, the driver cancels it with ``ray.cancel(force=True)``, which
-  kills the Ray worker, and its worker process dies with it (``PR_SET_PDEATHSIG``);
+  kills the Ray worker; its worker process dies with it (``PR_SET_PDEATHSIG``), and so does what that
+  started (the hook process; verl, which the verl backend starts with the same signal);
 - Ctrl-C or a crash of the driver: every task in flight is cancelled; a SIGKILL of the driver ends its
-  Ray job, whose tasks Ray then kills. Nothing finished is lost: the archive has it already.
+  Ray job, whose tasks Ray then kills. Nothing finished is lost: the archive has it already;
 - a node runs another poise than the driver's: its numbers would not be comparable, so the task
-  refuses to train and says which node and how to fix it.
+  refuses to train, and the run stops with a message that names the node (an ``INFRA`` failure);
+- Ray cannot run the task at all (its runtime environment, placement, authentication): ``INFRA`` too;
+  Ray's memory monitor killing it is a ``memory`` failure, as locally.
 """
 
 from __future__ import annotations
@@ -31,8 +36,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from poise.backends.worker import EvalFailure, run_evaluation
-from poise.executors import EvalJob
+from poise.executors import INFRA, EvalJob
 
+# Ray errors that mean the worker or node was lost (or shutdown(kill) cancelled the task): run it again
+RETRYABLE_NAMES = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "ObjectLostError",
+                   "TaskCancelledError")
 RAY_HINT = 'the Ray executor needs Ray: pip install "poise[ray]" (or pip install ray)'
 
 
@@ -83,7 +91,7 @@ def evaluate_task(job: EvalJob, digest: str):
     node = _node()
     yield ("start", node)
     if digest != code_digest():
-        yield ("result", EvalFailure(job.spec.name, job.seed, "internal",
+        yield ("result", EvalFailure(job.spec.name, job.seed, INFRA,
                                      f"the Ray node {node} runs another poise than the driver (source {code_digest()}, "
                                      f"the driver's {digest}); install the same poise on every node"))
         return
@@ -139,6 +147,8 @@ class RayExecutor:
         self._lock = threading.Lock()
         self._ids = iter(range(1 << 62))
         self._stopping = False
+        self._checked = False
+        self._retryable = tuple(getattr(ray.exceptions, n) for n in RETRYABLE_NAMES)
 
     def describe(self) -> str:
         res = self.ray.cluster_resources()
@@ -161,7 +171,9 @@ class RayExecutor:
                              f"or add nodes")
 
     def submit(self, job: EvalJob, on_step: Callable[[int, dict], None] | None = None) -> cf.Future:
-        self.check_fits(job.threads)
+        if not self._checked:  # once: a node lost later is what retries are for, not a reason to stop
+            self.check_fits(job.threads)
+            self._checked = True
         return self.pool.submit(self._drive, job, on_step)
 
     def _drive(self, job: EvalJob, on_step) -> Any:
@@ -173,39 +185,41 @@ class RayExecutor:
                 if isinstance(info, dict):
                     info["ran_on"] = f"ray:{node}"
                     info["attempts"] = attempts
-                else:  # a failure: where it happened goes into its message
-                    res.message = f"{res.message} (on the Ray node {node})" if node else res.message
+                elif node:  # a failure: where it happened goes into its message
+                    res.message = f"{res.message} (on the Ray node {node})"
                 return res
             first = str(res).splitlines()[0][:300] if str(res) else ""
             attempts.append({"node": node, "error": f"{type(res).__name__}: {first}"})
             if self._stopping or len(attempts) > self.config.max_retries:
                 tried = "; ".join(f"{a['node'] or 'unscheduled'}: {a['error']}" for a in attempts)
-                return EvalFailure(job.spec.name, job.seed, "crash",
-                                   f"the evaluation was lost {len(attempts)} time(s) on the Ray cluster (a worker or a "
-                                   f"node died); it is not retried again: {tried}")
+                return EvalFailure(job.spec.name, job.seed, INFRA,
+                                   "the run was stopped" if self._stopping else
+                                   f"the Ray cluster lost it {len(attempts)} time(s) (a worker or a node died): {tried}")
 
     def _attempt(self, job: EvalJob, on_step) -> tuple[str, Any]:
-        """One run of the task: (node, result), or (node, the Ray error that lost it)."""
+        """One run of the task: (node, result), or (node, the Ray error that lost it: worth another run)."""
         ray = self.ray
         key = next(self._ids)
-        gen: Any = self.remote.options(**self.resources(job.threads)).remote(job, code_digest())
-        with self._lock:
+        with self._lock:  # registered and checked under the lock: shutdown(kill) cancels it or it never starts
+            if self._stopping:
+                return "", EvalFailure(job.spec.name, job.seed, INFRA, "the run was stopped")
+            gen: Any = self.remote.options(**self.resources(job.threads)).remote(job, code_digest())
             self.live[key] = gen
         node, deadline = "", None
         try:
             while True:
+                if deadline is not None and time.monotonic() > deadline:  # checked on every pass, steps or not
+                    ray.cancel(gen, force=True)
+                    return node, EvalFailure(job.spec.name, job.seed, "timeout",
+                                             f"the evaluation took longer than {job.timeout_s:.0f}s and its Ray "
+                                             f"task was cancelled")
                 ready, _ = ray.wait([gen], timeout=1.0)
                 if not ready:
-                    if deadline is not None and time.monotonic() > deadline:
-                        ray.cancel(gen, force=True)
-                        return node, EvalFailure(job.spec.name, job.seed, "timeout",
-                                                 f"the evaluation took longer than {job.timeout_s:.0f}s and its Ray "
-                                                 f"task was cancelled")
                     continue
                 try:
                     msg = ray.get(next(gen))
                 except StopIteration:
-                    return node, RuntimeError("the Ray task ended without a result")
+                    return node, EvalFailure(job.spec.name, job.seed, "internal", "the Ray task ended without a result")
                 if msg[0] == "start":
                     node = msg[1]
                     with self._lock:
@@ -217,12 +231,14 @@ class RayExecutor:
                         on_step(msg[1], msg[2])
                 else:
                     return node, msg[1]
-        except ray.exceptions.TaskCancelledError as e:
-            return node, e
         except ray.exceptions.RayTaskError as e:  # poise itself raised on the node: a bug, reported as such
             return node, EvalFailure(job.spec.name, job.seed, "internal", f"on the Ray node {node}: {e}")
-        except ray.exceptions.RayError as e:  # the worker or its node was lost
-            return node, e
+        except self._retryable as e:
+            return node, e  # the worker or its node was lost, or the task was cancelled by shutdown(kill)
+        except ray.exceptions.OutOfMemoryError as e:  # Ray's memory monitor killed it: the evaluation's size
+            return node, EvalFailure(job.spec.name, job.seed, "memory", f"Ray stopped it for memory on {node}: {e}")
+        except ray.exceptions.RayError as e:  # the cluster cannot run it (runtime env, placement, auth): no retry
+            return node, EvalFailure(job.spec.name, job.seed, INFRA, f"{type(e).__name__} on the Ray cluster: {e}")
         finally:
             with self._lock:
                 self.live.pop(key, None)
@@ -230,8 +246,8 @@ class RayExecutor:
 
     def shutdown(self, kill: bool = False) -> None:
         if kill:
-            self._stopping = True
             with self._lock:
+                self._stopping = True
                 live = list(self.live.values())
             for gen in live:
                 try:

@@ -12,6 +12,7 @@ import ast
 import time
 
 from poise.discovery.archive import code_hash
+from poise.isolation.text import in_docstring
 from poise.report.view import Candidate, RunView
 
 
@@ -29,11 +30,6 @@ def _docstring_span(code: str) -> tuple[str, int] | None:
     if last.encode()[first.end_col_offset:].strip():  # more code on the docstring's last line: leave it where it is
         return None
     return first.value.value, first.end_lineno
-
-
-def _quote(text: str) -> str:
-    """Text that can sit inside a triple-quoted docstring unchanged when read back."""
-    return text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
 
 
 def provenance(view: RunView, c: Candidate) -> list[str]:
@@ -79,7 +75,7 @@ def export_source(view: RunView, c: Candidate) -> str:
         text, end = own
         lines += ["", "The candidate's own docstring:", "", *text.strip().splitlines()]
         code = "\n".join(code.splitlines()[end:]).lstrip("\n") + ("\n" if code.endswith("\n") else "")
-    doc = "\n".join(_quote(ln).rstrip() for ln in lines)
+    doc = "\n".join(in_docstring(ln).rstrip() for ln in lines)
     return f'"""{doc}\n"""\n\n{code}' + ("" if code.endswith("\n") else "\n")
 
 
@@ -104,5 +100,5 @@ def verl_plugin(view: RunView, c: Candidate, config: dict, hooks: list[str], tru
                                    "compute_score is the reward function to name in verl's custom_reward_function.",
                                    "The candidate runs in poise's jailed hook process, never in verl's own processes.",
                                    f"Its CONFIG: {config}"]
-    doc = "\n".join(_quote(ln).rstrip() for ln in lines)
-    return module, plugin_module(module, c.entry.code, hooks, trusted, f"poise-export:{view.root}#{c.id}", doc)
+    return module, plugin_module(module, c.entry.code, hooks, trusted, f"poise-export:{view.root}#{c.id}",
+                                 "\n".join(lines))

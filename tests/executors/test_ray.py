@@ -226,3 +226,16 @@ def test_sigkill_of_the_driver_then_resume_loses_and_repeats_nothing(tmp_path):
     assert len([e for e in a.entries() if e.id != 0 and e.status in ("evaluated", "failed")]) == 3
     assert {p["ran_on"].split(":")[0] for p in placements(out / "archive.db")} == {"ray"}
     a.close()
+
+
+def test_a_node_with_another_poise_stops_the_run_without_blaming_the_candidate(cluster, tmp_path, monkeypatch):
+    from poise.executors import InfraError
+    from poise.executors import ray as ray_executor
+
+    monkeypatch.setattr(ray_executor, "code_digest", lambda: "0" * 16)  # the driver's poise, as if another
+    with pytest.raises(InfraError, match="runs another poise"):
+        Loop(tmp_path, _cfg(budget=1, reeval_top=0), executor=RayExecutor(1, RayConfig())).run()
+    a = Archive(tmp_path / "archive.db", readonly=True)
+    assert not [e for e in a.entries() if e.status == "failed"] and not a.evaluations(0)
+    assert [ev for ev in a.events() if ev.kind == "eval_failed" and "infra" in ev.payload["reason"]]
+    a.close()

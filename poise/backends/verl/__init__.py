@@ -26,6 +26,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -118,6 +119,9 @@ def read_log(path: Path, seen: int) -> list[tuple[int, dict]]:
 class VerlBackend:
     def __init__(self, spec: BackendSpec):
         self.spec = spec
+        # whether the run's candidates run jailed: the worker sets it from the run's isolation decision
+        # (`isolation.choose_isolation`), and the plugin inside verl follows the same decision
+        self.jailed = True
         self.cfg: VerlConfig = parse(spec.config)
         self.steps = self.cfg.trainer.steps
         w = self.cfg.weights
@@ -134,14 +138,17 @@ class VerlBackend:
     def prepare(self, progress=None, log: Callable[[str], None] = lambda s: None) -> None:
         need_verl()
 
-    def settings(self, module: str, plugin: Path, algo_config: dict, data: Path, ckpt: Path, seed: int) -> list[str]:
-        """The overrides of verl.trainer.main_ppo: the recipe's first, then poise's, which win."""
+    def settings(self, module: str, plugin: Path, algo_config: dict, data: Path, ckpt: Path, seed: int,
+                 needs_ref: bool = False, model: str | None = None) -> list[str]:
+        """The overrides of verl.trainer.main_ppo: the recipe's first, then poise's, which win. ``needs_ref``:
+        the candidate reads the reference log-probs; ``model``: the model's folder or hub id (default: the
+        config's name)."""
         from poise.backends.verl.launch import algorithm_settings
 
         c, tr, gen, v = self.cfg, self.cfg.trainer, self.cfg.generation, self.cfg.verl
         a = "actor_rollout_ref"
         return [*v.overrides,
-                f"{a}.model.path={c.model.name}", f"data.train_files={data / 'train.parquet'}",
+                f"{a}.model.path={model or c.model.name}", f"data.train_files={data / 'train.parquet'}",
                 f"data.val_files={data / 'train.parquet'}", "trainer.val_before_train=False", "trainer.test_freq=-1",
                 f"data.train_batch_size={tr.prompts_per_step}", f"{a}.actor.ppo_mini_batch_size={tr.prompts_per_step}",
                 f"{a}.rollout.n={tr.group_size}", f"data.max_response_length={gen.max_new_tokens}",
@@ -153,7 +160,7 @@ class VerlBackend:
                 f"trainer.n_gpus_per_node={v.n_gpus_per_node}", f"trainer.nnodes={v.nnodes}",
                 f"data.seed={seed}", f"{a}.actor.data_loader_seed={seed}",
                 "trainer.project_name=poise", f"trainer.experiment_name={module}",
-                *algorithm_settings(module, algo_config, str(plugin))]
+                *algorithm_settings(module, algo_config, str(plugin), needs_ref)]
 
     def write_data(self, folder: Path, seed: int) -> None:
         """The training problems as verl's parquet: chat-message prompts, the reference answer to grade."""
@@ -173,12 +180,14 @@ class VerlBackend:
                  split: str = "search") -> EvalResult:
         import dataclasses
 
+        from poise.backends.trl.model import resolve
         from poise.backends.verl.launch import plugin_module
         from poise.isolation import jail_status
+        from poise.sandbox.trainer import uses_reference
 
         need_verl()
         self.check_gpu()
-        if not jail_status().ok and os.environ.get("POISE_UNSAFE_NO_JAIL") != "1":
+        if self.jailed and not jail_status().ok:
             raise BackendError(f"the verl plugin runs the candidate in the jail, which cannot start here "
                                f"({jail_status().reason}); install bubblewrap on the GPU machine")
         t0 = time.time()
@@ -187,33 +196,29 @@ class VerlBackend:
         with tempfile.TemporaryDirectory(prefix="poise-verl-") as tmp:
             folder = Path(tmp)
             plugin = folder / f"{module}.py"
-            plugin.write_text(plugin_module(module, algorithm.source, algorithm.hooks, False, algorithm.origin,
+            plugin.write_text(plugin_module(module, algorithm.source, algorithm.hooks, not self.jailed, algorithm.origin,
                                             f"{algorithm.name}: written by poise's verl backend for one evaluation"))
             self.write_data(folder, seed)
             ckpt = folder / "ckpt"
             log, stats = folder / "metrics.jsonl", folder / "poise_steps.jsonl"
-            args = self.settings(module, plugin, dataclasses.asdict(algorithm.config), folder, ckpt, seed)
+            args = self.settings(module, plugin, dataclasses.asdict(algorithm.config), folder, ckpt, seed,
+                                 uses_reference(algorithm), resolve(self.cfg.model))
             env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]),
                    "VERL_USE_EXTERNAL_MODULES": module, "VERL_FILE_LOGGER_PATH": str(log), CURVES_ENV: str(stats),
                    "RAY_ADDRESS": "local"}  # verl's own Ray, on this node: never the cluster poise may run on
             out = open(folder / "verl.log", "wb")
+            # its own process group, and death with this worker (a cancelled evaluation must free its GPUs);
+            # the Ray that verl starts shares verl's fate (Ray's own PR_SET_PDEATHSIG)
             proc = subprocess.Popen([sys.executable, "-m", "verl.trainer.main_ppo", *args], stdout=out,
-                                    stderr=subprocess.STDOUT, env=env, cwd=folder)
+                                    stderr=subprocess.STDOUT, env=env, cwd=folder, start_new_session=True,
+                                    preexec_fn=_die_with_parent)
             seen = 0
-            while True:
-                done = proc.poll() is not None
-                for step, data in read_log(log, seen):
-                    seen += 1
-                    if step < 0:
-                        continue
-                    row = curve_row(len(curves), data)
-                    row.update(read_stats(stats).get(len(curves), {}))  # the estimator ran before verl logged the step
-                    curves.append(row)
-                    if on_step is not None:
-                        on_step(row["step"], row)
-                if done:
-                    break
-                time.sleep(1.0)
+            try:
+                self._follow(proc, log, stats, seen, curves, on_step)
+            finally:
+                if proc.poll() is None:  # an error here, or Ctrl-C: verl goes too
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
             out.close()
             if proc.returncode != 0:
                 tail = (folder / "verl.log").read_text(errors="replace")[-3000:]
@@ -223,6 +228,24 @@ class VerlBackend:
         return EvalResult(algorithm.name, seed, LABEL, curves, metrics, time.time() - t0,
                           {"split": split, "train_s": t_eval - t0, "eval_s": time.time() - t_eval,
                            "hooks": algorithm.hooks})
+
+    @staticmethod
+    def _follow(proc, log: Path, stats: Path, seen: int, curves: list[dict], on_step) -> None:
+        """verl's log into ``curves`` (and ``on_step``) as its steps come, until it exits."""
+        while True:
+            done = proc.poll() is not None
+            for step, data in read_log(log, seen):
+                seen += 1
+                if step < 0:
+                    continue
+                row = curve_row(len(curves), data)
+                row.update(read_stats(stats).get(len(curves), {}))  # the estimator ran before verl logged the step
+                curves.append(row)
+                if on_step is not None:
+                    on_step(row["step"], row)
+            if done:
+                return
+            time.sleep(1.0)
 
     def score(self, ckpt: Path, seed: int, split: str) -> dict:
         """The final checkpoint (Hugging Face format, written by verl) on the benchmarks, as the TRL backend scores."""
@@ -255,6 +278,12 @@ class VerlBackend:
         # a guess for a GPU: verl's step is dominated by generation, ~20 ms a sampled token batch-wide step
         tr, gen = self.cfg.trainer, self.cfg.generation
         return 120.0 + tr.steps * (10.0 + 0.02 * gen.max_new_tokens)
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _version(name: str) -> str | None:

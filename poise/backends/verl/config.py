@@ -22,7 +22,7 @@ from poise.backends.trl.config import TrlConfig, _Strict
 class VerlSection(_Strict):
     overrides: list[str] = Field(default_factory=list)
     n_gpus_per_node: int = Field(1, ge=1)
-    nnodes: int = Field(1, ge=1)
+    nnodes: int = Field(1, ge=1, le=1)  # one node an evaluation: verl starts its own Ray on the node it runs on
 
     @field_validator("overrides")
     @classmethod
@@ -41,6 +41,14 @@ class VerlSection(_Strict):
 
 class VerlConfig(TrlConfig):
     verl: VerlSection = VerlSection()
+
+    @field_validator("model")
+    @classmethod
+    def _a_real_model(cls, m):
+        if m.name == "random":
+            raise ValueError('verl trains a model it reads from a folder or the hub: name one (model.name = "random" '
+                             'is for the trl backend; save a random model with save_pretrained to use one)')
+        return m
 
     def trl_part(self) -> dict:
         """The sections the `trl` backend reads (it scores the start the same way)."""

@@ -22,7 +22,9 @@ poise name it gathers those fields from the step's data and passes them on as ``
                plugin's compute_score: 1 for a correct, finished response, as poise's task reward)
     correct    ``reward_extra_info["poise_correct"]``, and not truncated
     valid      ``reward_extra_info["poise_valid"]``, and not truncated
-    lengths    the response mask summed; ``truncated``: a response that fills the whole budget
+    lengths    the response mask summed; ``truncated``: a response that fills the whole budget (verl
+               gives the estimator no token ids, so one whose end token is exactly the last one counts
+               as truncated too: at most one response length in the budget's worth is misread)
     old_logp   ``old_log_probs``; ``ref_logp``: ``ref_log_prob`` when verl computed it, else old_logp
     entropy    ``entropys`` when present, else the sampled tokens' surprisal ``-old_logp`` (its
                one-sample estimate: verl does not keep per-token entropies in the batch)
@@ -40,8 +42,10 @@ micro-batch, as in poise's trainers; verl's KL and entropy terms stay verl's (th
 them from the candidate's CONFIG).
 
 **The candidate's code never runs in verl's processes.** Each process that needs it (verl's driver
-for the advantages, each actor worker for a custom loss) starts the candidate's jailed hook process,
-as poise's own trainers do, sends it detached tensors and checks what comes back.
+for the advantages, each actor worker for the loss) starts the candidate's hook process, jailed as
+poise's own trainers run it, sends it detached tensors and checks what comes back. Where the jail
+cannot start, only a built-in's code (``trusted``) or a run that chose ``--unsafe-no-jail`` runs in an
+unjailed hook process, with a warning, as in poise itself.
 """
 
 from __future__ import annotations

@@ -127,3 +127,35 @@ def test_the_example_recipe_is_a_valid_config():
 
     cfg = parse(tomllib.loads((Path(__file__).parents[3] / "examples" / "verl-recipe.toml").read_text()))
     assert cfg.verl.n_gpus_per_node == 8 and cfg.model.name == "Qwen/Qwen2.5-Math-1.5B" and len(cfg.benchmarks) == 6
+
+
+def test_names_and_texts_from_a_candidate_cannot_inject_code_into_the_plugin():
+    import ast
+
+    from poise.backends.verl.launch import plugin_module
+
+    evil = 'x"""\nimport os; os.system("touch /tmp/owned")\n"""\\'
+    text = plugin_module("poise_cx", "def compute_advantages(batch, cfg):\n    return batch.mask\n" + evil,
+                         ["compute_advantages"], False, evil, f"{evil}: a name an LLM chose\n{evil}")
+    tree = ast.parse(text)
+    kinds = [type(n).__name__ for n in tree.body]
+    assert kinds == ["Expr", "ImportFrom", "Assign", "Assign", "Assign"]  # docstring, import, SOURCE, NAME, __all__
+    assert evil in ast.get_docstring(tree)
+    with pytest.raises(ValueError, match="module name"):
+        plugin_module("poise_x; import os", "", [], False, "", "")
+
+
+def test_a_candidate_that_reads_the_reference_gets_verl_to_compute_it():
+    from poise.backends.verl.launch import algorithm_settings
+
+    plain = algorithm_settings("poise_cx", {"kl_coef": 0.0}, "p.py")
+    ref = algorithm_settings("poise_cx", {"kl_coef": 0.0}, "p.py", needs_ref=True)
+    assert "actor_rollout_ref.actor.use_kl_loss=False" in plain
+    assert "actor_rollout_ref.actor.use_kl_loss=True" in ref and "actor_rollout_ref.actor.kl_loss_coef=0.0" in ref
+
+
+@pytest.mark.parametrize("config, words", [({"model": {"name": "random"}}, "folder or the hub"),
+                                           ({"verl": {"nnodes": 2}}, "less than or equal to 1")])
+def test_settings_verl_cannot_run_are_refused(config, words):
+    with pytest.raises(BackendError, match=words):
+        parse(config)

@@ -186,6 +186,7 @@ def test_an_exported_discovered_candidate_loads_through_verl_s_own_plugin_mechan
 
     code = Archive(run / "archive.db", readonly=True).get(8).code
     assert mod.SOURCE == code and mod.NAME == module
+    assert "trusted=False" in plugin_file.read_text()  # not a built-in's code: it runs jailed, or not at all
     check_same(module, algorithm_from_source(code, "c8", "archive:#8"), seed=4)
 
 

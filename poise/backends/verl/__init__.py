@@ -40,6 +40,9 @@ from poise.backends.verl.config import VerlConfig, parse
 from poise.backends.verl.plugin import CURVES_ENV
 
 LABEL = "verl"
+# the module run as verl's trainer: verl.trainer.main_ppo; the tests name a CPU stand-in that runs verl's code
+# around its GPU training loop (tests/backends/verl/cpu_main_ppo.py)
+MAIN_ENV = "POISE_VERL_MAIN"
 
 # poise's curve keys, from verl's logged metrics (the first key verl logs wins)
 CURVE_KEYS = {
@@ -209,9 +212,9 @@ class VerlBackend:
             out = open(folder / "verl.log", "wb")
             # its own process group, and death with this worker (a cancelled evaluation must free its GPUs);
             # the Ray that verl starts shares verl's fate (Ray's own PR_SET_PDEATHSIG)
-            proc = subprocess.Popen([sys.executable, "-m", "verl.trainer.main_ppo", *args], stdout=out,
-                                    stderr=subprocess.STDOUT, env=env, cwd=folder, start_new_session=True,
-                                    preexec_fn=_die_with_parent)
+            main = os.environ.get(MAIN_ENV, "verl.trainer.main_ppo")
+            proc = subprocess.Popen([sys.executable, "-m", main, *args], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    cwd=folder, start_new_session=True, preexec_fn=_die_with_parent)
             seen = 0
             try:
                 self._follow(proc, log, stats, seen, curves, on_step)

@@ -97,6 +97,15 @@ def algorithm(name: str) -> Algorithm:
         return _HOOKS[name].algorithm()
 
 
+def close_all() -> None:
+    """Stop every hook process this process started (they otherwise live as long as it: verl's driver and
+    workers call the candidate every step)."""
+    with _lock:
+        for hook in _HOOKS.values():
+            hook.close()
+        _HOOKS.clear()
+
+
 def group_ids(index) -> torch.Tensor:
     """verl's group index (uids, any hashable) as 0..P-1 in order of first appearance."""
     seen: dict[Any, int] = {}

@@ -159,3 +159,36 @@ def test_a_candidate_that_reads_the_reference_gets_verl_to_compute_it():
 def test_settings_verl_cannot_run_are_refused(config, words):
     with pytest.raises(BackendError, match=words):
         parse(config)
+
+
+def test_one_evaluation_end_to_end_around_verl_s_training_loop(tmp_path, monkeypatch):
+    """The backend's whole evaluation with `cpu_main_ppo.py` in place of verl's GPU training loop: the
+    training data and the plugin written, verl's import of the plugin, poise's reward function, verl's
+    compute_advantage and the registry's loss on each step's responses, verl's file log and the plugin's
+    statistics followed into the curves, the checkpoint scored as the TRL backend scores."""
+    pytest.importorskip("verl.trainer.ppo.ray_trainer")
+    pytest.importorskip("trl")
+    import poise.backends.verl as verl_backend
+    from poise.algorithms import load_algorithm
+
+    monkeypatch.setattr(verl_backend, "has_gpu", lambda: True)
+    monkeypatch.setenv(verl_backend.MAIN_ENV, "tests.backends.verl.cpu_main_ppo")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    b = VerlBackend(BackendSpec("verl", config={
+        "model": {"name": str(tmp_path / "unused")},
+        "trainer": {"steps": 3, "prompts_per_step": 4, "group_size": 4},
+        "generation": {"max_new_tokens": 12},
+        "benchmarks": {"aime24": {"source": "tiny-math:aime24", "k": 2, "weight": 0.5, "limit": 4},
+                       "math500": {"source": "tiny-math:math500", "metric": "greedy", "weight": 0.5, "limit": 4}}}))
+    from poise.isolation import jail_status
+
+    b.jailed = jail_status().ok  # the run's decision: jailed where the jail starts (dapo may run unjailed elsewhere)
+    steps = []
+    res = b.evaluate(load_algorithm("dapo"), 0, on_step=lambda i, row: steps.append(i))
+    assert steps == [0, 1, 2] and len(res.trajectory) == 3 and res.fidelity == "verl"
+    for row in res.trajectory:
+        # from verl's log, and from the plugin's estimator: what reflection reads
+        assert {"clip_frac", "loss", "grad_norm", "response_length", "step_s"} <= set(row)
+        assert {"accuracy", "validity", "all_fail_groups", "zero_std_groups", "adv_abs_mean"} <= set(row)
+        assert 0 <= row["validity"] <= 1 and 0 <= row["all_fail_groups"] <= 1 and row["adv_abs_mean"] > 0
+    assert set(res.metrics["tiers"]) == {"aime24", "math500"} and 0 <= res.metrics["overall"] <= 100

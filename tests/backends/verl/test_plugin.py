@@ -29,6 +29,12 @@ P, G, T = 5, 6, 16
 N = P * G
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_hook_process_outlives_the_module():
+    yield
+    plugin.close_all()  # the plugin keeps one per candidate for its process's life; this process goes on
+
+
 def responses(seed: int) -> dict:
     """One step's responses, row by row, as poise's trainer sees them (groups contiguous)."""
     g = torch.Generator().manual_seed(seed)

@@ -41,7 +41,7 @@ name the key. Every table is optional; the defaults train SmolLM2-135M-Instruct 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -152,11 +152,19 @@ class TrlConfig(_Strict):
         return {k: b.weight / total for k, b in self.benchmarks.items()}
 
 
-def parse(config: dict | None) -> TrlConfig:
-    """The backend config, checked; a `BackendError` names every problem and where it is."""
+Schema = TypeVar("Schema", bound=BaseModel)
+
+
+def validate(config: dict | None, schema: type[Schema], backend: str) -> Schema:
+    """``config`` as ``schema``, checked; a `BackendError` names every problem and where it is."""
     try:
-        return TrlConfig.model_validate(config or {})
+        return schema.model_validate(config or {})
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'config'}: "
                              f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())
-        raise BackendError(f"the trl backend config is not usable: {problems}") from None
+        raise BackendError(f"the {backend} backend config is not usable: {problems}") from None
+
+
+def parse(config: dict | None) -> TrlConfig:
+    """The backend config, checked (see `validate`)."""
+    return validate(config, TrlConfig, "trl")

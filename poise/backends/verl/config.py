@@ -13,10 +13,9 @@ be overridden: a recipe that sets one is refused, with its name.
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from poise.backends.base import BackendError
-from poise.backends.trl.config import TrlConfig, _Strict
+from poise.backends.trl.config import TrlConfig, _Strict, validate
 
 
 class VerlSection(_Strict):
@@ -59,9 +58,4 @@ class VerlConfig(TrlConfig):
 
 def parse(config: dict | None) -> VerlConfig:
     """The backend config, checked; a `BackendError` names every problem and where it is."""
-    try:
-        return VerlConfig.model_validate(config or {})
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'config'}: "
-                             f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())
-        raise BackendError(f"the verl backend config is not usable: {problems}") from None
+    return validate(config, VerlConfig, "verl")

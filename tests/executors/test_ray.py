@@ -215,7 +215,7 @@ def test_ctrl_c_and_sigkill_of_the_driver_then_resume_lose_and_repeat_nothing(tm
 
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "poise.cli", "discover", "--fidelity", "smoke", "--budget", "4", "--out", str(out),
-           "--reeval-top", "0", "--threads", "1", "--workers", "2", "--executor", "ray", "--cpus-per-eval", "1"]
+           "--reeval-top", "0", "--threads", "1", "--workers", "1", "--executor", "ray", "--cpus-per-eval", "1"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     p = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _wait_for(p, out, 1)

@@ -44,18 +44,5 @@ class Executor(Protocol):
         ...
 
 
-__all__ = ["INFRA", "BackendSpec", "EvalFailure", "EvalJob", "EvalResult", "Executor", "InfraError", "make_executor"]
+__all__ = ["INFRA", "BackendSpec", "EvalFailure", "EvalJob", "EvalResult", "Executor", "InfraError"]
 
-
-def make_executor(name: str, workers: int, ray_config=None) -> Executor:
-    """The executor a run asked for: "local" (a process pool on this machine) or "ray" (``ray_config``:
-    an `executors.ray.RayConfig`)."""
-    if name == "local":
-        from poise.executors.local import LocalExecutor
-
-        return LocalExecutor(workers)
-    if name == "ray":
-        from poise.executors.ray import RayExecutor
-
-        return RayExecutor(workers, ray_config)
-    raise ValueError(f"unknown --executor {name!r}; choose local or ray")

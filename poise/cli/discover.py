@@ -157,16 +157,20 @@ def discover_cmd(
             if loop.cfg.agents.uses_llm:
                 common.console.print(f"agents: {loop.agents.describe()} · LLM budget {loop.agents.budget.describe()}")
             base = 0 if loop.archive.entries() and loop.baseline().status == "evaluated" else 1
-            left = base + max(0, loop.cfg.budget - loop.finished()) + (loop.cfg.reeval_top + 1) * len(loop.cfg.reeval_seeds)
+            todo = max(0, loop.cfg.budget - loop.finished())
+            # racing's extra seeds, at the rate measured on the standard sandbox: about 0.4 of the candidates
+            # are raced (docs/benchmarks.md §7: 6-14 racing trainings for 12 candidates at 3 seeds, 8 and 10 in §6)
+            racing = round(0.4 * (loop.cfg.race_seeds - 1) * todo)
+            left = base + todo + racing + (loop.cfg.reeval_top + 1) * len(loop.cfg.reeval_seeds)
             took = estimate_s(run_backend.expected_s(loop.threads), left, loop.threads, loop.cfg.workers)
             if loop.cfg.promote_spec is not None:
                 promoted = (loop.cfg.promote_top + 1) * len(loop.cfg.reeval_seeds)
                 left += promoted
                 took += estimate_s(get_backend(loop.cfg.promote_spec).expected_s(loop.threads), promoted, loop.threads,
                                    loop.cfg.workers)
-            common.console.print(f"estimate: about {minutes(took)} for "
-                                 f"{left} evaluations ({loop.cfg.workers} at a time, measured on 2 idle cores), more with "
-                                 f"racing seeds; the top bar shows the time left as candidates finish")
+            common.console.print(f"estimate: about {minutes(took)} for {left} evaluations (about {racing} of them "
+                                 f"racing seeds; {loop.cfg.workers} at a time, measured on 2 idle cores); the top bar "
+                                 f"shows the time left as candidates finish")
             events.start(loop)
             summary = loop.run()
     except (ArchiveError, ValueError, LLMError, JailUnavailable) as e:

@@ -149,12 +149,18 @@ def run_one(strategy: str, race: int, seed: int, args) -> dict:
             "trainings": len(evs), "picks": picks, "codes": codes, "wall_s": time.time() - t0}
 
 
+def pick_at(run: dict, trainings: int) -> str:
+    """The design a run would have handed over after that many trainings (its last pick if it spent fewer)."""
+    return run["picks"][min(trainings, len(run["picks"])) - 1]["design"]
+
+
 def confirm_all(runs: list[dict], args) -> dict[str, float]:
-    """Confirmed Overall (mean over fresh seeds, confirmation set) of every code that was ever a pick."""
+    """Confirmed Overall (mean over fresh seeds, confirmation set) of every pick the table reads; with
+    ``--table-only``, of those whose confirmation seeds are all cached."""
     codes = {d: c for r in runs for d, c in r["codes"].items()}
-    # only the picks the table reads, the final ones first: a stopped benchmark has filled the last column
+    # the final picks first: a stopped benchmark has filled the last column
     wanted = [r["picks"][-1]["design"] for r in runs]
-    wanted += [r["picks"][min(c, len(r["picks"])) - 1]["design"] for c in reversed(checkpoints(args)) for r in runs]
+    wanted += [pick_at(r, c) for c in reversed(checkpoints(args)) for r in runs]
     todo = [(d, s) for d in dict.fromkeys(wanted) for s in CONFIRM_SEEDS[:args.confirm_seeds]
             if cache_key(d, s, args.fidelity, "confirm") not in CachedExecutor.cache]
 
@@ -168,8 +174,9 @@ def confirm_all(runs: list[dict], args) -> dict[str, float]:
         _store(cache_key(d, s, args.fidelity, "confirm"), res)
         print(f"confirmed {d[:60]} seed {s}: {res.metrics['overall']:.1f}", flush=True)
 
-    with ThreadPoolExecutor(args.workers) as pool:
-        list(pool.map(one, [] if args.table_only else todo))
+    if not args.table_only:
+        with ThreadPoolExecutor(args.workers) as pool:
+            list(pool.map(one, todo))
     out = {}
     for d in codes:
         vals = [CachedExecutor.cache[k]["metrics"]["overall"] for s in CONFIRM_SEEDS[:args.confirm_seeds]
@@ -196,7 +203,7 @@ def table(runs: list[dict], confirmed: dict[str, float], args) -> str:
                 continue
             cells = []
             for c in cps:
-                vals = [confirmed.get(r["picks"][min(c, len(r["picks"])) - 1]["design"]) for r in rs]
+                vals = [confirmed.get(pick_at(r, c)) for r in rs]
                 cells.append(str(mean_ci(vals)) if None not in vals else "?")
             end = [confirmed.get(r["picks"][-1]["design"]) for r in rs]
             search = [r["picks"][-1]["search"] for r in rs]

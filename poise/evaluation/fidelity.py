@@ -101,6 +101,13 @@ def default_timeout_s(fidelity: str, threads: int) -> float:
     return 10 * EXPECTED_S.get(fidelity, 300.0) * max(1, 2 // max(1, threads))
 
 
+# The evaluation protocol's version: what a number's noise is. 1: draws in the order of the rows still alive
+# (torch.multinomial), so two arms on one seed were scored with unrelated samples. 2: common random numbers
+# (`poise.sandbox.noise`): noise indexed by seed, row, position and token, shared by every arm at a seed.
+# Numbers of different protocols are not comparable; docs/benchmarks.md says which protocol each came from.
+PROTOCOL = 2
+
+
 def sandbox_fingerprint(name: str) -> str:
     """What a fidelity's numbers depend on besides the algorithm: its settings, the tiers, the training set
     and the held-out rule. Two runs compare only if it is the same; a resumed discovery run checks it, so an
@@ -110,5 +117,5 @@ def sandbox_fingerprint(name: str) -> str:
     blob = json.dumps({"fidelity": get_fidelity(name).to_dict(), "tiers": [asdict(t) for t in task.TIERS],
                        "greedy_scale": task.GREEDY_SCALE, "train_terms": list(task.TRAIN_TERMS),
                        "train_max_operand": task.TRAIN_MAX_OPERAND, "train_p_sub": task.TRAIN_P_SUB,
-                       "held_out_share": task.HELD_OUT_SHARE}, sort_keys=True)
+                       "held_out_share": task.HELD_OUT_SHARE, "protocol": PROTOCOL}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from poise.evaluation.metrics import OVERALL_WEIGHTS, mean_pass_at_k, overall
 from poise.sandbox.model import TinyGPT, generate
+from poise.sandbox.noise import stream_id
 from poise.sandbox.task import (  # noqa: F401 (re-exported)
     HARD_TIERS,
     STYLES,
@@ -48,15 +47,16 @@ def eval_problems(tier: Tier, cfg: EvalConfig) -> list:
     return held_out_split(tier, cfg.heldout_size, cfg.heldout_seed, cfg.split)
 
 
-def _decode_all(model: TinyGPT, problems, n: int, greedy: bool, cfg: EvalConfig, gen: torch.Generator):
+def _decode_all(model: TinyGPT, problems, n: int, greedy: bool, cfg: EvalConfig, stream: int):
     """[(valid, correct, length, finished, style, has_answer)] for n responses per problem, in batches of
-    at most batch_rows rows."""
+    at most batch_rows rows. Sample j of problem p draws the noise of row p * n + j of ``stream``, whatever
+    the batching."""
     out = []
     per = max(1, cfg.batch_rows // n)
     for i in range(0, len(problems), per):
         chunk = problems[i:i + per]
-        s = generate(model, build_prompts(chunk, n), cfg.max_new_tokens, 1.0, greedy=greedy, generator=gen,
-                     precision=cfg.precision)
+        s = generate(model, build_prompts(chunk, n), cfg.max_new_tokens, 1.0, greedy=greedy, stream=stream,
+                     row_offset=i * n, precision=cfg.precision)
         tokens, finished, lengths = s.tokens.cpu(), s.finished.cpu(), s.lengths.cpu()
         for r in range(tokens.shape[0]):
             text, fin = decode(tokens[r]), bool(finished[r])
@@ -65,11 +65,17 @@ def _decode_all(model: TinyGPT, problems, n: int, greedy: bool, cfg: EvalConfig,
     return out
 
 
-def evaluate_tier(model: TinyGPT, tier: Tier, cfg: EvalConfig, gen: torch.Generator) -> dict:
+def eval_stream(seed: int, tier: str) -> int:
+    """The sampling noise of ``tier`` at evaluation seed ``seed``: the same for every policy scored at that seed
+    (common random numbers), so two arms at one seed differ by their policies, not by their draws."""
+    return stream_id("eval", seed, tier)
+
+
+def evaluate_tier(model: TinyGPT, tier: Tier, cfg: EvalConfig, seed: int) -> dict:
     problems = eval_problems(tier, cfg)
     greedy = tier.metric == "greedy"
     n = 1 if greedy else cfg.samples
-    res = _decode_all(model, problems, n, greedy, cfg, gen)
+    res = _decode_all(model, problems, n, greedy, cfg, eval_stream(seed, tier.name))
     counts = [(n, sum(res[p * n + j][1] for j in range(n))) for p in range(len(problems))]
     row = {
         "metric": "greedy" if greedy else f"pass@{n}",
@@ -95,8 +101,7 @@ def evaluate_tier(model: TinyGPT, tier: Tier, cfg: EvalConfig, gen: torch.Genera
 
 def evaluate_policy(model: TinyGPT, cfg: EvalConfig, seed: int = 0) -> dict:
     """Held-out results: {"tiers": {name: row}, "overall": float, "length": float, "validity": float}."""
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(10_000 + seed)
-    tiers = {t.name: evaluate_tier(model, t, cfg, gen) for t in TIERS}
+    tiers = {t.name: evaluate_tier(model, t, cfg, seed) for t in TIERS}
     return {
         "tiers": tiers,
         "overall": overall({k: v["score"] for k, v in tiers.items()}),

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from poise.sandbox import noise
 from poise.sandbox.task import EOS, PAD
 
 
@@ -130,11 +131,15 @@ class Samples:
 
 @torch.no_grad()
 def generate(model: TinyGPT, prompts: Tensor, max_new: int, temperature: float = 1.0, greedy: bool = False,
-             generator: torch.Generator | None = None, precision: str = "fp32", ignore_eos: bool = False) -> Samples:
+             stream: int = 0, row_offset: int = 0, precision: str = "fp32", ignore_eos: bool = False) -> Samples:
     """Sample ``max_new`` tokens for every left-padded prompt row, with a KV cache, stopping early when
     every row has emitted the end token. Log-probs and entropies are of the temperature-scaled
     distribution that was actually sampled from. ``ignore_eos`` forbids the end token, so every row is
-    exactly ``max_new`` long (for throughput benchmarks with a fixed token count)."""
+    exactly ``max_new`` long (for throughput benchmarks with a fixed token count).
+
+    The token at position t of row r is drawn with the noise of (``stream``, ``row_offset`` + r, t)
+    (`poise.sandbox.noise`): the same stream and rows give the same draws to any policy, so two arms
+    sampled on one stream differ only where their probabilities do."""
     model.eval()
     B, Lp = prompts.shape
     cfg = model.cfg
@@ -168,7 +173,7 @@ def generate(model: TinyGPT, prompts: Tensor, max_new: int, temperature: float =
         else:
             logp_all = torch.log_softmax(logits / temperature, -1)
             probs = logp_all.exp()
-            tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            tok = noise.draw(logits, temperature, stream, rows + row_offset, t)
             # rows that already ended write here too; the response mask zeroes them on return
             logps[rows, t] = logp_all.gather(1, tok[:, None]).squeeze(1)
             ents[rows, t] = -(probs * logp_all).sum(-1)

@@ -1,7 +1,8 @@
 """The GRPO-family RL trainer of the sandbox. It reads top to bottom like the algorithm:
 
     for each step:
-        sample P training prompts, G responses each (temperature 1, KV-cached, batched)
+        sample P training prompts, G responses each (temperature 1, KV-cached, batched; the noise of
+                    (seed, step, row, position, token), so arms trained on one seed share it)
         grade them -> reward, correct, valid; reference log-probs for the KL
         rewards     <- candidate.shape_rewards(batch)            (optional)
         advantages  <- candidate.compute_advantages(batch)
@@ -33,6 +34,7 @@ from poise.algorithms.base import Algorithm, RolloutBatch, aggregate, kl_penalty
 from poise.algorithms.contract import CandidateError, check_loss, check_tensor
 from poise.isolation.hook import HookError
 from poise.sandbox.model import TinyGPT, generate, pad_prompts, response_logprobs
+from poise.sandbox.noise import stream_id
 from poise.sandbox.task import BOS, Problem, decode, encode, grade, training_problems
 
 
@@ -126,7 +128,7 @@ def uses_reference(algo: Algorithm) -> bool:
 
 
 def rollout(policy: TinyGPT, ref: TinyGPT, problems: list[Problem], cfg: RLConfig,
-            gen: torch.Generator, need_ref: bool = True) -> tuple[RolloutBatch, Tensor, Tensor, Tensor]:
+            stream: int, need_ref: bool = True) -> tuple[RolloutBatch, Tensor, Tensor, Tensor]:
     """Sample G responses per problem and package them as a RolloutBatch (plus prompts, tokens and the
     per-token KL to the reference of the rows it was measured on, for the KL curve).
 
@@ -135,7 +137,7 @@ def rollout(policy: TinyGPT, ref: TinyGPT, problems: list[Problem], cfg: RLConfi
     G = cfg.group_size
     dev = next(policy.parameters()).device
     prompts = build_prompts(problems, G).to(dev)
-    s = generate(policy, prompts, cfg.max_new_tokens, cfg.temperature, generator=gen, precision=cfg.precision,
+    s = generate(policy, prompts, cfg.max_new_tokens, cfg.temperature, stream=stream, precision=cfg.precision,
                  ignore_eos=cfg.ignore_eos)
     tokens_cpu, finished_cpu = s.tokens.cpu(), s.finished.cpu()
     graded = [grade(decode(tokens_cpu[i]), bool(finished_cpu[i]), problems[i // G]) for i in range(len(prompts))]
@@ -179,7 +181,7 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
         else:
             step_problems = [problems[(step * cfg.prompts_per_step + i) % len(problems)]
                              for i in range(cfg.prompts_per_step)]
-        batch, prompts, tokens, kl = rollout(policy, ref, step_problems, cfg, gen, need_ref)
+        batch, prompts, tokens, kl = rollout(policy, ref, step_problems, cfg, stream_id("rl", seed, step), need_ref)
         t_sample = time.perf_counter() - t0
         N, T = batch.mask.shape
         task_reward = float(batch.rewards.mean())

@@ -17,7 +17,7 @@ def test_kv_cached_sampling_log_probs_match_a_full_forward_pass():
     # old_logp comes from the sampler; the first PPO update must see ratio 1, so the two must agree
     m = _model()
     P = _prompts()
-    s = generate(m, P, 20, generator=torch.Generator().manual_seed(0))
+    s = generate(m, P, 20, stream=0)
     with torch.no_grad():
         lp, ent = response_logprobs(m, P, s.tokens, s.mask, with_entropy=True)
     assert torch.allclose(lp, s.logp, atol=1e-4)
@@ -34,19 +34,19 @@ def test_left_padding_does_not_change_a_rows_output():
     assert torch.equal(a.tokens[0, :n], b.tokens[0, :n])
 
 
-def test_sampling_is_reproducible_with_the_same_generator_seed():
+def test_sampling_is_reproducible_with_the_same_stream():
     m = _model(2)
     P = _prompts().repeat(4, 1)
-    a = generate(m, P, 20, generator=torch.Generator().manual_seed(7))
-    b = generate(m, P, 20, generator=torch.Generator().manual_seed(7))
-    c = generate(m, P, 20, generator=torch.Generator().manual_seed(8))
+    a = generate(m, P, 20, stream=7)
+    b = generate(m, P, 20, stream=7)
+    c = generate(m, P, 20, stream=8)
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.logp, b.logp)
     assert not torch.equal(a.tokens, c.tokens)
 
 
 def test_tokens_after_the_end_token_are_padding_and_lengths_include_it():
     m = _model(3)  # random weights: the end token (1 in 18) ends some rows early and not others
-    s = generate(m, _prompts().repeat(8, 1), 10, generator=torch.Generator().manual_seed(0))
+    s = generate(m, _prompts().repeat(8, 1), 10, stream=0)
     for r in range(s.tokens.shape[0]):
         L = int(s.lengths[r])
         assert (s.mask[r, :L] == 1).all() and (s.mask[r, L:] == 0).all()

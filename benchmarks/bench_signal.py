@@ -69,7 +69,8 @@ def main() -> None:
             store.write_text(json.dumps(done, default=float))
         print(f"{key}: Overall {res.metrics['overall']:.1f}  wall {time.time() - t0:.0f}s", flush=True)
 
-    todo = [(n, s) for n in names for s in range(args.seeds) if f"{n}/{s}" not in done]
+    # seed by seed, so a stopped run has every arm on the seeds it finished (paired comparisons need them)
+    todo = [(n, s) for s in range(args.seeds) for n in names if f"{n}/{s}" not in done]
     with ThreadPoolExecutor(args.workers) as pool:  # each evaluation is its own process; threads just wait
         list(pool.map(lambda a: one(*a), todo))
     report(done, names, args.seeds, fid.name, out)

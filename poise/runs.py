@@ -15,7 +15,7 @@ import torch
 from poise import __version__
 from poise.backends.base import EvalResult
 from poise.evaluation.keys import hard_pass1
-from poise.evaluation.metrics import diff_ci, mean_ci
+from poise.evaluation.metrics import mean_ci, seed_diff_ci
 
 
 def write_json(path: Path, obj) -> None:
@@ -77,11 +77,14 @@ def _row_values(r: EvalResult) -> dict[str, float]:
 
 
 def versus(results: list[EvalResult], baseline: list[EvalResult]) -> dict:
-    """Welch 95% interval of (mean over ``results``) - (mean over ``baseline``) for each tier score,
-    Overall, hard pass@1, length and validity: the comparison a reader of two per-arm intervals needs,
-    since two overlapping intervals do not mean the difference is zero."""
-    a, b = [_row_values(r) for r in results], [_row_values(r) for r in baseline]
-    return {k: diff_ci([x[k] for x in a], [x[k] for x in b]).to_dict() for k in a[0]}
+    """95% interval of (mean over ``results``) - (mean over ``baseline``) for each tier score, Overall, hard
+    pass@1, length and validity: the comparison a reader of two per-arm intervals needs, since two
+    overlapping intervals do not mean the difference is zero. Paired when both have the same seeds (at one
+    seed both were scored with the same noise), Welch otherwise; each interval's ``method`` says which."""
+    a = {r.seed: _row_values(r) for r in results}
+    b = {r.seed: _row_values(r) for r in baseline}
+    keys = next(iter(a.values()))
+    return {k: seed_diff_ci({s: x[k] for s, x in a.items()}, {s: x[k] for s, x in b.items()}).to_dict() for k in keys}
 
 
 def write_metrics_csv(path: Path, rows: list[tuple[str, EvalResult]]) -> None:

@@ -202,7 +202,8 @@ def _print_table(label: str, summary: dict, n: int, tiers, start: str) -> None:
     from poise.evaluation.metrics import CI
 
     a, b, d = summary["algorithm"], summary["sft_start"], summary["vs_start"]
-    t = Table(title=f"held-out results, mean ± 95% CI over {n} seed(s); Δ: Welch 95% CI of {label} - start")
+    how = "paired over matched seeds" if d["overall"].get("method") == "paired" else "Welch"
+    t = Table(title=f"held-out results, mean ± 95% CI over {n} seed(s); Δ: {how} 95% CI of {label} - start")
     t.add_column("tier")
     t.add_column("metric")
     t.add_column(start, justify="right")
@@ -228,5 +229,7 @@ def _print_table(label: str, summary: dict, n: int, tiers, start: str) -> None:
     else:
         said = ("above its start" if o["lo"] > 0 else "below its start" if o["hi"] < 0
                 else "not separated from its start (the interval contains 0)")
+        test = (f"paired 95%, {o['n']} matched seeds" if o.get("method") == "paired"
+                else f"Welch 95%, {a['overall']['n']} and {b['overall']['n']} seeds")
         common.console.print(f"Overall {label} - start: {o['mean']:+.1f} [{o['lo']:+.1f}, {o['hi']:+.1f}] "
-                             f"(Welch 95%, {a['overall']['n']} and {b['overall']['n']} seeds): {said}")
+                             f"({test}): {said}")

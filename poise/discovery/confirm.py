@@ -3,8 +3,9 @@ selecting it?
 
 The search compares candidates on one training seed and the search held-out set, which is what chose
 them, so their search scores are optimistic. A candidate counts as a *discovery* only when, re-trained
-on fresh seeds and scored on the disjoint confirmation set, it beats the baseline with a 95% Welch
-confidence interval on the difference:
+on fresh seeds and scored on the disjoint confirmation set, it beats the baseline with a 95% confidence
+interval on the difference: paired over the fresh seeds when both were trained on the same ones (as the loop
+does: at one seed both share the training's and the evaluation's random numbers), Welch otherwise:
 
 - an accuracy objective: Overall higher, the whole interval above the objective's minimum effect
   (1 point by default);
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 from poise.discovery.objective import METRIC_KEYS, Objective
 from poise.evaluation.keys import hard_pass1
-from poise.evaluation.metrics import diff_ci, mean_ci
+from poise.evaluation.metrics import diff_ci, mean_ci, seed_diff_ci
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Discovery:
     overall: dict  # mean, lo, hi, n, std over the fresh seeds, on the confirmation set
     length: dict
     hard_pass1: dict
-    d_overall: dict  # difference vs the baseline, Welch 95% CI
+    d_overall: dict  # difference vs the baseline, 95% CI (its "method": paired or Welch)
     d_length: dict
     verdict: str  # "discovery" | "not confirmed"
     reason: str
@@ -72,11 +73,17 @@ def stats(ms: list[dict]) -> dict:
 
 
 def confirm(entry_id: int, name: str, ms: list[dict], base: list[dict], objective: Objective,
-            seeds: list[int]) -> Discovery:
-    """The verdict on one candidate's confirmation results `ms` against the baseline's `base`."""
+            seeds: list[int], base_seeds: list[int] | None = None) -> Discovery:
+    """The verdict on one candidate's confirmation results `ms` (on `seeds`) against the baseline's `base` (on
+    `base_seeds`): paired when the seeds match, Welch otherwise (or when `base_seeds` is not given)."""
     ov, bl = [m["overall"] for m in ms], [m["overall"] for m in base]
     ln, bln = [m["length"] for m in ms], [m["length"] for m in base]
-    d_ov, d_ln = diff_ci(ov, bl), diff_ci(ln, bln)
+    if base_seeds is not None and len(base_seeds) == len(base) and len(seeds) == len(ms):
+        d_ov = seed_diff_ci(dict(zip(seeds, ov)), dict(zip(base_seeds, bl)))
+        d_ln = seed_diff_ci(dict(zip(seeds, ln)), dict(zip(base_seeds, bln)))
+    else:
+        d_ov, d_ln = diff_ci(ov, bl), diff_ci(ln, bln)
+    how = f"{d_ov.method} 95%, {len(ms)} and {len(base)} seeds"
     tol = mean_ci(bl).half_width
     if objective.verdict_metric == "length":
         pct = objective.effect("length")
@@ -84,12 +91,13 @@ def confirm(entry_id: int, name: str, ms: list[dict], base: list[dict], objectiv
         ok = d_ln.hi < -cut and d_ov.mean >= -tol
         needs = f"Δ length < -{cut:.1f} tokens ({pct:g}% of GRPO's), Overall within GRPO's ±{tol:.1f}"
         reason = (f"length {d_ln.mean:+.1f} [{d_ln.lo:+.1f}, {d_ln.hi:+.1f}] tokens and Overall {d_ov.mean:+.1f} "
-                  f"[{d_ov.lo:+.1f}, {d_ov.hi:+.1f}] vs the baseline; a discovery needs {needs}")
+                  f"[{d_ov.lo:+.1f}, {d_ov.hi:+.1f}] vs the baseline ({how}); a discovery needs {needs}")
     else:
         cut = objective.effect("overall")
         ok = d_ov.lo > cut
         needs = f"Δ Overall > +{cut:g}"
-        reason = f"Overall {d_ov.mean:+.1f} [{d_ov.lo:+.1f}, {d_ov.hi:+.1f}] vs the baseline; a discovery needs {needs}"
+        reason = (f"Overall {d_ov.mean:+.1f} [{d_ov.lo:+.1f}, {d_ov.hi:+.1f}] vs the baseline ({how}); "
+                  f"a discovery needs {needs}")
     return Discovery(entry_id, name, list(seeds), mean_ci(ov).to_dict(), mean_ci(ln).to_dict(),
                      mean_ci([hard_pass1(m) for m in ms]).to_dict(), d_ov.to_dict(), d_ln.to_dict(),
                      "discovery" if ok else "not confirmed", reason, needs)

@@ -93,7 +93,7 @@ class RunState:
                 evs = confirm_evaluations(c.entry, fidelity)
                 if len(evs) >= 2:
                     c.confirmation = confirm(c.id, c.name, [v.metrics for v in evs], bc, objective,
-                                             [v.seed for v in evs])
+                                             [v.seed for v in evs], state.confirm_seeds)
         return state
 
     def rank_agreement(self) -> dict | None:

@@ -59,6 +59,7 @@ class CI:
     hi: float
     n: int
     std: float
+    method: str = ""  # for a difference: "paired" (matched seeds) or "Welch" (unmatched)
 
     @property
     def half_width(self) -> float:
@@ -70,7 +71,8 @@ class CI:
         return f"{self.mean:.1f} ± {self.half_width:.1f}"
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean, "lo": self.lo, "hi": self.hi, "n": self.n, "std": self.std}
+        d = {"mean": self.mean, "lo": self.lo, "hi": self.hi, "n": self.n, "std": self.std}
+        return {**d, "method": self.method} if self.method else d
 
 
 def mean_ci(values: Sequence[float]) -> CI:
@@ -94,8 +96,28 @@ def diff_ci(a: Sequence[float], b: Sequence[float]) -> CI:
     va, vb = ca.std ** 2 / ca.n, cb.std ** 2 / cb.n
     se = math.sqrt(va + vb)
     if se == 0:
-        return CI(ca.mean - cb.mean, ca.mean - cb.mean, ca.mean - cb.mean, min(ca.n, cb.n), 0.0)
+        return CI(ca.mean - cb.mean, ca.mean - cb.mean, ca.mean - cb.mean, min(ca.n, cb.n), 0.0, "Welch")
     df = (va + vb) ** 2 / ((va ** 2) / (ca.n - 1) + (vb ** 2) / (cb.n - 1))  # Welch-Satterthwaite, unrounded
     h = t_critical(df) * se
     d = ca.mean - cb.mean
-    return CI(d, d - h, d + h, min(ca.n, cb.n), se)
+    return CI(d, d - h, d + h, min(ca.n, cb.n), se, "Welch")
+
+
+def paired_ci(a: Sequence[float], b: Sequence[float]) -> CI:
+    """CI of the mean of a_i - b_i over matched seeds (a t-interval on the differences, n - 1 df). With common
+    random numbers (`poise.sandbox.noise`) the two arms at one seed share their evaluation's noise and the
+    training's draws, which the differences cancel; std is the standard error, as in `diff_ci`."""
+    if len(a) != len(b):
+        raise ValueError(f"a paired interval needs matched seeds: {len(a)} values against {len(b)}")
+    c = mean_ci([x - y for x, y in zip(a, b)])
+    se = c.std / math.sqrt(c.n) if c.n >= 2 else float("nan")
+    return CI(c.mean, c.lo, c.hi, c.n, se, "paired")
+
+
+def seed_diff_ci(a: dict[int, float], b: dict[int, float]) -> CI:
+    """CI of mean(a) - mean(b) from values by seed: paired on the seeds both have when they have the same seeds
+    (at least 2), Welch otherwise. ``method`` says which."""
+    if set(a) == set(b) and len(a) >= 2:
+        seeds = sorted(a)
+        return paired_ci([a[s] for s in seeds], [b[s] for s in seeds])
+    return diff_ci(list(a.values()), list(b.values()))

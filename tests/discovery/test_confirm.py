@@ -49,3 +49,18 @@ def test_a_discovery_must_clear_the_minimum_effect_not_only_zero():
         == "discovery"
     with pytest.raises(ValueError, match="--min-effect"):
         dataclasses.replace(acc, min_effect=(("speed", 1.0),))
+
+
+def test_matched_fresh_seeds_are_compared_paired():
+    # the baseline and the candidate on the same fresh seeds share each seed's noise: a steady +1.5 with a
+    # large shared seed effect is a discovery paired, and not with Welch, which sees only the spread
+    base = _ms([86, 90, 94], [40, 41, 42])
+    ms = _ms([87.5, 91.6, 95.4], [40, 41, 42])
+    acc = parse_directive(None)
+    paired = confirm(1, "UP", ms, base, acc, [11, 12, 13], [11, 12, 13])
+    assert paired.d_overall["method"] == "paired" and paired.verdict == "discovery"
+    assert "paired 95%" in paired.reason
+    welch = confirm(1, "UP", ms, base, acc, [11, 12, 13])
+    assert welch.d_overall["method"] == "Welch" and welch.verdict == "not confirmed"
+    shifted = confirm(1, "UP", ms, base, acc, [11, 12, 13], [12, 13, 14])  # other seeds: never paired
+    assert shifted.d_overall["method"] == "Welch"

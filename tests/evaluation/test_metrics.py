@@ -4,9 +4,20 @@ import random
 import statistics
 
 import pytest
+from scipy import stats as scipy_stats
 from scipy.stats import t as scipy_t
 
-from poise.evaluation.metrics import OVERALL_WEIGHTS, diff_ci, mean_ci, mean_pass_at_k, overall, pass_at_k, t_critical
+from poise.evaluation.metrics import (
+    OVERALL_WEIGHTS,
+    diff_ci,
+    mean_ci,
+    mean_pass_at_k,
+    overall,
+    paired_ci,
+    pass_at_k,
+    seed_diff_ci,
+    t_critical,
+)
 
 
 def _brute_pass_at_k(n, c, k):
@@ -78,3 +89,21 @@ def test_diff_ci_separates_clearly_different_samples():
     assert d.lo > 4.0 and d.hi < 6.0
     same = diff_ci([1.0, 2.0, 3.0], [1.5, 2.5, 2.0])
     assert same.lo < 0 < same.hi
+
+
+def test_paired_ci_is_the_t_interval_of_the_per_seed_differences():
+    a, b = [65.8, 64.6, 67.8, 66.0], [64.9, 63.5, 66.9, 65.3]
+    d = paired_ci(a, b)
+    ci = scipy_stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert d.method == "paired" and d.n == 4
+    assert (d.lo, d.hi) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    assert d.lo > 0 and diff_ci(a, b).lo < 0  # a shared seed effect: only the pairing sees the difference
+    with pytest.raises(ValueError, match="matched seeds"):
+        paired_ci(a, b[:3])
+
+
+def test_seed_diff_ci_pairs_only_when_the_seeds_match():
+    a = {0: 65.8, 1: 64.6, 2: 67.8}
+    assert seed_diff_ci(a, {2: 66.9, 0: 64.9, 1: 63.5}).method == "paired"
+    assert seed_diff_ci(a, {0: 64.9, 1: 63.5, 3: 66.9}).method == "Welch"
+    assert seed_diff_ci(a, {0: 64.9, 1: 63.5, 2: 66.9, 3: 62.0}).method == "Welch"

@@ -47,7 +47,13 @@ def search_means(entry) -> dict:
     has finished."""
     if not entry.search_evaluations():
         return {}
-    return {k: entry.mean_metric(k) for k in METRIC_KEYS}
+    out = {}
+    for k in METRIC_KEYS:
+        try:
+            out[k] = entry.mean_metric(k)
+        except KeyError:
+            pass  # e.g. overall@16 of a tier scored from 4 samples a problem
+    return out
 
 
 def confirm_fidelity(fidelity: str) -> str:

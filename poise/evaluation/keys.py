@@ -9,7 +9,9 @@ Held-out metrics (one dict per evaluation, as a backend's scoring returns them):
     tiers        {tier: {"metric": "pass@k" | "greedy", "score", "pass@1", "pass@k", "length", ...}}
     weights      {tier: weight in Overall}
 Objective metrics (`METRIC_KEYS`): overall, hard_pass1 (mean pass@1 over the sparse-reward tiers, computed
-from the tiers), length, validity.
+from the tiers), length, validity, and overall@k (`overall_at`: the paper's Overall with every sampled tier
+scored at pass@k from the same samples, the greedy tiers as they are; what a search may rank on, since the
+paper's pass@32 is mostly the evaluation's own sampling noise on the sandbox, docs/benchmarks.md §16).
 Per-step curves (`TRAJECTORY_KEYS`, one row per RL step): what reflection, status and the report read.
 """
 
@@ -18,7 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-METRIC_KEYS = ("overall", "hard_pass1", "length", "validity")
+OVERALL_AT_K = (1, 2, 4, 8, 16)
+METRIC_KEYS = ("overall", "hard_pass1", "length", "validity", *(f"overall@{k}" for k in OVERALL_AT_K))
 RELATIVE_KEYS = ("length",)  # measured against the baseline in `scalar`, so its weight is in percent
 CURVE_KEYS = ("reward", "accuracy", "validity", "entropy", "response_length", "kl", "clip_frac", "grad_norm")
 TRAJECTORY_KEYS = ("step", *CURVE_KEYS, "loss", "adv_abs_mean", "zero_std_groups", "all_fail_groups", "truncated",
@@ -43,13 +46,34 @@ def hard_pass1(metrics: dict) -> float:
     return sum(hard) / len(hard)
 
 
+def overall_at(metrics: dict, k: int) -> float:
+    """The paper's Overall of a held-out result with each sampled tier scored at pass@k (the unbiased estimate
+    from the same samples) instead of its own pass@n, and each greedy tier as it is. Raises KeyError when a
+    sampled tier has fewer than k samples or the result carries no weights."""
+    tiers, weights = metrics["tiers"], metrics.get("weights")
+    if not weights:
+        raise KeyError(f"overall@{k}: these metrics carry no tier weights")
+    total = 0.0
+    for name, w in weights.items():
+        t = tiers[name]
+        if t.get("metric", "greedy") == "greedy":
+            total += w * t["score"]
+        elif f"pass@{k}" in t:
+            total += w * t[f"pass@{k}"]
+        else:
+            raise KeyError(f"overall@{k}: tier {name} has no pass@{k} ({t.get('samples', '?')} samples a problem)")
+    return total / sum(weights.values())
+
+
 def metric_value(metrics: dict, key: str) -> float:
     """One metric key from either a flat dict of means ({"overall": .., "hard_pass1": ..}) or a full
-    `evaluate_policy` result (hard_pass1 is then computed from the tiers' pass@1)."""
+    `evaluate_policy` result (hard_pass1 and overall@k are then computed from the tiers)."""
     if key in metrics:
         return float(metrics[key])
     if key == "hard_pass1" and "tiers" in metrics:
         return float(hard_pass1(metrics))
+    if key.startswith("overall@") and key in METRIC_KEYS and "tiers" in metrics:
+        return overall_at(metrics, int(key.split("@")[1]))
     raise KeyError(f"metric {key!r} is missing (have {sorted(metrics)}); the known keys are {METRIC_KEYS}")
 
 

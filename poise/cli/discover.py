@@ -71,6 +71,10 @@ def discover_cmd(
                                         "code without it anyway (recorded in the archive and shown by every view)"),
     min_effect: list[str] = typer.Option([], "--min-effect", help="METRIC=X: the smallest confirmed change that counts "
                                          "as a discovery (repeatable; defaults overall=1 point, length=5 percent)"),
+    rank_on: Optional[str] = typer.Option(None, "--rank-on", help="the accuracy metric selection, racing and the "
+                                          "verdict rank on: overall (the paper's) or overall@K (K = 1, 2, 4, 8, 16: "
+                                          "the sampled tiers at pass@K); default overall@4 on the sandbox, overall "
+                                          "elsewhere"),
 ) -> None:
     """Run the discovery loop: select, propose, implement, verify, evaluate, reflect; then confirm the best."""
     from poise.agents.llm import LLMError
@@ -113,6 +117,13 @@ def discover_cmd(
             effects[k.strip()] = float(v)
         except ValueError:
             common.fail(f"--min-effect {item!r}: expected METRIC=NUMBER, e.g. --min-effect overall=1 --min-effect length=5")
+    from poise.discovery.objective import SANDBOX_RANK_ON
+    from poise.evaluation.keys import ACCURACY_KEYS
+
+    if rank_on is None:
+        rank_on = SANDBOX_RANK_ON if spec.name == "tiny" else "overall"
+    elif rank_on not in ACCURACY_KEYS:
+        common.fail(f"--rank-on {rank_on!r}: choose one of {', '.join(ACCURACY_KEYS)} (overall is the paper's Overall)")
     if executor not in ("local", "ray"):
         common.fail(f"unknown --executor {executor!r}; choose local or ray")
     if executor != "ray" and (ray_address or cpus_per_eval is not None or gpus_per_eval):
@@ -130,7 +141,8 @@ def discover_cmd(
                          promote_top=promote_top,
                          strategy=strategy, search_seed=seed,
                          reeval_seeds=tuple(range(1000 + 1, 1000 + reeval_seeds + 1)), reeval_top=reeval_top,
-                         race_seeds=race_seeds, threads=threads, agents=agents, unsafe_no_jail=unsafe_no_jail)
+                         race_seeds=race_seeds, threads=threads, agents=agents, unsafe_no_jail=unsafe_no_jail,
+                         rank_on=rank_on)
     try:
         with common.progress() as progress:
             events = _DiscoverEvents(progress, get_backend(spec).steps)
@@ -144,7 +156,7 @@ def discover_cmd(
             run_backend = get_backend(loop.cfg.backend_spec)  # a resumed run keeps its stored backend and fidelity
             events.steps = run_backend.steps
             reads = loop.objective.verdict_metric
-            for k in set(loop.cfg.min_effect) - {reads}:
+            for k in set(loop.cfg.min_effect) - {"length" if reads == "length" else "overall"}:
                 common.console.print(f"note: --min-effect {k} does not apply here (this objective's verdict reads {reads})",
                                      style="yellow")
             loop.confirm_ids = list(confirm)
@@ -194,7 +206,8 @@ _DISCOVER_FIELDS = {"budget": "budget", "directive": "directive", "workers": "wo
                     "unsafe_no_jail": "unsafe_no_jail", "llm": "agents.llm", "role": "agents.roles",
                     "llm_budget_tokens": "agents.budget_tokens", "llm_budget_usd": "agents.budget_usd",
                     "llm_price": "agents.price", "llm_timeout": "agents.timeout_s",
-                    "llm_max_tokens": "agents.max_tokens", "llm_key_env": "agents.key_env", "min_effect": "min_effect"}
+                    "llm_max_tokens": "agents.max_tokens", "llm_key_env": "agents.key_env", "min_effect": "min_effect",
+                    "rank_on": "rank_on"}
 
 
 def _given_settings(ctx: typer.Context) -> frozenset[str]:

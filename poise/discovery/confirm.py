@@ -7,7 +7,8 @@ on fresh seeds and scored on the disjoint confirmation set, it beats the baselin
 interval on the difference: paired over the fresh seeds when both were trained on the same ones (as the loop
 does: at one seed both share the training's and the evaluation's random numbers), Welch otherwise:
 
-- an accuracy objective: Overall higher, the whole interval above the objective's minimum effect
+- an accuracy objective: its accuracy metric (the paper's Overall, or the overall@k the run ranks on) higher,
+  the whole interval above the objective's minimum effect
   (1 point by default);
 - an objective that weighs length ("concise"): length lower, the whole interval below minus the
   minimum effect (5% of the baseline's length by default), with mean Overall inside the baseline's
@@ -23,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from poise.discovery.objective import METRIC_KEYS, Objective
-from poise.evaluation.keys import hard_pass1
+from poise.evaluation.keys import hard_pass1, metric_value
 from poise.evaluation.metrics import diff_ci, mean_ci, seed_diff_ci
 
 
@@ -40,6 +41,8 @@ class Discovery:
     verdict: str  # "discovery" | "not confirmed"
     reason: str
     needs: str = ""  # the minimum effect the interval had to clear, e.g. "Δ Overall > +1.0"
+    accuracy: str = "overall"  # the accuracy metric the verdict read (the objective's)
+    d_accuracy: dict | None = None  # its difference vs the baseline (= d_overall when it is the paper's Overall)
 
 
 def search_means(entry) -> dict:
@@ -81,29 +84,34 @@ def stats(ms: list[dict]) -> dict:
 def confirm(entry_id: int, name: str, ms: list[dict], base: list[dict], objective: Objective,
             seeds: list[int], base_seeds: list[int] | None = None) -> Discovery:
     """The verdict on one candidate's confirmation results `ms` (on `seeds`) against the baseline's `base` (on
-    `base_seeds`): paired when the seeds match, Welch otherwise (or when `base_seeds` is not given)."""
-    ov, bl = [m["overall"] for m in ms], [m["overall"] for m in base]
-    ln, bln = [m["length"] for m in ms], [m["length"] for m in base]
-    if base_seeds is not None and len(base_seeds) == len(base) and len(seeds) == len(ms):
-        d_ov = seed_diff_ci(dict(zip(seeds, ov)), dict(zip(base_seeds, bl)))
-        d_ln = seed_diff_ci(dict(zip(seeds, ln)), dict(zip(base_seeds, bln)))
-    else:
-        d_ov, d_ln = diff_ci(ov, bl), diff_ci(ln, bln)
-    how = f"{d_ov.method} 95%, {len(ms)} and {len(base)} seeds"
-    tol = mean_ci(bl).half_width
+    `base_seeds`): paired when the seeds match, Welch otherwise (or when `base_seeds` is not given). It reads
+    the objective's accuracy metric (the paper's Overall or overall@k); the paper's Overall is reported beside."""
+    paired = base_seeds is not None and len(base_seeds) == len(base) and len(seeds) == len(ms)
+
+    def diff(key: str):
+        a, b = [metric_value(m, key) for m in ms], [metric_value(m, key) for m in base]
+        return seed_diff_ci(dict(zip(seeds, a)), dict(zip(base_seeds, b))) if paired else diff_ci(a, b)
+
+    acc = objective.accuracy
+    what = "Overall" if acc == "overall" else acc
+    d_ov, d_acc, d_ln = diff("overall"), diff(acc), diff("length")
+    how = f"{d_acc.method} 95%, {len(ms)} and {len(base)} seeds"
+    also = "" if acc == "overall" else f"; the paper's Overall {d_ov.mean:+.1f} [{d_ov.lo:+.1f}, {d_ov.hi:+.1f}]"
+    tol = mean_ci([metric_value(m, acc) for m in base]).half_width
     if objective.verdict_metric == "length":
         pct = objective.effect("length")
-        cut = pct / 100 * mean_ci(bln).mean  # the minimum effect, in tokens of the baseline's length
-        ok = d_ln.hi < -cut and d_ov.mean >= -tol
-        needs = f"Δ length < -{cut:.1f} tokens ({pct:g}% of GRPO's), Overall within GRPO's ±{tol:.1f}"
-        reason = (f"length {d_ln.mean:+.1f} [{d_ln.lo:+.1f}, {d_ln.hi:+.1f}] tokens and Overall {d_ov.mean:+.1f} "
-                  f"[{d_ov.lo:+.1f}, {d_ov.hi:+.1f}] vs the baseline ({how}); a discovery needs {needs}")
+        cut = pct / 100 * mean_ci([m["length"] for m in base]).mean  # the minimum effect, in tokens
+        ok = d_ln.hi < -cut and d_acc.mean >= -tol
+        needs = f"Δ length < -{cut:.1f} tokens ({pct:g}% of GRPO's), {what} within GRPO's ±{tol:.1f}"
+        reason = (f"length {d_ln.mean:+.1f} [{d_ln.lo:+.1f}, {d_ln.hi:+.1f}] tokens and {what} {d_acc.mean:+.1f} "
+                  f"[{d_acc.lo:+.1f}, {d_acc.hi:+.1f}] vs the baseline ({how}){also}; a discovery needs {needs}")
     else:
-        cut = objective.effect("overall")
-        ok = d_ov.lo > cut
-        needs = f"Δ Overall > +{cut:g}"
-        reason = (f"Overall {d_ov.mean:+.1f} [{d_ov.lo:+.1f}, {d_ov.hi:+.1f}] vs the baseline ({how}); "
+        cut = objective.effect(acc)
+        ok = d_acc.lo > cut
+        needs = f"Δ {what} > +{cut:g}"
+        reason = (f"{what} {d_acc.mean:+.1f} [{d_acc.lo:+.1f}, {d_acc.hi:+.1f}] vs the baseline ({how}){also}; "
                   f"a discovery needs {needs}")
-    return Discovery(entry_id, name, list(seeds), mean_ci(ov).to_dict(), mean_ci(ln).to_dict(),
-                     mean_ci([hard_pass1(m) for m in ms]).to_dict(), d_ov.to_dict(), d_ln.to_dict(),
-                     "discovery" if ok else "not confirmed", reason, needs)
+    return Discovery(entry_id, name, list(seeds), mean_ci([m["overall"] for m in ms]).to_dict(),
+                     mean_ci([m["length"] for m in ms]).to_dict(), mean_ci([hard_pass1(m) for m in ms]).to_dict(),
+                     d_ov.to_dict(), d_ln.to_dict(), "discovery" if ok else "not confirmed", reason, needs,
+                     acc, d_acc.to_dict())

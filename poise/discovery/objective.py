@@ -56,7 +56,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from poise.evaluation.keys import METRIC_KEYS, RELATIVE_KEYS, metric_value
+from poise.evaluation.keys import ACCURACY_KEYS, METRIC_KEYS, RELATIVE_KEYS, metric_value
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,10 @@ PENALTY = 5.0  # scalar points lost per point of constraint violation
 # paper's -29% and more than twice the shortening a length term buys by accident (docs §6).
 # (the verdict reads Overall for an accuracy objective, length for a concise one: those two only)
 MIN_EFFECT = {"overall": 1.0, "length": 5.0}
+# What `poise discover` ranks accuracy on when the sandbox trains the candidates: chosen by measurement
+# (docs/benchmarks.md §16, effect against noise per objective on matched seeds). Other backends rank on the
+# paper's Overall unless told otherwise (--rank-on): nothing has measured them yet.
+SANDBOX_RANK_ON = "overall@4"
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,10 @@ class Constraint:
 class Objective:
     directive: str = ""
     metrics: tuple[Term, ...] = (Term("overall", 1, 1.0), Term("hard_pass1", 1, 0.0))
+    # the accuracy metric the search ranks on and the verdict reads: the paper's Overall, or overall@k (the same
+    # tiers and weights with the sampled tiers at pass@k, which separates algorithms with far fewer seeds on the
+    # sandbox: docs/benchmarks.md §16). The paper's Overall is reported beside it either way.
+    accuracy: str = "overall"
     constraints: tuple[Constraint, ...] = ()
     penalty: float = PENALTY
     understood: tuple[str, ...] = ()  # the directive words that mapped to something
@@ -148,6 +156,8 @@ class Objective:
         object.__setattr__(self, "constraints", tuple(self.constraints))
         if not self.metrics:
             raise ValueError("an objective needs at least one metric term")
+        if self.accuracy not in ACCURACY_KEYS:
+            raise ValueError(f"the search ranks on one of {', '.join(ACCURACY_KEYS)}, not {self.accuracy!r}")
         names = [t.name for t in self.metrics]
         if len(set(names)) != len(names):
             raise ValueError(f"each metric may appear once in an objective, got {names}")
@@ -160,12 +170,13 @@ class Objective:
 
     @property
     def verdict_metric(self) -> str:
-        """What a confirmation verdict reads: length for an objective that weighs it, else Overall."""
-        return "length" if self.weights().get("length", 0) > 0 else "overall"
+        """What a confirmation verdict reads: length for an objective that weighs it, else the accuracy metric."""
+        return "length" if self.weights().get("length", 0) > 0 else self.accuracy
 
     def effect(self, name: str) -> float:
-        """The smallest change of ``name`` that counts as a discovery (points; length: % of the baseline)."""
-        return dict(self.min_effect)[name]
+        """The smallest change of ``name`` that counts as a discovery (points; length: % of the baseline). The
+        accuracy metric's is stored as "overall", whichever overall@k the run ranks on."""
+        return dict(self.min_effect)["overall" if name in ACCURACY_KEYS else name]
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -218,6 +229,9 @@ class Objective:
         if self.constraints:
             s += "; subject to " + " and ".join(c.describe() for c in self.constraints)
         s += f'; directive: "{self.directive}"' if self.directive else "; no directive (default: accuracy)"
+        if self.accuracy != "overall":
+            s += f"; accuracy is ranked on {self.accuracy} (the paper's Overall with its sampled tiers at pass@" \
+                 f"{self.accuracy.split('@')[1]}), the paper's Overall reported beside it"
         return s
 
     def to_dict(self) -> dict:
@@ -227,7 +241,7 @@ class Objective:
             "constraints": [{"name": c.name, "op": c.op, "value": c.value, "relative_to_baseline": c.relative_to_baseline,
                              "tolerance": c.tolerance} for c in self.constraints],
             "penalty": self.penalty, "understood": list(self.understood), "note": self.note,
-            "min_effect": dict(self.min_effect),
+            "min_effect": dict(self.min_effect), "accuracy": self.accuracy,
         }
 
     @classmethod
@@ -235,7 +249,7 @@ class Objective:
         return cls(directive=d.get("directive", ""), metrics=tuple(Term(**t) for t in d["metrics"]),
                    constraints=tuple(Constraint(**c) for c in d.get("constraints", ())),
                    penalty=d.get("penalty", PENALTY), understood=tuple(d.get("understood", ())), note=d.get("note", ""),
-                   min_effect=tuple(d.get("min_effect", MIN_EFFECT).items()))
+                   min_effect=tuple(d.get("min_effect", MIN_EFFECT).items()), accuracy=d.get("accuracy", "overall"))
 
 
 # (rule name, regex of whole words / stems). Order is the order terms appear in the objective.
@@ -250,24 +264,25 @@ _RULES: tuple[tuple[str, str], ...] = (
 _PATTERNS = {name: re.compile(rf"\b(?:{rx})\b", re.IGNORECASE) for name, rx in _RULES}
 
 
-def parse_directive(text: str | None) -> Objective:
+def parse_directive(text: str | None, accuracy: str = "overall") -> Objective:
     """Map a directive to an `Objective` with the keyword table of the module docstring. None gives the
-    default accuracy objective; the text is kept verbatim for the prompts whatever it says."""
+    default accuracy objective; the text is kept verbatim for the prompts whatever it says. ``accuracy`` is the
+    metric that stands for accuracy wherever the table says overall (see `Objective.accuracy`)."""
     if text is None:
-        return Objective()
+        return Objective(metrics=(Term(accuracy, 1, 1.0), Term("hard_pass1", 1, 0.0)), accuracy=accuracy)
     directive = text.strip()
     if not directive:
         raise ValueError("the directive is empty: omit it for the default accuracy objective, or say what you "
                          "want, e.g. 'accurate and concise'")
     hits = {name: [m.group(0).lower() for m in p.finditer(directive)] for name, p in _PATTERNS.items()}
     understood = tuple(w for name, _ in _RULES for w in dict.fromkeys(hits[name]))
-    terms = [Term("overall", 1, 1.0)]
+    terms = [Term(accuracy, 1, 1.0)]
     constraints: list[Constraint] = []
     if hits["hard"]:
         terms.append(Term("hard_pass1", 1, W_HARD))
     if hits["concise"]:
         terms.append(Term("length", -1, W_LENGTH))
-        constraints.append(Constraint("overall", ">=", 0.0, relative_to_baseline=True, tolerance=ACCURACY_TOLERANCE))
+        constraints.append(Constraint(accuracy, ">=", 0.0, relative_to_baseline=True, tolerance=ACCURACY_TOLERANCE))
     if hits["valid"]:
         terms.append(Term("validity", 1, W_VALIDITY))
     if len(terms) == 1:  # pure accuracy: keep the hard tiers on the Pareto front, as the default does
@@ -284,12 +299,12 @@ def parse_directive(text: str | None) -> Objective:
     note = "; ".join(notes)
     log.info("directive %r: %s", directive, note)
     return Objective(directive=directive, metrics=tuple(terms), constraints=tuple(constraints),
-                     understood=understood, note=note)
+                     understood=understood, note=note, accuracy=accuracy)
 
 
 def run_objective(config: dict) -> Objective:
     """The objective of a discovery run from its stored settings: the directive, and the minimum effect
     sizes it was given (a run stored before they existed gets the defaults)."""
-    obj = parse_directive(config.get("directive") or None)
+    obj = parse_directive(config.get("directive") or None, config.get("rank_on") or "overall")
     given = config.get("min_effect") or {}
     return dataclasses.replace(obj, min_effect=tuple(given.items())) if given else obj

@@ -48,6 +48,9 @@ class DiscoverConfig:
     unsafe_no_jail: bool = False
     # the smallest confirmed change that counts as a discovery, per metric ({} = objective.MIN_EFFECT)
     min_effect: dict[str, float] = field(default_factory=dict)
+    # the accuracy metric selection, racing and the verdict rank on: "overall" (the paper's) or overall@k
+    # (objective.Objective.accuracy); `poise discover` gives the sandbox objective.SANDBOX_RANK_ON
+    rank_on: str = "overall"
 
     @property
     def backend_spec(self) -> BackendSpec:
@@ -68,6 +71,7 @@ class DiscoverConfig:
         if "reeval_seeds" in d:
             d["reeval_seeds"] = tuple(d["reeval_seeds"])
         d.setdefault("race_seeds", 1)  # runs stored before racing existed did not race
+        d.setdefault("rank_on", "overall")  # nor ranked on anything but the paper's Overall
         if isinstance(d.get("agents"), dict):
             a = {k: v for k, v in d["agents"].items() if k in {f.name for f in dataclasses.fields(AgentsConfig)}}
             if a.get("price") is not None:

@@ -21,7 +21,8 @@ import math
 from typing import Any
 
 OVERALL_AT_K = (1, 2, 4, 8, 16)
-METRIC_KEYS = ("overall", "hard_pass1", "length", "validity", *(f"overall@{k}" for k in OVERALL_AT_K))
+ACCURACY_KEYS = ("overall", *(f"overall@{k}" for k in OVERALL_AT_K))  # what a search may rank accuracy on
+METRIC_KEYS = ("overall", "hard_pass1", "length", "validity", *ACCURACY_KEYS[1:])
 RELATIVE_KEYS = ("length",)  # measured against the baseline in `scalar`, so its weight is in percent
 CURVE_KEYS = ("reward", "accuracy", "validity", "entropy", "response_length", "kl", "clip_frac", "grad_norm")
 TRAJECTORY_KEYS = ("step", *CURVE_KEYS, "loss", "adv_abs_mean", "zero_std_groups", "all_fail_groups", "truncated",

@@ -64,3 +64,28 @@ def test_matched_fresh_seeds_are_compared_paired():
     assert welch.d_overall["method"] == "Welch" and welch.verdict == "not confirmed"
     shifted = confirm(1, "UP", ms, base, acc, [11, 12, 13], [12, 13, 14])  # other seeds: never paired
     assert shifted.d_overall["method"] == "Welch"
+
+
+def _at4(overall, p4, greedy=80.0):
+    from poise.evaluation.metrics import OVERALL_WEIGHTS
+
+    tiers = {t: {"metric": "pass@32", "pass@1": 3.0, "pass@4": p4, "score": overall, "length": 40.0}
+             for t in ("aime24", "aime25", "amc")}
+    tiers.update({t: {"metric": "greedy", "pass@1": greedy, "score": greedy, "length": 40.0}
+                  for t in ("math500", "minerva", "olympiad")})
+    return {"tiers": tiers, "overall": overall, "length": 40.0, "validity": 95.0, "weights": OVERALL_WEIGHTS}
+
+
+def test_the_verdict_reads_the_accuracy_metric_the_run_ranks_on_and_reports_the_papers_overall():
+    # pass@4 up by 3 points on every sampled tier (overall@4 up by 1.65), the paper's Overall unchanged
+    base = [_at4(60.0 + s, 10.0 + s) for s in range(3)]
+    ms = [_at4(60.0 + s, 13.0 + s) for s in range(3)]
+    at4 = parse_directive(None, accuracy="overall@4")
+    v = confirm(1, "P4", ms, base, at4, [1, 2, 3], [1, 2, 3])
+    assert v.verdict == "discovery" and v.accuracy == "overall@4"
+    assert v.d_accuracy["mean"] == pytest.approx(0.55 * 3) and v.d_overall["mean"] == pytest.approx(0.0)
+    assert "overall@4 +1.7" in v.reason and "the paper's Overall +0.0" in v.reason
+    plain = confirm(1, "P4", ms, base, parse_directive(None), [1, 2, 3], [1, 2, 3])
+    assert plain.verdict == "not confirmed" and plain.accuracy == "overall"
+    with pytest.raises(ValueError, match="ranks on one of"):
+        parse_directive(None, accuracy="length")

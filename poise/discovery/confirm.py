@@ -45,18 +45,40 @@ class Discovery:
     d_accuracy: dict | None = None  # its difference vs the baseline (= d_overall when it is the paper's Overall)
 
 
-def search_means(entry) -> dict:
-    """Mean over an archive entry's search (or baseline) seeds of each objective metric; {} before any
-    has finished."""
-    if not entry.search_evaluations():
-        return {}
+def flat_metrics(metrics: dict) -> dict[str, float]:
+    """The objective metrics (`METRIC_KEYS`) of one evaluation's held-out results, those it has."""
     out = {}
     for k in METRIC_KEYS:
         try:
-            out[k] = entry.mean_metric(k)
+            out[k] = metric_value(metrics, k)
         except KeyError:
-            pass  # e.g. overall@16 of a tier scored from 4 samples a problem
+            pass  # e.g. overall@16 of a tier scored from 4 samples a problem, or hard_pass1 without pass@k tiers
     return out
+
+
+def paired_seed_metrics(per_seed: dict[int, dict], base: dict[int, dict]) -> dict[int, dict]:
+    """An entry's per-seed metrics made comparable across seeds through the baseline trained on the same seeds:
+    at seed s, m_s - b_s + mean(b). At one seed every arm shares the training's and the evaluation's random
+    numbers (common random numbers), so the difference cancels the seed's own luck, and an entry raced on three
+    seeds compares fairly with one trained on the first seed only. Unchanged when the baseline lacks any of the
+    entry's seeds (Welch-style: the raw means), and the baseline's own metrics stay as they are."""
+    if not per_seed or not set(per_seed) <= set(base):
+        return per_seed
+    keys = set.intersection(*(set(m) for m in [*per_seed.values(), *base.values()]))
+    mean_b = {k: sum(b[k] for b in base.values()) / len(base) for k in keys}
+    return {s: {k: m[k] - base[s][k] + mean_b[k] for k in keys} for s, m in per_seed.items()}
+
+
+def search_means(entry, base=None) -> dict:
+    """Mean over an archive entry's search (or baseline) seeds of each objective metric; {} before any
+    has finished. With ``base`` (the baseline's entry), paired through it (`paired_seed_metrics`)."""
+    per_seed = {e.seed: flat_metrics(e.metrics) for e in entry.search_evaluations()}
+    if not per_seed:
+        return {}
+    if base is not None and base is not entry:
+        per_seed = paired_seed_metrics(per_seed, {e.seed: flat_metrics(e.metrics) for e in base.search_evaluations()})
+    keys = set.intersection(*(set(m) for m in per_seed.values()))
+    return {k: sum(m[k] for m in per_seed.values()) / len(per_seed) for k in METRIC_KEYS if k in keys}
 
 
 def confirm_fidelity(fidelity: str) -> str:

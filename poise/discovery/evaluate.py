@@ -85,12 +85,21 @@ class Racing:
         self.raced: set[int] = set()  # entries raced by this process (a failed seed is not retried forever)
 
     def start(self, archive: Archive, ids: list[int], round: int, say: Callable[[str], None]) -> None:
+        # the baseline (entry 0) races too, once: a raced entry's means are paired through the baseline's on the
+        # same seeds (confirm.paired_seed_metrics), which cancels each seed's shared luck
+        if 0 not in ids and 0 not in self.raced and any(not archive.has_evaluation(0, s, self.fidelity)
+                                                        for s in self.seeds):
+            ids = [0, *ids]
         for i in ids:
             self.raced.add(i)
             missing = [s for s in self.seeds if not archive.has_evaluation(i, s, self.fidelity)]
             e = archive.get(i)
             archive.log("race", i, seeds=missing, round=round)
-            say(f"racing #{i} {e.name}: {len(missing)} more search seed(s) before it may lead or be a parent again")
+            if i == 0:
+                say(f"racing the baseline #0 {e.name} on {len(missing)} more search seed(s): raced candidates are "
+                    f"compared with it seed by seed")
+            else:
+                say(f"racing #{i} {e.name}: {len(missing)} more search seed(s) before it may lead or be a parent again")
             for s in missing:
                 self.queue.append((i, s))
                 self.pending.add((i, s))

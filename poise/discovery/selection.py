@@ -54,7 +54,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from poise.discovery.archive import SELECT_EVENT
-from poise.discovery.objective import METRIC_KEYS, Objective, metric_value
+from poise.discovery.confirm import flat_metrics, paired_seed_metrics
+from poise.discovery.objective import METRIC_KEYS, Objective
 
 STRATEGIES = ("lineage", "greedy", "random", "tournament")
 
@@ -463,17 +464,15 @@ def nodes_from_archive(archive, features_fn: Callable[[Any], Sequence[float]], *
         if ev.entry_id is not None:
             picked.setdefault(ev.entry_id, []).append(ev.id)
     evaluated = [e for e in everything if e.status == "evaluated" and e.search_evaluations(fidelity)]
+
+    def by_seed(e) -> dict[int, dict]:
+        return {ev.seed: flat_metrics(ev.metrics) for ev in e.search_evaluations(fidelity)}
+
+    base = by_seed(everything[0]) if everything else {}
     nodes = []
     for e in evaluated:
-        per_seed = []
-        for ev in e.search_evaluations(fidelity):
-            m = {}
-            for k in METRIC_KEYS:
-                try:
-                    m[k] = metric_value(ev.metrics, k)
-                except KeyError:
-                    pass  # e.g. no tiers to compute hard_pass1 from
-            per_seed.append(m)
+        # paired through the baseline where it has the entry's seeds, as RunState's means are (confirm.search_means)
+        per_seed = list((by_seed(e) if e.id == everything[0].id else paired_seed_metrics(by_seed(e), base)).values())
         # the mean over seeds of each key that every seed has (as Entry.mean_metric computes it)
         metrics = {k: sum(m[k] for m in per_seed) / len(per_seed) for k in METRIC_KEYS
                    if all(k in m for m in per_seed)}

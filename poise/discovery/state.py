@@ -72,7 +72,7 @@ class RunState:
         bm = search_means(entries[0]) if entries else {}
         cands = []
         for e in entries:
-            m = search_means(e)
+            m = search_means(e, entries[0])
             score = objective.scalar(m, bm) if e.status == "evaluated" and m and bm else None
             cands.append(Candidate(e, m, score))
         scored = [c for c in cands if c.score is not None]

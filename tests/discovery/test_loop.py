@@ -224,6 +224,9 @@ def test_racing_gives_the_leader_and_a_repeat_parent_more_seeds_before_selection
     a = Archive(tmp_path / "archive.db", readonly=True)
     races = [ev for ev in a.events() if ev.kind == "race"]
     assert races, "a budget of 4 has rounds after the first: someone leads, so someone is raced"
+    # the baseline races with the first of them, so raced candidates are compared with it seed by seed
+    assert 0 in {ev.entry_id for ev in races}
+    assert races[0].entry_id == 0 or any(r.entry_id == 0 and r.id <= races[0].id + 1 for r in races)
     for ev in races:
         e = a.get(ev.entry_id)
         seeds = sorted(v.seed for v in e.search_evaluations("smoke"))

@@ -61,3 +61,32 @@ def test_the_budget_rule(tmp_path):
         assert (s.proposals, s.max_proposals) == (6, 12)
         assert RunState.read(a, parse_directive(None), "smoke", budget=5).unfinished() == 2
         assert RunState.read(a, parse_directive(None), "smoke", budget=10).unfinished() == 3
+
+
+def test_a_raced_candidate_is_compared_with_the_baseline_seed_by_seed(tmp_path):
+    # every arm at a seed shares that seed's luck (-4 at seed 1, -3 at seed 2). RACED is truly 1 point above
+    # GRPO on all three seeds; LUCKY, trained on seed 0 only, 0.5 above. Raw means put RACED (58.7) below
+    # LUCKY (60.5): the pairing through GRPO's own seeds gives each its true place.
+    from poise.discovery.confirm import paired_seed_metrics, search_means
+
+    luck = {0: 0.0, 1: -4.0, 2: -3.0}
+    with Archive(tmp_path / "a.db") as a:
+        a.add_entry("GRPO", "g", {}, [], 0, status="evaluating")
+        for s, x in luck.items():
+            a.add_evaluation(0, s, "smoke", [], _metrics(60.0 + x), 1.0, purpose="baseline")
+        a.set_status(0, "evaluated")
+        raced = a.add_entry("RACED", "r", {}, [0], 1, status="evaluating")
+        for s, x in luck.items():
+            a.add_evaluation(raced, s, "smoke", [], _metrics(61.0 + x), 1.0)
+        a.set_status(raced, "evaluated")
+        lucky = a.add_entry("LUCKY", "l", {}, [0], 1, status="evaluating")
+        a.add_evaluation(lucky, 0, "smoke", [], _metrics(60.5), 1.0)
+        a.set_status(lucky, "evaluated")
+        s = RunState.read(a, parse_directive(None), "smoke", budget=4)
+        assert [c.name for c in s.leaderboard()] == ["RACED", "LUCKY", "GRPO"]
+        assert s.find(raced).search["overall"] == 61.0 + sum(luck.values()) / 3  # GRPO's mean + 1
+        assert search_means(a.get(raced))["overall"] < search_means(a.get(lucky))["overall"]  # raw: the wrong order
+        assert search_means(a.get(lucky), a.get(0))["overall"] == 60.5 + sum(luck.values()) / 3
+    # without the baseline on a candidate's seeds, the raw means stand
+    per = {0: {"overall": 61.0}, 5: {"overall": 65.0}}
+    assert paired_seed_metrics(per, {0: {"overall": 60.0}}) == per

@@ -14,18 +14,18 @@ def style_of(r):
     head = r.split(';')[0]
     return 'verbose' if ('+' in head or '-' in head) else 'concise'
 res = {}
-gen = torch.Generator().manual_seed(0)
+
 t0 = time.time()
 for n in range(nmin, nmax + 1):
     rng = random.Random(f"probe/{n}")
     probs = [make_problem(rng, n, int(__import__("os").environ.get("OP", "9")), 0.4) for _ in range(P)]
-    s = generate(m, build_prompts(probs, NS), budget, 1.0, generator=gen)
+    s = generate(m, build_prompts(probs, NS), budget, 1.0, stream=n)
     counts = [0] * P; st = collections.defaultdict(lambda: [0, 0, 0]); valid = trunc = noans = 0
     for r in range(s.tokens.shape[0]):
         txt = decode(s.tokens[r]); fin = bool(s.finished[r]); v, c = grade(txt, fin, probs[r // NS])
         counts[r // NS] += c; valid += v; trunc += not fin; noans += fin and '>' not in txt
         a = st[style_of(txt)]; a[0] += 1; a[1] += c
-    g = generate(m, build_prompts(probs, 1), budget, 1.0, greedy=True, generator=gen)
+    g = generate(m, build_prompts(probs, 1), budget, 1.0, greedy=True)
     gc = [grade(decode(g.tokens[i]), bool(g.finished[i]), probs[i])[1] for i in range(P)]
     gs = [style_of(decode(g.tokens[i])) for i in range(P)]
     N = s.tokens.shape[0]

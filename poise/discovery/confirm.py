@@ -108,11 +108,11 @@ def confirm(entry_id: int, name: str, ms: list[dict], base: list[dict], objectiv
     """The verdict on one candidate's confirmation results `ms` (on `seeds`) against the baseline's `base` (on
     `base_seeds`): paired when the seeds match, Welch otherwise (or when `base_seeds` is not given). It reads
     the objective's accuracy metric (the paper's Overall or overall@k); the paper's Overall is reported beside."""
-    paired = base_seeds is not None and len(base_seeds) == len(base) and len(seeds) == len(ms)
+    pair = base_seeds if base_seeds is not None and len(base_seeds) == len(base) and len(seeds) == len(ms) else None
 
     def diff(key: str):
         a, b = [metric_value(m, key) for m in ms], [metric_value(m, key) for m in base]
-        return seed_diff_ci(dict(zip(seeds, a)), dict(zip(base_seeds, b))) if paired else diff_ci(a, b)
+        return diff_ci(a, b) if pair is None else seed_diff_ci(dict(zip(seeds, a)), dict(zip(pair, b)))
 
     acc = objective.accuracy
     what = "Overall" if acc == "overall" else acc

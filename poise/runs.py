@@ -14,7 +14,7 @@ import torch
 
 from poise import __version__
 from poise.backends.base import EvalResult
-from poise.evaluation.keys import hard_pass1
+from poise.evaluation.keys import SANDBOX_RANK_ON, hard_pass1, metric_value
 from poise.evaluation.metrics import mean_ci, seed_diff_ci
 
 
@@ -65,14 +65,27 @@ def summarize(results: list[EvalResult]) -> dict:
     for k in ("overall", "length", "validity"):
         out[k] = mean_ci([r.metrics[k] for r in results]).to_dict()
     out["hard_pass@1"] = mean_ci([hard_pass1(r.metrics) for r in results]).to_dict()
+    ranked = [_ranked(r) for r in results]
+    if all(v is not None for v in ranked):
+        out[SANDBOX_RANK_ON] = mean_ci(ranked).to_dict()
     out["per_seed_overall"] = [r.metrics["overall"] for r in results]
     return out
+
+
+def _ranked(r: EvalResult) -> float | None:
+    """What a discovery run on the sandbox ranks accuracy on (keys.SANDBOX_RANK_ON), where the tiers allow it."""
+    try:
+        return metric_value(r.metrics, SANDBOX_RANK_ON)
+    except KeyError:
+        return None
 
 
 def _row_values(r: EvalResult) -> dict[str, float]:
     vals = {t: m["score"] for t, m in r.metrics["tiers"].items()}
     vals.update({k: r.metrics[k] for k in ("overall", "length", "validity")})
     vals["hard_pass@1"] = hard_pass1(r.metrics)
+    if (v := _ranked(r)) is not None:
+        vals[SANDBOX_RANK_ON] = v
     return vals
 
 

@@ -117,8 +117,7 @@ def discover_cmd(
             effects[k.strip()] = float(v)
         except ValueError:
             common.fail(f"--min-effect {item!r}: expected METRIC=NUMBER, e.g. --min-effect overall=1 --min-effect length=5")
-    from poise.discovery.objective import SANDBOX_RANK_ON
-    from poise.evaluation.keys import ACCURACY_KEYS
+    from poise.evaluation.keys import ACCURACY_KEYS, SANDBOX_RANK_ON
 
     if rank_on is None:
         rank_on = SANDBOX_RANK_ON if spec.name == "tiny" else "overall"

@@ -220,6 +220,12 @@ def _print_table(label: str, summary: dict, n: int, tiers, start: str) -> None:
         t.add_row(tier.name, metric, fmt(b["tiers"][tier.name]), fmt(a["tiers"][tier.name]), delta(d[tier.name]))
     t.add_row("hard tiers", "pass@1", fmt(b["hard_pass@1"]), fmt(a["hard_pass@1"]), delta(d["hard_pass@1"]))
     t.add_row("Overall", "weighted", fmt(b["overall"]), fmt(a["overall"]), delta(d["overall"]), style="bold")
+    from poise.evaluation.keys import SANDBOX_RANK_ON
+
+    if SANDBOX_RANK_ON in a and SANDBOX_RANK_ON in b:  # what a discovery run on the sandbox ranks accuracy on
+        k = SANDBOX_RANK_ON.split("@")[1]
+        t.add_row(SANDBOX_RANK_ON, f"pass@{k} tiers", fmt(b[SANDBOX_RANK_ON]), fmt(a[SANDBOX_RANK_ON]),
+                  delta(d[SANDBOX_RANK_ON]))
     t.add_row("length", "tokens", fmt(b["length"]), fmt(a["length"]), delta(d["length"]))
     t.add_row("validity", "%", fmt(b["validity"]), fmt(a["validity"]), delta(d["validity"]))
     common.console.print(t)

@@ -73,10 +73,6 @@ PENALTY = 5.0  # scalar points lost per point of constraint violation
 # paper's -29% and more than twice the shortening a length term buys by accident (docs §6).
 # (the verdict reads Overall for an accuracy objective, length for a concise one: those two only)
 MIN_EFFECT = {"overall": 1.0, "length": 5.0}
-# What `poise discover` ranks accuracy on when the sandbox trains the candidates: chosen by measurement
-# (docs/benchmarks.md §16, effect against noise per objective on matched seeds). Other backends rank on the
-# paper's Overall unless told otherwise (--rank-on): nothing has measured them yet.
-SANDBOX_RANK_ON = "overall@4"
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,10 @@ def test_train_writes_a_complete_run_folder(tmp_path, smoke_policy):
     assert d["mean"] == pytest.approx(sum(overall["grpo"]) / 2 - sum(overall["sft_start"]) / 2, abs=1e-3)
     assert d["lo"] < d["mean"] < d["hi"] or d["lo"] == d["hi"]
     assert f"Overall grpo - start: {d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]" in " ".join(r.stdout.split())
+    # the start is scored at the algorithm's seeds with the same noise: the interval is paired, and says so
+    assert d["method"] == "paired" and "(paired 95%, 2 matched seeds)" in " ".join(r.stdout.split())
+    # what a discovery run ranks accuracy on is reported beside the paper's Overall
+    assert summary["algorithm"]["overall@4"]["n"] == 2 and "overall@4" in r.stdout
     header = (run / "curves_seed_0.csv").read_text().splitlines()[0].split(",")
     for k in ["reward", "accuracy", "validity", "entropy", "response_length", "kl", "clip_frac", "grad_norm"]:
         assert k in header

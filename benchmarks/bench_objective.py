@@ -59,7 +59,8 @@ def seeds_for_power(sd_diff: float, delta: float, power: float = 0.8, max_n: int
         df = n - 1
         crit = stats.t.ppf(0.975, df)
         nc = delta / (sd_diff / math.sqrt(n))
-        p = 1 - stats.nct.cdf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+        lower = stats.nct.cdf(-crit, df, nc)  # the wrong-sign rejections: nan where scipy underflows, i.e. 0
+        p = stats.nct.sf(crit, df, nc) + (0.0 if math.isnan(lower) else lower)
         if p >= power:
             return n
     return None

@@ -73,7 +73,7 @@ def discover_cmd(
                                          "as a discovery (repeatable; defaults overall=1 point, length=5 percent)"),
     rank_on: Optional[str] = typer.Option(None, "--rank-on", help="the accuracy metric selection, racing and the "
                                           "verdict rank on: overall (the paper's) or overall@K (K = 1, 2, 4, 8, 16: "
-                                          "the sampled tiers at pass@K); default overall@4 on the sandbox, overall "
+                                          "the sampled tiers at pass@K); default overall@2 on the sandbox, overall "
                                           "elsewhere"),
 ) -> None:
     """Run the discovery loop: select, propose, implement, verify, evaluate, reflect; then confirm the best."""

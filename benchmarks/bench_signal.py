@@ -2,7 +2,9 @@
 
 Evaluates the SFT start, every built-in and two controls over the same seeds: sign-flipped GRPO (a
 deliberately broken algorithm) and null GRPO (coin-flip rewards: what the optimiser's noise does alone), at one fidelity, then prints a markdown table (mean ± 95% CI over seeds) and the difference
-of each algorithm from GRPO with a Welch 95% interval, and plots the learning curves side by side.
+of each algorithm from GRPO with a 95% interval (paired over the seeds both have when they have the same ones,
+as every arm here does: at one seed they share their random numbers; Welch otherwise), the paper's Overall and
+overall@2 (what a sandbox discovery ranks on), and plots the learning curves side by side.
 Results are appended to a JSON file as each evaluation finishes, so an interrupted run resumes.
 
     python benchmarks/bench_signal.py --fidelity standard --seeds 3
@@ -24,7 +26,8 @@ from poise.algorithms import BUILTINS, builtin_source
 from poise.backends.tiny import EvalResult, evaluate_start, sft_policy
 from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
 from poise.evaluation.fidelity import get_fidelity
-from poise.evaluation.metrics import diff_ci, mean_ci
+from poise.evaluation.keys import SANDBOX_RANK_ON, metric_value
+from poise.evaluation.metrics import mean_ci, seed_diff_ci
 from poise.report.plots import plot_curves
 from poise.sandbox.benchmark import hard_pass1
 from poise.sandbox.task import TIERS
@@ -88,27 +91,37 @@ def _all_fail(rs: list[EvalResult]) -> str:
 def report(done: dict, names: list[str], seeds: int, fidelity: str, out: Path) -> None:
     res = {n: [EvalResult(**done[f"{n}/{s}"]) for s in range(seeds) if f"{n}/{s}" in done] for n in names}
     cols = [t.name for t in TIERS]
-    lines = ["| algorithm | seeds | " + " | ".join(cols) + " | hard pass@1 | Overall | Δ Overall vs GRPO | length | validity "
-             "| all-fail groups, first / last 10 steps |",
-             "|---" * (len(cols) + 8) + "|"]
-    grpo = [r.metrics["overall"] for r in res.get("grpo", [])]
+    rk = SANDBOX_RANK_ON
+    lines = ["| algorithm | seeds | " + " | ".join(cols) + f" | hard pass@1 | Overall | Δ Overall vs GRPO | {rk} | Δ {rk} vs GRPO "
+             "| length | validity | all-fail groups, first / last 10 steps |",
+             "|---" * (len(cols) + 10) + "|"]
+
+    def by_seed(rs, key):
+        return {r.seed: metric_value(r.metrics, key) for r in rs}
+
+    def delta(rs, base, key):
+        if not base or rs is base:
+            return "—"
+        d = seed_diff_ci(by_seed(rs, key), by_seed(base, key))
+        return f"{d.mean:+.1f} [{d.lo:+.1f}, {d.hi:+.1f}] {d.method}"
+
+    grpo = res.get("grpo", [])
     for n, rs in res.items():
         if not rs:
             continue
         cells = [str(mean_ci([r.metrics["tiers"][c]["score"] for r in rs])) for c in cols]
         ov = [r.metrics["overall"] for r in rs]
-        d = diff_ci(ov, grpo) if grpo and n != "grpo" else None
-        dtxt = "—" if d is None else f"{d.mean:+.1f} [{d.lo:+.1f}, {d.hi:+.1f}]"
         lines.append(f"| {n} | {len(rs)} | " + " | ".join(cells) + f" | {mean_ci([hard_pass1(r.metrics) for r in rs])} | "
-                     f"**{mean_ci(ov)}** | {dtxt} | {mean_ci([r.metrics['length'] for r in rs])} | "
+                     f"**{mean_ci(ov)}** | {delta(rs, grpo, 'overall')} | {mean_ci(list(by_seed(rs, rk).values()))} | "
+                     f"{delta(rs, grpo, rk)} | {mean_ci([r.metrics['length'] for r in rs])} | "
                      f"{mean_ci([r.metrics['validity'] for r in rs])} | {_all_fail(rs)} |")
     table = "\n".join(lines)
     start = res.get("sft_start", [])
     extra = []
     if start and res.get("grpo"):
-        for label, f in (("Overall", lambda r: r.metrics["overall"]), ("hard pass@1", lambda r: hard_pass1(r.metrics))):
-            d = diff_ci([f(r) for r in res["grpo"]], [f(r) for r in start])
-            extra.append(f"GRPO - SFT start, {label}: {d.mean:+.1f} [{d.lo:+.1f}, {d.hi:+.1f}] (Welch 95% CI)")
+        for key in ("overall", rk, "hard_pass1"):
+            d = seed_diff_ci(by_seed(res["grpo"], key), by_seed(start, key))
+            extra.append(f"GRPO - SFT start, {key}: {d.mean:+.1f} [{d.lo:+.1f}, {d.hi:+.1f}] ({d.method} 95% CI)")
     text = table + "\n\n" + "\n".join(extra) + "\n"
     print(f"\n{fidelity}, mean ± 95% CI half-width over seeds\n\n{text}")
     (out / f"signal_{fidelity}.md").write_text(text)

@@ -199,6 +199,7 @@ def train_cmd(
 
 
 def _print_table(label: str, summary: dict, n: int, tiers, start: str) -> None:
+    from poise.evaluation.keys import SANDBOX_RANK_ON
     from poise.evaluation.metrics import CI
 
     a, b, d = summary["algorithm"], summary["sft_start"], summary["vs_start"]
@@ -220,8 +221,6 @@ def _print_table(label: str, summary: dict, n: int, tiers, start: str) -> None:
         t.add_row(tier.name, metric, fmt(b["tiers"][tier.name]), fmt(a["tiers"][tier.name]), delta(d[tier.name]))
     t.add_row("hard tiers", "pass@1", fmt(b["hard_pass@1"]), fmt(a["hard_pass@1"]), delta(d["hard_pass@1"]))
     t.add_row("Overall", "weighted", fmt(b["overall"]), fmt(a["overall"]), delta(d["overall"]), style="bold")
-    from poise.evaluation.keys import SANDBOX_RANK_ON
-
     if SANDBOX_RANK_ON in a and SANDBOX_RANK_ON in b:  # what a discovery run on the sandbox ranks accuracy on
         k = SANDBOX_RANK_ON.split("@")[1]
         t.add_row(SANDBOX_RANK_ON, f"pass@{k} tiers", fmt(b[SANDBOX_RANK_ON]), fmt(a[SANDBOX_RANK_ON]),
@@ -229,13 +228,16 @@ def _print_table(label: str, summary: dict, n: int, tiers, start: str) -> None:
     t.add_row("length", "tokens", fmt(b["length"]), fmt(a["length"]), delta(d["length"]))
     t.add_row("validity", "%", fmt(b["validity"]), fmt(a["validity"]), delta(d["validity"]))
     common.console.print(t)
-    o = d["overall"]
-    if o["lo"] != o["lo"]:  # nan: one seed
-        common.console.print(f"Overall {label} - start: {o['mean']:+.1f}; train 2 or more seeds for an interval")
-    else:
+    for key, name in (("overall", "Overall"), (SANDBOX_RANK_ON, SANDBOX_RANK_ON)):
+        if key not in d:
+            continue
+        o = d[key]
+        if o["lo"] != o["lo"]:  # nan: one seed
+            common.console.print(f"{name} {label} - start: {o['mean']:+.1f}; train 2 or more seeds for an interval")
+            continue
         said = ("above its start" if o["lo"] > 0 else "below its start" if o["hi"] < 0
                 else "not separated from its start (the interval contains 0)")
         test = (f"paired 95%, {o['n']} matched seeds" if o.get("method") == "paired"
-                else f"Welch 95%, {a['overall']['n']} and {b['overall']['n']} seeds")
-        common.console.print(f"Overall {label} - start: {o['mean']:+.1f} [{o['lo']:+.1f}, {o['hi']:+.1f}] "
+                else f"Welch 95%, {a[key]['n']} and {b[key]['n']} seeds")
+        common.console.print(f"{name} {label} - start: {o['mean']:+.1f} [{o['lo']:+.1f}, {o['hi']:+.1f}] "
                              f"({test}): {said}")

@@ -94,7 +94,7 @@ class Loop:
     def state(self) -> RunState:
         """The run's state now, from one snapshot of the archive."""
         return RunState.read(self.archive, self.objective, self.cfg.fidelity, self.cfg.budget,
-                             promote=self.cfg.promote)
+                             promote=self.cfg.promote, paired=self.cfg.protocol >= 2)
 
     def finished(self) -> int:
         """Candidates whose training has ended (a resumed run trains the in-flight ones again)."""
@@ -114,7 +114,8 @@ class Loop:
         if self.racing.pending:
             return -1  # racing evaluations are still running: this round's selection waits for their seeds
         state = self.state()
-        nodes = nodes_from_archive(self.archive, propose.features, fidelity=self.cfg.fidelity)
+        nodes = nodes_from_archive(self.archive, propose.features, fidelity=self.cfg.fidelity,
+                                   paired=self.cfg.protocol >= 2)
         if nodes:
             base = state.baseline.search
             rng_state = self.rng.getstate()

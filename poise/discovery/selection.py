@@ -441,12 +441,13 @@ def to_race(nodes: Sequence[Node], pick: int, objective: Objective, baseline_met
 
 # -- from the archive ---------------------------------------------------------------------------------
 def nodes_from_archive(archive, features_fn: Callable[[Any], Sequence[float]], *,
-                       fidelity: str | None = None) -> list[Node]:
+                       fidelity: str | None = None, paired: bool = True) -> list[Node]:
     """Nodes for every evaluated entry with search evaluations: parent = first parent, depth along first
     parents, metrics = means over seeds of the keys available, n_selected / selected_at from the
     archive's "select" events (one per round). ``features_fn(entry)``: where the entry sits in mechanism
     space (the loop's is `discovery.propose.features`); `fidelity` restricts the means to evaluations at
-    that fidelity."""
+    that fidelity; ``paired`` (protocol 2 and later) takes an entry's per-seed metrics through the baseline's on
+    the same seeds (`confirm.paired_seed_metrics`)."""
     with archive.snapshot():
         everything = archive.entries(trajectories=False)
         selects = archive.events(kind=SELECT_EVENT)
@@ -472,7 +473,8 @@ def nodes_from_archive(archive, features_fn: Callable[[Any], Sequence[float]], *
     nodes = []
     for e in evaluated:
         # paired through the baseline where it has the entry's seeds, as RunState's means are (confirm.search_means)
-        per_seed = list((by_seed(e) if e.id == everything[0].id else paired_seed_metrics(by_seed(e), base)).values())
+        own = by_seed(e)
+        per_seed = list((paired_seed_metrics(own, base) if paired and e.id != everything[0].id else own).values())
         # the mean over seeds of each key that every seed has (as Entry.mean_metric computes it)
         metrics = {k: sum(m[k] for m in per_seed) / len(per_seed) for k in METRIC_KEYS
                    if all(k in m for m in per_seed)}

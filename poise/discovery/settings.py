@@ -14,6 +14,7 @@ from poise.agents.roles import Agents, AgentsConfig
 from poise.backends import BackendSpec, get_backend
 from poise.discovery.archive import Archive, ArchiveError
 from poise.discovery.objective import Objective, run_objective
+from poise.evaluation.fidelity import PROTOCOL
 from poise.isolation.hook import Isolation, choose_isolation
 
 
@@ -51,6 +52,9 @@ class DiscoverConfig:
     # the accuracy metric selection, racing and the verdict rank on: "overall" (the paper's) or overall@k
     # (objective.Objective.accuracy); `poise discover` gives the sandbox objective.SANDBOX_RANK_ON
     rank_on: str = "overall"
+    # the evaluation protocol the run was started on (evaluation.fidelity.PROTOCOL): from 2 on, arms share their
+    # random numbers at a seed and comparisons on matched seeds are paired
+    protocol: int = PROTOCOL
 
     @property
     def backend_spec(self) -> BackendSpec:
@@ -72,6 +76,7 @@ class DiscoverConfig:
             d["reeval_seeds"] = tuple(d["reeval_seeds"])
         d.setdefault("race_seeds", 1)  # runs stored before racing existed did not race
         d.setdefault("rank_on", "overall")  # nor ranked on anything but the paper's Overall
+        d.setdefault("protocol", 1)  # nor shared their random numbers
         if isinstance(d.get("agents"), dict):
             a = {k: v for k, v in d["agents"].items() if k in {f.name for f in dataclasses.fields(AgentsConfig)}}
             if a.get("price") is not None:

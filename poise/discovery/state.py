@@ -61,18 +61,20 @@ class RunState:
 
     @classmethod
     def read(cls, archive: Archive, objective: Objective, fidelity: str, budget: int,
-             trajectories: bool = False, promote: str = "") -> RunState:
+             trajectories: bool = False, promote: str = "", paired: bool = True) -> RunState:
         with archive.snapshot():
             entries = archive.entries(trajectories=trajectories)
-        return cls.build(entries, objective, fidelity, budget, promote)
+        return cls.build(entries, objective, fidelity, budget, promote, paired)
 
     @classmethod
     def build(cls, entries: list[Entry], objective: Objective, fidelity: str, budget: int,
-              promote: str = "") -> RunState:
+              promote: str = "", paired: bool = True) -> RunState:
+        """``paired``: the run's arms share their random numbers at a seed (evaluation protocol 2 and later), so
+        its comparisons on matched seeds are paired; a run of protocol 1 keeps the Welch intervals it reported."""
         bm = search_means(entries[0]) if entries else {}
         cands = []
         for e in entries:
-            m = search_means(e, entries[0])
+            m = search_means(e, entries[0] if paired else None)
             score = objective.scalar(m, bm) if e.status == "evaluated" and m and bm else None
             cands.append(Candidate(e, m, score))
         scored = [c for c in cands if c.score is not None]
@@ -93,7 +95,7 @@ class RunState:
                 evs = confirm_evaluations(c.entry, fidelity)
                 if len(evs) >= 2:
                     c.confirmation = confirm(c.id, c.name, [v.metrics for v in evs], bc, objective,
-                                             [v.seed for v in evs], state.confirm_seeds)
+                                             [v.seed for v in evs], state.confirm_seeds if paired else None)
         return state
 
     def rank_agreement(self) -> dict | None:

@@ -135,7 +135,8 @@ class RunView:
               events: list[Event]) -> RunView:
         promote = config.get("promote") or ""
         state = RunState.build(entries, objective, config.get("fidelity", "standard"),
-                               int(config.get("budget", 0) or 0), promote=promote)
+                               int(config.get("budget", 0) or 0), promote=promote,
+                               paired=int(config.get("protocol", 1)) >= 2)
         view = cls(root, config, objective, state.candidates, calls, events, state.baseline_confirm,
                    state.confirm_seeds)
         view.run = state

@@ -58,7 +58,7 @@ def build(root: Path, directive: str = "") -> Path:
     a = Archive(root / "archive.db")
     try:
         cfg = {"budget": 4, "directive": directive, "workers": 1, "fidelity": "smoke", "strategy": "lineage",
-               "search_seed": 0, "eval_seed": 0, "reeval_top": 1, "reeval_seeds": [1001, 1002, 1003]}
+               "search_seed": 0, "eval_seed": 0, "reeval_top": 1, "reeval_seeds": [1001, 1002, 1003], "protocol": 2}
         a.set_meta("config", json.dumps(cfg))
         grpo, av = builtin_source("grpo"), builtin_source("av_grpo")
         b = _evaluated(a, "GRPO", grpo, None, 0, metrics(90.0, 40.0), "baseline")
@@ -70,7 +70,10 @@ def build(root: Path, directive: str = "") -> Path:
                                   "claims": []})
         for e, base in ((b, 90.0), (c1, 94.0)):  # fresh seeds, on the confirmation set
             for k, s in enumerate((1001, 1002, 1003)):
-                a.add_evaluation(e, s, "smoke/confirm", trajectory(), metrics(base - 1 + k, 40.0 + k), 2.0, "reeval")
+                # the same seed's luck in both arms (base - 1 + k), and a candidate that varies on its own
+                own = 0.6 if e == c1 and k == 1 else 0.0
+                a.add_evaluation(e, s, "smoke/confirm", trajectory(), metrics(base - 1 + k + own, 40.0 + k), 2.0,
+                                 "reeval")
         r = a.add_entry("BROKEN-GRPO", "def compute_advantages(batch, cfg):\n    return batch.rewards * 0\n",
                         {"name": "BROKEN-GRPO", "mechanism": "zero"}, [c1], 2)
         a.set_verification(r, {"ok": False, "stage": "claims", "errors": ["claim correct_above_wrong failed"],

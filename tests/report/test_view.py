@@ -21,7 +21,7 @@ def test_scores_front_and_confirmation_follow_the_objective(run):
     av = v.get(1)
     d = av.confirmation
     assert d is not None and d.verdict == "discovery" and d.overall["n"] == 3
-    assert d.d_overall["mean"] == pytest.approx(4.0) and d.d_overall["lo"] > 0
+    assert d.d_overall["mean"] == pytest.approx(4.2) and d.d_overall["lo"] > 0 and d.d_overall["method"] == "paired"
     assert v.baseline_confirm["seeds"] == 3 and v.noise() == pytest.approx(2.484, abs=0.01)
     assert v.confirm_seeds == [1001, 1002, 1003] and d.seeds == [1001, 1002, 1003]
     assert v.get(2).confirmation is None  # never re-evaluated
@@ -122,6 +122,8 @@ def test_the_shipped_run_matches_its_documented_confirmation(tmp_path):
     assert d.overall["n"] == 5 and round(d.d_length["mean"], 1) == -1.8
     assert round(d.d_length["lo"], 1) == -2.7 and round(d.d_length["hi"], 1) == -0.8
     assert round(d.d_overall["mean"], 1) == -0.8
+    # a run of evaluation protocol 1 keeps the Welch intervals it reported: its arms did not share their draws
+    assert d.d_overall["method"] == d.d_length["method"] == "Welch"
     assert json.loads(json.dumps(v.budget()))["trained"] == 8
 
 

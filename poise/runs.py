@@ -96,7 +96,7 @@ def versus(results: list[EvalResult], baseline: list[EvalResult]) -> dict:
     seed both were scored with the same noise), Welch otherwise; each interval's ``method`` says which."""
     a = {r.seed: _row_values(r) for r in results}
     b = {r.seed: _row_values(r) for r in baseline}
-    keys = next(iter(a.values()))
+    keys = [k for k in next(iter(a.values())) if all(k in x for x in [*a.values(), *b.values()])]
     return {k: seed_diff_ci({s: x[k] for s, x in a.items()}, {s: x[k] for s, x in b.items()}).to_dict() for k in keys}
 
 

@@ -123,6 +123,9 @@ def discover_cmd(
         rank_on = SANDBOX_RANK_ON if spec.name == "tiny" else "overall"
     elif rank_on not in ACCURACY_KEYS:
         common.fail(f"--rank-on {rank_on!r}: choose one of {', '.join(ACCURACY_KEYS)} (overall is the paper's Overall)")
+    elif rank_on != "overall" and int(rank_on.split("@")[1]) > (most := _samples_per_problem(spec)):
+        common.fail(f"--rank-on {rank_on}: this backend scores its sampled benchmarks from {most} samples a problem, so "
+                    f"pass@{rank_on.split('@')[1]} cannot be estimated; choose overall@K with K <= {most}, or overall")
     if executor not in ("local", "ray"):
         common.fail(f"unknown --executor {executor!r}; choose local or ray")
     if executor != "ray" and (ray_address or cpus_per_eval is not None or gpus_per_eval):
@@ -172,6 +175,9 @@ def discover_cmd(
             # racing's extra seeds, at the rate measured on the standard sandbox: about 0.4 of the candidates
             # are raced (docs/benchmarks.md §7: 6-14 racing trainings for 12 candidates at 3 seeds, 8 and 10 in §6)
             racing = round(0.4 * (loop.cfg.race_seeds - 1) * todo)
+            if loop.cfg.paired and racing and loop.cfg.race_seeds > 1:  # the baseline races too, once a run
+                racing += sum(not loop.archive.has_evaluation(0, loop.cfg.eval_seed + k, loop.cfg.fidelity)
+                              for k in range(loop.cfg.race_seeds)) if loop.archive.entries() else loop.cfg.race_seeds - 1
             left = base + todo + racing + (loop.cfg.reeval_top + 1) * len(loop.cfg.reeval_seeds)
             took = estimate_s(run_backend.expected_s(loop.threads), left, loop.threads, loop.cfg.workers)
             if loop.cfg.promote_spec is not None:
@@ -207,6 +213,17 @@ _DISCOVER_FIELDS = {"budget": "budget", "directive": "directive", "workers": "wo
                     "llm_price": "agents.price", "llm_timeout": "agents.timeout_s",
                     "llm_max_tokens": "agents.max_tokens", "llm_key_env": "agents.key_env", "min_effect": "min_effect",
                     "rank_on": "rank_on"}
+
+
+def _samples_per_problem(spec) -> int:
+    """The fewest samples a problem of any sampled held-out benchmark of the backend: overall@K needs K of them."""
+    if spec.name == "tiny":
+        from poise.evaluation.fidelity import get_fidelity
+
+        return get_fidelity(spec.fidelity).eval.samples
+    from poise.backends.trl.config import parse
+
+    return min(b.k for b in parse(spec.config).benchmarks.values() if b.metric == "pass@k")
 
 
 def _given_settings(ctx: typer.Context) -> frozenset[str]:
@@ -297,7 +314,9 @@ def _print_discovery(summary) -> None:
         narrow = common.console.width < 120
         t = Table(title=f"re-evaluation on fresh seeds and the confirmation held-out set (mean ± 95% CI, "
                         f"{b['seeds']} seeds)", box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD)
-        names = ["candidate", "Overall", "hard pass@1", "length", "Δ Overall", "Δ length", "verdict"]
+        acc = summary.confirmed[0].accuracy  # what the verdict read, when it is not the paper's Overall
+        names = ["candidate", "Overall", "hard pass@1", "length", *([f"Δ {acc}"] if acc != "overall" else []),
+                 "Δ Overall", "Δ length", "verdict"]
         keep = [i for i, c in enumerate(names) if not (narrow and c in ("hard pass@1", "length"))]
         for i in keep:
             c = names[i]
@@ -306,10 +325,13 @@ def _print_discovery(summary) -> None:
         f = lambda d: f"{d['mean']:.1f} ± {(d['hi'] - d['lo']) / 2:.1f}"
         g = ((lambda d: f"{d['mean']:+.1f}±{(d['hi'] - d['lo']) / 2:.1f}") if narrow else
              (lambda d: f"{d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]"))
-        rows = [["GRPO (baseline)", f(b["overall"]), f(b["hard_pass1"]), f(b["length"]), "", "", ""]]
+        rows = [["GRPO (baseline)", f(b["overall"]), f(b["hard_pass1"]), f(b["length"]), *([""] if acc != "overall" else []),
+                 "", "", ""]]
         for d in summary.confirmed:
-            rows.append([f"#{d.entry_id} {d.name}", f(d.overall), f(d.hard_pass1), f(d.length), g(d.d_overall),
-                         g(d.d_length), ("[green]" if d.verdict == "discovery" else "[yellow]") + d.verdict + "[/]"])
+            rows.append([f"#{d.entry_id} {d.name}", f(d.overall), f(d.hard_pass1), f(d.length),
+                         *([g(d.d_accuracy)] if acc != "overall" and d.d_accuracy else [""] if acc != "overall" else []),
+                         g(d.d_overall), g(d.d_length),
+                         ("[green]" if d.verdict == "discovery" else "[yellow]") + d.verdict + "[/]"])
         for r in rows:
             t.add_row(*(r[i] for i in keep))
         common.console.print(t)

@@ -77,22 +77,24 @@ class Racing:
     twice is first trained on the missing search seeds, ``eval_seed + 1, + 2, ...`` up to ``race_seeds``
     in all; the round's selection waits for them."""
 
-    def __init__(self, eval_seed: int, race_seeds: int, fidelity: str):
+    def __init__(self, eval_seed: int, race_seeds: int, fidelity: str, race_baseline: bool = True):
         self.seeds = [eval_seed + k for k in range(race_seeds)]
         self.fidelity = fidelity
         self.queue: list[tuple[int, int]] = []  # (entry id, seed) of racing evaluations to start
         self.pending: set[tuple[int, int]] = set()  # ... queued or in flight
         self.raced: set[int] = set()  # entries raced by this process (a failed seed is not retried forever)
+        self.race_baseline = race_baseline  # paired runs: the baseline gets every racing seed too
 
     def start(self, archive: Archive, ids: list[int], round: int, say: Callable[[str], None]) -> None:
         # the baseline (entry 0) races too, once: a raced entry's means are paired through the baseline's on the
         # same seeds (confirm.paired_seed_metrics), which cancels each seed's shared luck
-        if 0 not in ids and 0 not in self.raced and any(not archive.has_evaluation(0, s, self.fidelity)
-                                                        for s in self.seeds):
+        if self.race_baseline and 0 not in ids and any(not archive.has_evaluation(0, s, self.fidelity)
+                                                       and (0, s) not in self.pending for s in self.seeds):
             ids = [0, *ids]
         for i in ids:
             self.raced.add(i)
-            missing = [s for s in self.seeds if not archive.has_evaluation(i, s, self.fidelity)]
+            missing = [s for s in self.seeds if not archive.has_evaluation(i, s, self.fidelity)
+                       and (i, s) not in self.pending]
             e = archive.get(i)
             archive.log("race", i, seeds=missing, round=round)
             if i == 0:

@@ -76,7 +76,7 @@ class Loop:
         self.timeout = cfg.eval_timeout_s or default_timeout_s(get_backend(cfg.backend_spec), self.threads)
         self.executor = executor
         self.selection_cfg = SelectionConfig(race_seeds=cfg.race_seeds)
-        self.racing = Racing(cfg.eval_seed, cfg.race_seeds, cfg.fidelity)
+        self.racing = Racing(cfg.eval_seed, cfg.race_seeds, cfg.fidelity, race_baseline=cfg.paired)
         self.verify_limits = dataclasses.replace(VERIFY_LIMITS, timeout_s=cfg.verify_timeout_s)
         self.round = len(self.archive.events(kind="select"))
         self.confirm_ids: list[int] = []  # entries to re-evaluate beside the top ones (poise discover --confirm)
@@ -94,7 +94,7 @@ class Loop:
     def state(self) -> RunState:
         """The run's state now, from one snapshot of the archive."""
         return RunState.read(self.archive, self.objective, self.cfg.fidelity, self.cfg.budget,
-                             promote=self.cfg.promote, paired=self.cfg.protocol >= 2)
+                             promote=self.cfg.promote, paired=self.cfg.paired)
 
     def finished(self) -> int:
         """Candidates whose training has ended (a resumed run trains the in-flight ones again)."""
@@ -115,7 +115,7 @@ class Loop:
             return -1  # racing evaluations are still running: this round's selection waits for their seeds
         state = self.state()
         nodes = nodes_from_archive(self.archive, propose.features, fidelity=self.cfg.fidelity,
-                                   paired=self.cfg.protocol >= 2)
+                                   paired=self.cfg.paired)
         if nodes:
             base = state.baseline.search
             rng_state = self.rng.getstate()

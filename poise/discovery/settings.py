@@ -57,6 +57,13 @@ class DiscoverConfig:
     protocol: int = PROTOCOL
 
     @property
+    def paired(self) -> bool:
+        """Whether the run's arms share their random numbers at a seed, so that its comparisons on matched seeds
+        are paired: the sandbox from protocol 2 on. The TRL and verl backends sample with their engines' own
+        generators (no common random numbers yet), so their runs keep the Welch intervals and raw means."""
+        return self.protocol >= 2 and self.backend == "tiny"
+
+    @property
     def backend_spec(self) -> BackendSpec:
         return BackendSpec(self.backend, self.fidelity, self.backend_config)
 

@@ -145,8 +145,10 @@ def _leaderboard(view: RunView) -> str:
             ctext = [pm(bc["overall"]), "", "", "baseline"]
         elif conf is not None:
             cls = "discovery" if conf.verdict == "discovery" else "notconf"
+            read = (f" (Δ {esc(conf.accuracy)} {_ci(conf.d_accuracy, True)})"
+                    if conf.accuracy != "overall" and conf.d_accuracy else "")  # what the verdict read
             ctext = [pm(conf.overall), _ci(conf.d_overall, True), _ci(conf.d_length, True),
-                     f'<span class="{cls}">{esc(conf.verdict)}</span>']
+                     f'<span class="{cls}">{esc(conf.verdict)}</span>{read}']
         else:
             ctext = ["", "", "", ""]
         d_ov = s["overall"] - base["overall"] if base else None

@@ -136,7 +136,7 @@ class RunView:
         promote = config.get("promote") or ""
         state = RunState.build(entries, objective, config.get("fidelity", "standard"),
                                int(config.get("budget", 0) or 0), promote=promote,
-                               paired=int(config.get("protocol", 1)) >= 2)
+                               paired=int(config.get("protocol", 1)) >= 2 and config.get("backend", "tiny") == "tiny")
         view = cls(root, config, objective, state.candidates, calls, events, state.baseline_confirm,
                    state.confirm_seeds)
         view.run = state

@@ -356,3 +356,15 @@ def test_ctrl_c_of_train_keeps_the_finished_seeds_and_says_where(tmp_path, smoke
     assert kept and kept[-1] < 5 and not (run / "summary.json").exists()
     assert f"stopped. seed(s) {', '.join(map(str, kept))} finished, saved as seed_N.json in {run}" in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("value, words", [
+    ("overall@8", ["4 samples a problem", "K <= 4"]),  # smoke scores its sampled tiers from 4 samples
+    ("pass@2", ["choose one of", "overall@2"]),
+])
+def test_discover_refuses_an_accuracy_metric_it_cannot_measure(tmp_path, value, words):
+    r = poise("discover", "-f", "smoke", "--budget", "1", "--rank-on", value, "-o", str(tmp_path / "run"), cwd=tmp_path)
+    assert r.returncode != 0
+    for w in words:
+        assert w in r.stdout + r.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything was written

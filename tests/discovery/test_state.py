@@ -90,3 +90,12 @@ def test_a_raced_candidate_is_compared_with_the_baseline_seed_by_seed(tmp_path):
     # without the baseline on a candidate's seeds, the raw means stand
     per = {0: {"overall": 61.0}, 5: {"overall": 65.0}}
     assert paired_seed_metrics(per, {0: {"overall": 60.0}}) == per
+
+
+def test_only_runs_whose_arms_share_their_random_numbers_are_paired():
+    from poise.discovery.settings import DiscoverConfig
+
+    assert DiscoverConfig().paired  # the sandbox, protocol 2
+    assert not DiscoverConfig(backend="trl", fidelity="trl").paired  # HF generate: no common random numbers
+    old = DiscoverConfig.from_dict({"budget": 3, "fidelity": "standard"})  # stored before protocol 2
+    assert old.protocol == 1 and not old.paired and old.rank_on == "overall"

@@ -177,7 +177,7 @@ def discover_cmd(
             racing = round(0.4 * (loop.cfg.race_seeds - 1) * todo)
             if loop.cfg.paired and racing and loop.cfg.race_seeds > 1:  # the baseline races too, once a run
                 racing += sum(not loop.archive.has_evaluation(0, loop.cfg.eval_seed + k, loop.cfg.fidelity)
-                              for k in range(loop.cfg.race_seeds)) if loop.archive.entries() else loop.cfg.race_seeds - 1
+                              for k in range(1, loop.cfg.race_seeds))
             left = base + todo + racing + (loop.cfg.reeval_top + 1) * len(loop.cfg.reeval_seeds)
             took = estimate_s(run_backend.expected_s(loop.threads), left, loop.threads, loop.cfg.workers)
             if loop.cfg.promote_spec is not None:

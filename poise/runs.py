@@ -65,8 +65,8 @@ def summarize(results: list[EvalResult]) -> dict:
     for k in ("overall", "length", "validity"):
         out[k] = mean_ci([r.metrics[k] for r in results]).to_dict()
     out["hard_pass@1"] = mean_ci([hard_pass1(r.metrics) for r in results]).to_dict()
-    ranked = [_ranked(r) for r in results]
-    if all(v is not None for v in ranked):
+    ranked = [v for r in results if (v := _ranked(r)) is not None]
+    if len(ranked) == len(results):
         out[SANDBOX_RANK_ON] = mean_ci(ranked).to_dict()
     out["per_seed_overall"] = [r.metrics["overall"] for r in results]
     return out

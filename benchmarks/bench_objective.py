@@ -66,6 +66,16 @@ def seeds_for_power(sd_diff: float, delta: float, power: float = 0.8, max_n: int
     return None
 
 
+def rule_pass_rate(sd_diff: float, delta: float, n: int = 3, min_effect: float = 1.0) -> float:
+    """P(the confirmation rule declares a discovery | true difference ``delta``): the paired 95% interval over ``n``
+    matched fresh seeds lies wholly above ``min_effect``, for normal per-seed differences of sd ``sd_diff``. A model
+    from the measured noise, not an A/A measurement (which also catches what the model misses)."""
+    if not sd_diff > 0:
+        return float(delta > min_effect)
+    df = n - 1
+    return float(stats.nct.sf(stats.t.ppf(0.975, df), df, (delta - min_effect) / (sd_diff / math.sqrt(n))))
+
+
 def analyse(results: dict) -> dict:
     by: dict[str, dict[int, dict[str, float]]] = {}
     for key, r in results.items():
@@ -126,6 +136,7 @@ def analyse(results: dict) -> dict:
         row["F_blocked"] = (ss_a / (k - 1)) / (ss_e / ((k - 1) * (n - 1))) if ss_e > 0 else float("inf")
         row["seeds_80pct_for_1_point"] = seeds_for_power(sd_diff, 1.0)
         row["seeds_80pct_for_half_sd"] = seeds_for_power(sd_diff, 0.5 * row["sd_arm"]) if row["sd_arm"] > 0 else None
+        row["rule_pass_rate"] = {str(dl): rule_pass_rate(sd_diff, dl) for dl in (0.0, 1.0, 1.5, 2.0, 3.0)}
         out["objectives"][obj] = row
     return out
 
@@ -139,6 +150,12 @@ def markdown(res: dict, label: str) -> str:
         lines.append(f"| {obj} | {r['grpo_minus_start']:+.2f} | {r['d_unpaired']:.1f} | {r['d_paired']:.1f} | "
                      f"{r['rho_pooled']:+.2f} | {r['sd_diff_paired']:.2f} / {r['sd_diff_unpaired']:.2f} | "
                      f"{r['F_oneway']:.1f} / {r['F_blocked']:.1f} | {r['seeds_80pct_for_1_point'] or '> 200'} |")
+    lines += ["", "The confirmation rule (paired 95% interval over 3 fresh seeds wholly above +1), modelled from the sd "
+              "of a paired difference above: P(discovery | true difference)", "",
+              "| objective | 0 | +1 | +1.5 | +2 | +3 |", "|---|---|---|---|---|---|"]
+    for obj, r in res["objectives"].items():
+        p = r["rule_pass_rate"]
+        lines.append(f"| {obj} | " + " | ".join(f"{p[k]:.3f}" for k in ("0.0", "1.0", "1.5", "2.0", "3.0")) + " |")
     return "\n".join(lines) + "\n"
 
 

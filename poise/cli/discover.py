@@ -329,7 +329,7 @@ def _print_discovery(summary) -> None:
                  "", "", ""]]
         for d in summary.confirmed:
             rows.append([f"#{d.entry_id} {d.name}", f(d.overall), f(d.hard_pass1), f(d.length),
-                         *([g(d.d_accuracy)] if acc != "overall" and d.d_accuracy else [""] if acc != "overall" else []),
+                         *([g(d.d_accuracy) if d.d_accuracy else ""] if acc != "overall" else []),
                          g(d.d_overall), g(d.d_length),
                          ("[green]" if d.verdict == "discovery" else "[yellow]") + d.verdict + "[/]"])
         for r in rows:

@@ -45,6 +45,14 @@ class Discovery:
     d_accuracy: dict | None = None  # its difference vs the baseline (= d_overall when it is the paper's Overall)
 
 
+def shares_random_numbers(protocol: int, backend: str) -> bool:
+    """Whether a run's arms share their random numbers at a seed, so that its comparisons on matched seeds are
+    paired: the sandbox from evaluation protocol 2 on. The TRL and verl backends sample with their engines' own
+    generators (no common random numbers yet), so their runs, and runs of protocol 1, keep the Welch intervals
+    and raw means they reported."""
+    return protocol >= 2 and backend == "tiny"
+
+
 def flat_metrics(metrics: dict) -> dict[str, float]:
     """The objective metrics (`METRIC_KEYS`) of one evaluation's held-out results, those it has."""
     out = {}
@@ -69,16 +77,24 @@ def paired_seed_metrics(per_seed: dict[int, dict], base: dict[int, dict]) -> dic
     return {s: {k: m[k] - base[s][k] + mean_b[k] for k in keys} for s, m in per_seed.items()}
 
 
-def search_means(entry, base=None) -> dict:
-    """Mean over an archive entry's search (or baseline) seeds of each objective metric; {} before any
-    has finished. With ``base`` (the baseline's entry), paired through it (`paired_seed_metrics`)."""
-    per_seed = {e.seed: flat_metrics(e.metrics) for e in entry.search_evaluations()}
+def search_per_seed(entry, fidelity: str | None = None) -> dict[int, dict]:
+    """{seed: objective metrics} of an entry's search (or baseline) evaluations, at ``fidelity`` when given."""
+    return {e.seed: flat_metrics(e.metrics) for e in entry.search_evaluations(fidelity)}
+
+
+def seed_means(per_seed: dict[int, dict]) -> dict:
+    """The mean over seeds of each objective metric that every seed has; {} without seeds."""
     if not per_seed:
         return {}
-    if base is not None and base is not entry:
-        per_seed = paired_seed_metrics(per_seed, {e.seed: flat_metrics(e.metrics) for e in base.search_evaluations()})
     keys = set.intersection(*(set(m) for m in per_seed.values()))
     return {k: sum(m[k] for m in per_seed.values()) / len(per_seed) for k in METRIC_KEYS if k in keys}
+
+
+def search_means(entry, base: dict[int, dict] | None = None) -> dict:
+    """Mean over an archive entry's search (or baseline) seeds of each objective metric; {} before any
+    has finished. With ``base`` (the baseline's `search_per_seed`), paired through it (`paired_seed_metrics`)."""
+    per_seed = search_per_seed(entry)
+    return seed_means(per_seed if base is None else paired_seed_metrics(per_seed, base))
 
 
 def confirm_fidelity(fidelity: str) -> str:

@@ -54,8 +54,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from poise.discovery.archive import SELECT_EVENT
-from poise.discovery.confirm import flat_metrics, paired_seed_metrics
-from poise.discovery.objective import METRIC_KEYS, Objective
+from poise.discovery.confirm import paired_seed_metrics, search_per_seed, seed_means
+from poise.discovery.objective import Objective
 
 STRATEGIES = ("lineage", "greedy", "random", "tournament")
 
@@ -465,19 +465,14 @@ def nodes_from_archive(archive, features_fn: Callable[[Any], Sequence[float]], *
         if ev.entry_id is not None:
             picked.setdefault(ev.entry_id, []).append(ev.id)
     evaluated = [e for e in everything if e.status == "evaluated" and e.search_evaluations(fidelity)]
-
-    def by_seed(e) -> dict[int, dict]:
-        return {ev.seed: flat_metrics(ev.metrics) for ev in e.search_evaluations(fidelity)}
-
-    base = by_seed(everything[0]) if everything else {}
+    base = search_per_seed(everything[0], fidelity) if everything else {}
     nodes = []
     for e in evaluated:
         # paired through the baseline where it has the entry's seeds, as RunState's means are (confirm.search_means)
-        own = by_seed(e)
-        per_seed = list((paired_seed_metrics(own, base) if paired and e.id != everything[0].id else own).values())
-        # the mean over seeds of each key that every seed has (as Entry.mean_metric computes it)
-        metrics = {k: sum(m[k] for m in per_seed) / len(per_seed) for k in METRIC_KEYS
-                   if all(k in m for m in per_seed)}
+        own = search_per_seed(e, fidelity)
+        by_seed = paired_seed_metrics(own, base) if paired and e.id != everything[0].id else own
+        per_seed = list(by_seed.values())
+        metrics = seed_means(by_seed)
         nodes.append(Node(e.id, e.parent_id, depth_of(e.id), metrics, tuple(float(x) for x in features_fn(e)),
                           len(picked.get(e.id, ())), tuple(picked.get(e.id, ())), tuple(per_seed)))
     return nodes

@@ -13,6 +13,7 @@ from typing import Callable
 from poise.agents.roles import Agents, AgentsConfig
 from poise.backends import BackendSpec, get_backend
 from poise.discovery.archive import Archive, ArchiveError
+from poise.discovery.confirm import shares_random_numbers
 from poise.discovery.objective import Objective, run_objective
 from poise.evaluation.fidelity import PROTOCOL
 from poise.isolation.hook import Isolation, choose_isolation
@@ -58,10 +59,8 @@ class DiscoverConfig:
 
     @property
     def paired(self) -> bool:
-        """Whether the run's arms share their random numbers at a seed, so that its comparisons on matched seeds
-        are paired: the sandbox from protocol 2 on. The TRL and verl backends sample with their engines' own
-        generators (no common random numbers yet), so their runs keep the Welch intervals and raw means."""
-        return self.protocol >= 2 and self.backend == "tiny"
+        """Whether the run's comparisons on matched seeds are paired (`confirm.shares_random_numbers`)."""
+        return shares_random_numbers(self.protocol, self.backend)
 
     @property
     def backend_spec(self) -> BackendSpec:

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 from poise.discovery.archive import IN_FLIGHT, Archive, Entry
-from poise.discovery.confirm import Discovery, confirm, confirm_evaluations, search_means, stats
+from poise.discovery.confirm import Discovery, confirm, confirm_evaluations, search_means, search_per_seed, stats
 from poise.discovery.objective import Objective
 from poise.discovery.selection import pareto_ranks
 
@@ -72,9 +72,10 @@ class RunState:
         """``paired``: the run's arms share their random numbers at a seed (evaluation protocol 2 and later), so
         its comparisons on matched seeds are paired; a run of protocol 1 keeps the Welch intervals it reported."""
         bm = search_means(entries[0]) if entries else {}
+        base = search_per_seed(entries[0]) if entries and paired else None  # the baseline's own means stay raw
         cands = []
         for e in entries:
-            m = search_means(e, entries[0] if paired else None)
+            m = search_means(e, base if e is not entries[0] else None)
             score = objective.scalar(m, bm) if e.status == "evaluated" and m and bm else None
             cands.append(Candidate(e, m, score))
         scored = [c for c in cands if c.score is not None]

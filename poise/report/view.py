@@ -18,6 +18,7 @@ from pathlib import Path
 
 from poise.agents.llm import usage_by_role
 from poise.discovery.archive import Archive, ArchiveError, Entry, Event
+from poise.discovery.confirm import shares_random_numbers
 from poise.discovery.objective import Objective, run_objective
 from poise.discovery.state import Candidate, RunState
 from poise.evaluation.metrics import CI
@@ -136,7 +137,7 @@ class RunView:
         promote = config.get("promote") or ""
         state = RunState.build(entries, objective, config.get("fidelity", "standard"),
                                int(config.get("budget", 0) or 0), promote=promote,
-                               paired=int(config.get("protocol", 1)) >= 2 and config.get("backend", "tiny") == "tiny")
+                               paired=shares_random_numbers(int(config.get("protocol", 1)), config.get("backend", "tiny")))
         view = cls(root, config, objective, state.candidates, calls, events, state.baseline_confirm,
                    state.confirm_seeds)
         view.run = state

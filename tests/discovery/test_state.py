@@ -67,7 +67,7 @@ def test_a_raced_candidate_is_compared_with_the_baseline_seed_by_seed(tmp_path):
     # every arm at a seed shares that seed's luck (-4 at seed 1, -3 at seed 2). RACED is truly 1 point above
     # GRPO on all three seeds; LUCKY, trained on seed 0 only, 0.5 above. Raw means put RACED (58.7) below
     # LUCKY (60.5): the pairing through GRPO's own seeds gives each its true place.
-    from poise.discovery.confirm import paired_seed_metrics, search_means
+    from poise.discovery.confirm import paired_seed_metrics, search_means, search_per_seed
 
     luck = {0: 0.0, 1: -4.0, 2: -3.0}
     with Archive(tmp_path / "a.db") as a:
@@ -86,7 +86,7 @@ def test_a_raced_candidate_is_compared_with_the_baseline_seed_by_seed(tmp_path):
         assert [c.name for c in s.leaderboard()] == ["RACED", "LUCKY", "GRPO"]
         assert s.find(raced).search["overall"] == 61.0 + sum(luck.values()) / 3  # GRPO's mean + 1
         assert search_means(a.get(raced))["overall"] < search_means(a.get(lucky))["overall"]  # raw: the wrong order
-        assert search_means(a.get(lucky), a.get(0))["overall"] == 60.5 + sum(luck.values()) / 3
+        assert search_means(a.get(lucky), search_per_seed(a.get(0)))["overall"] == 60.5 + sum(luck.values()) / 3
     # without the baseline on a candidate's seeds, the raw means stand
     per = {0: {"overall": 61.0}, 5: {"overall": 65.0}}
     assert paired_seed_metrics(per, {0: {"overall": 60.0}}) == per

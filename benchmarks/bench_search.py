@@ -1,25 +1,31 @@
 """Search efficiency: lineage selection against greedy and random parent selection, with and without
-racing, scored by what a user would take home: the confirmed Overall of the run's pick.
+racing, scored by what a user would take home: the confirmed accuracy of the run's pick against GRPO.
 
 For each strategy, racing setting (``--race``: search seeds a candidate needs before it may lead or be a
 parent twice; 1 = off) and search seed, run the real discovery loop (offline proposer, sandboxed
-verifier, reflection) with ``--budget`` candidates, no directive. After every training the run has
-done (search and racing evaluations alike, in the order they finished), its *pick* is the entry with
-the highest mean search Overall over the seeds trained so far. The pick is then scored where it was
-not selected: trained on ``--confirm-seeds`` fresh seeds and evaluated on the confirmation held-out
-set. The table reports that confirmed Overall against trainings spent, so racing pays for its extra
-seeds, and beside it the pick's search score, whose excess over the confirmed one is selection luck.
+verifier, reflection) with ``--budget`` candidates, no directive, ranking on ``--rank-on`` (the accuracy
+metric `poise discover` ranks on: overall@2 on the sandbox). After every training the run has done (search,
+baseline and racing evaluations alike, in the order they finished), its *pick* is the entry with the highest
+search mean of that metric over the seeds trained so far, taken seed by seed through GRPO's on the same seeds
+where the run is paired (as the loop's selection does: `confirm.paired_seed_metrics`). The pick is then
+scored where it was not selected: trained on ``--confirm-seeds`` fresh seeds and evaluated on the
+confirmation held-out set, beside GRPO on the same fresh seeds. The table reports the pick's confirmed
+difference from GRPO (paired over the fresh seeds) against trainings spent, so racing pays for its extra
+seeds, beside the pick's search difference, whose excess over the confirmed one is selection luck, and the
+verdict of the loop's own rule (`confirm.confirm`) on each final pick.
 
 Evaluations are cached by the candidate's code (its hash), training seed, held-out split and the
 sandbox's fingerprint: the same code trained with the same seed gives the same numbers (the sandbox is
 deterministic on the CPU), and the offline implementer writes one design's code the same way every
-time, so runs that reach the same design share one training, and a retuned sandbox never reuses an old
-number. Both the cache and the finished runs are written as they complete, so an interrupted benchmark
-resumes where it stopped; the confirmations train only the picks the table reads, the final ones first.
+time, so runs that reach the same design share one training, and a retuned sandbox (or another
+evaluation protocol) never reuses an old number. Both the cache and the finished runs are written as they
+complete, so an interrupted benchmark resumes where it stopped; the confirmations train only the picks the
+table reads, the final ones first.
 
     python benchmarks/bench_search.py --budget 12 --seeds 3 --race 1,3 --workers 2
     python benchmarks/bench_search.py --budget 12 --seeds 3 --race 1,3 --table-only   # the table so far
-Results: benchmarks/results/search_efficiency.{json,md}; the cache: benchmarks/results/search_cache.json
+Results: benchmarks/results/protocol2/search_efficiency.{json,md}; the cache: search_cache.json beside them
+(``--out`` moves both; protocol 1's, which ranked on the paper's Overall unpaired, are in benchmarks/results/)
 """
 
 from __future__ import annotations
@@ -41,13 +47,16 @@ from poise.algorithms import builtin_source  # noqa: E402
 from poise.backends.tiny import EvalResult  # noqa: E402
 from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation  # noqa: E402
 from poise.discovery.archive import Archive, code_hash  # noqa: E402
+from poise.discovery.confirm import confirm, flat_metrics, paired_seed_metrics  # noqa: E402
 from poise.discovery.loop import DiscoverConfig, Loop  # noqa: E402
+from poise.discovery.objective import parse_directive  # noqa: E402
+from poise.evaluation.fidelity import PROTOCOL, sandbox_fingerprint  # noqa: E402
+from poise.evaluation.keys import ACCURACY_KEYS, SANDBOX_RANK_ON, metric_value  # noqa: E402
+from poise.evaluation.metrics import mean_ci  # noqa: E402
 from poise.executors import EvalJob  # noqa: E402
 from poise.executors.local import LocalExecutor  # noqa: E402
-from poise.evaluation.fidelity import sandbox_fingerprint  # noqa: E402
-from poise.evaluation.metrics import mean_ci  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results" / "protocol2"  # protocol 1's runs: benchmarks/results/
 CACHE = RESULTS / "search_cache.json"  # --out moves both
 CONFIRM_SEEDS = (1001, 1002, 1003, 1004, 1005)
 _lock = threading.Lock()
@@ -125,7 +134,7 @@ def run_one(strategy: str, race: int, seed: int, args) -> dict:
     """One discovery run; returns its pick after each training, with the pick's search score and code."""
     root = Path(tempfile.mkdtemp(prefix=f"search-{strategy}-r{race}-{seed}-"))
     cfg = DiscoverConfig(budget=args.budget, fidelity=args.fidelity, strategy=strategy, search_seed=seed,
-                         workers=args.workers, reeval_top=0, reeval_seeds=(), race_seeds=race)
+                         workers=args.workers, reeval_top=0, reeval_seeds=(), race_seeds=race, rank_on=args.rank_on)
     t0 = time.time()
     Loop(root, cfg, executor=CachedExecutor(args.workers, args.fidelity)).run()
     a = Archive(root / "archive.db", readonly=True)
@@ -134,19 +143,36 @@ def run_one(strategy: str, race: int, seed: int, args) -> dict:
                   if v.purpose in ("search", "baseline")), key=lambda v: v.id)
     a.close()
     shutil.rmtree(root, ignore_errors=True)
-    seen: dict[int, list[float]] = {}
+    seen: dict[int, dict[int, dict]] = {}  # entry: {seed: objective metrics}
     picks, codes = [], {}
-    for v in evs:  # replay: after each training, the entry with the best mean search Overall so far
-        seen.setdefault(v.entry_id, []).append(v.metrics["overall"])
-        best = max(seen, key=lambda i: (sum(seen[i]) / len(seen[i]), -i))
+    for v in evs:  # replay: after each training, the entry with the best search mean so far
+        seen.setdefault(v.entry_id, {})[v.seed] = flat_metrics(v.metrics)
+        base = seen.get(0, {})
+        score = {i: search_score(m, base, cfg.paired, args.rank_on) for i, m in seen.items()}
+        best = max(score, key=lambda i: (score[i], -i))
         e = entries[best]
         d = code_key(e.code)
         codes[d] = e.code
-        picks.append({"entry": best, "name": e.name, "design": d, "search": sum(seen[best]) / len(seen[best]),
-                      "seeds": len(seen[best])})  # "design": the hash of its code (the cache's key)
+        picks.append({"entry": best, "name": e.name, "design": d, "search": score[best], "seeds": len(seen[best]),
+                      # the search difference from GRPO, on the seeds both have (None before GRPO has one)
+                      "search_d": search_diff(seen[best], base, args.rank_on) if best != 0 else 0.0})
     trained = sum(1 for e in entries.values() if e.id != 0 and e.status in ("evaluated", "failed"))
     return {"strategy": strategy, "race": race, "seed": seed, "budget": args.budget, "candidates": trained,
-            "trainings": len(evs), "picks": picks, "codes": codes, "wall_s": time.time() - t0}
+            "rank_on": args.rank_on, "protocol": cfg.protocol, "trainings": len(evs), "picks": picks, "codes": codes,
+            "wall_s": time.time() - t0}
+
+
+def search_score(per_seed: dict[int, dict], base: dict[int, dict], paired: bool, key: str) -> float:
+    """What selection ranks an entry by: its mean of ``key`` over its search seeds, through the baseline's on the
+    same seeds when the run is paired (`confirm.paired_seed_metrics`)."""
+    ms = paired_seed_metrics(per_seed, base) if paired else per_seed
+    return sum(m[key] for m in ms.values()) / len(ms)
+
+
+def search_diff(per_seed: dict[int, dict], base: dict[int, dict], key: str) -> float | None:
+    """The entry's mean difference from GRPO on the search seeds both have; None when they share none."""
+    common = sorted(set(per_seed) & set(base))
+    return sum(per_seed[s][key] - base[s][key] for s in common) / len(common) if common else None
 
 
 def pick_at(run: dict, trainings: int) -> str:
@@ -154,14 +180,17 @@ def pick_at(run: dict, trainings: int) -> str:
     return run["picks"][min(trainings, len(run["picks"])) - 1]["design"]
 
 
-def confirm_all(runs: list[dict], args) -> dict[str, float]:
-    """Confirmed Overall (mean over fresh seeds, confirmation set) of every pick the table reads; with
-    ``--table-only``, of those whose confirmation seeds are all cached."""
+def confirm_all(runs: list[dict], args) -> dict[str, list[dict]]:
+    """The confirmation results (fresh seeds, confirmation set) of GRPO and of every pick the table reads, by
+    design; with ``--table-only``, of those whose confirmation seeds are all cached."""
     codes = {d: c for r in runs for d, c in r["codes"].items()}
-    # the final picks first: a stopped benchmark has filled the last column
-    wanted = [r["picks"][-1]["design"] for r in runs]
+    grpo = code_key(None)
+    codes.setdefault(grpo, None)
+    # GRPO and the final picks first: a stopped benchmark has filled the last column
+    wanted = [grpo] + [r["picks"][-1]["design"] for r in runs]
     wanted += [pick_at(r, c) for c in reversed(checkpoints(args)) for r in runs]
-    todo = [(d, s) for d in dict.fromkeys(wanted) for s in CONFIRM_SEEDS[:args.confirm_seeds]
+    seeds = CONFIRM_SEEDS[:args.confirm_seeds]
+    todo = [(d, s) for d in dict.fromkeys(wanted) for s in seeds
             if cache_key(d, s, args.fidelity, "confirm") not in CachedExecutor.cache]
 
     def one(job):
@@ -172,18 +201,28 @@ def confirm_all(runs: list[dict], args) -> dict[str, float]:
             print(f"confirmation of {d} seed {s} failed: {res.message}", file=sys.stderr)
             return
         _store(cache_key(d, s, args.fidelity, "confirm"), res)
-        print(f"confirmed {d[:60]} seed {s}: {res.metrics['overall']:.1f}", flush=True)
+        print(f"confirmed {d[:60]} seed {s}: {args.rank_on} {metric_value(res.metrics, args.rank_on):.2f}", flush=True)
 
     if not args.table_only:
         with ThreadPoolExecutor(args.workers) as pool:
             list(pool.map(one, todo))
     out = {}
     for d in codes:
-        vals = [CachedExecutor.cache[k]["metrics"]["overall"] for s in CONFIRM_SEEDS[:args.confirm_seeds]
-                if (k := cache_key(d, s, args.fidelity, "confirm")) in CachedExecutor.cache]
-        if len(vals) == args.confirm_seeds:  # a partial mean would not be the number the table promises
-            out[d] = sum(vals) / len(vals)
+        ms = [CachedExecutor.cache[k]["metrics"] for s in seeds
+              if (k := cache_key(d, s, args.fidelity, "confirm")) in CachedExecutor.cache]
+        if len(ms) == len(seeds):  # a partial mean would not be the number the table promises
+            out[d] = ms
     return out
+
+
+def confirmed_diff(design: str, confirmed: dict[str, list[dict]], args) -> float | None:
+    """The design's mean difference from GRPO over the fresh seeds (paired: the same seeds); None if either
+    is not confirmed yet."""
+    grpo = confirmed.get(code_key(None))
+    ms = confirmed.get(design)
+    if grpo is None or ms is None:
+        return None
+    return sum(metric_value(m, args.rank_on) - metric_value(b, args.rank_on) for m, b in zip(ms, grpo)) / len(ms)
 
 
 def checkpoints(args) -> list[int]:
@@ -191,11 +230,16 @@ def checkpoints(args) -> list[int]:
     return sorted({min(c, args.budget * args.max_race) for c in (2, 4, 8, 12, 16, 24, 32)})
 
 
-def table(runs: list[dict], confirmed: dict[str, float], args) -> str:
+def table(runs: list[dict], confirmed: dict[str, list[dict]], args) -> str:
     cps = checkpoints(args)
-    lines = ["| strategy | racing | seeds | trainings | " + " | ".join(f"after {c}" for c in cps)
-             + " | at the end | pick's search score | selection luck |",
-             "|---|---|---|---|" + "---|" * len(cps) + "---|---|---|"]
+    key, seeds = args.rank_on, list(CONFIRM_SEEDS[:args.confirm_seeds])
+    obj = parse_directive(None, key)
+    grpo = confirmed.get(code_key(None))
+    lines = [f"Each cell: the pick's confirmed Δ {key} against GRPO (mean over the {len(seeds)} fresh seeds "
+             f"{seeds[0]}-{seeds[-1]}, paired, on the confirmation set), mean ± 95% CI over the runs' search seeds.",
+             "", "| strategy | racing | seeds | trainings | " + " | ".join(f"after {c}" for c in cps)
+             + " | at the end | pick's search Δ | selection luck | discoveries |",
+             "|---|---|---|---|" + "---|" * len(cps) + "---|---|---|---|"]
     for strategy in args.strategies.split(","):
         for race in args.race:
             rs = [r for r in runs if r["strategy"] == strategy and r["race"] == race and r["budget"] == args.budget]
@@ -203,21 +247,30 @@ def table(runs: list[dict], confirmed: dict[str, float], args) -> str:
                 continue
             cells = []
             for c in cps:
-                vals = [confirmed.get(pick_at(r, c)) for r in rs]
+                vals = [confirmed_diff(pick_at(r, c), confirmed, args) for r in rs]
                 cells.append(str(mean_ci(vals)) if None not in vals else "?")
-            end = [confirmed.get(r["picks"][-1]["design"]) for r in rs]
-            search = [r["picks"][-1]["search"] for r in rs]
-            luck = str(mean_ci([s - e for s, e in zip(search, end)])) if None not in end else "?"
+            end = [confirmed_diff(r["picks"][-1]["design"], confirmed, args) for r in rs]
+            search = [r["picks"][-1]["search_d"] for r in rs]
+            luck = (str(mean_ci([s - e for s, e in zip(search, end)]))
+                    if None not in end and None not in search else "?")
+            found = "?"
+            if grpo is not None and all(r["picks"][-1]["design"] in confirmed for r in rs):
+                found = str(sum(confirm(0, "pick", confirmed[r["picks"][-1]["design"]], grpo, obj, seeds,
+                                        seeds).verdict == "discovery" for r in rs if r["picks"][-1]["entry"] != 0))
             lines.append(f"| {strategy} | {'off' if race == 1 else f'{race} seeds'} | {len(rs)} | "
                          f"{mean_ci([r['trainings'] for r in rs]).mean:.1f} | " + " | ".join(cells)
-                         + f" | {str(mean_ci(end)) if None not in end else '?'} | {mean_ci(search)} | {luck} |")
-    lines += ["", "Picks at the end (confirmed Overall):"]
+                         + f" | {str(mean_ci(end)) if None not in end else '?'} | "
+                         f"{str(mean_ci(search)) if None not in search else '?'} | {luck} | {found} of {len(rs)} |")
+    if grpo is not None:
+        lines += ["", f"GRPO confirmed: {key} {mean_ci([metric_value(m, key) for m in grpo])}, the paper's Overall "
+                  f"{mean_ci([m['overall'] for m in grpo])} (seeds {seeds})."]
+    lines += ["", f"Picks at the end (Δ {key} against GRPO; confirmed: the fresh seeds, the confirmation set):"]
     for r in runs:
         p = r["picks"][-1]
-        c = confirmed.get(p["design"])
+        c = confirmed_diff(p["design"], confirmed, args)
+        sd = "?" if p.get("search_d") is None else f"{p['search_d']:+.2f}"
         lines.append(f"- {r['strategy']}, racing {r['race']}, seed {r['seed']}: #{p['entry']} {p['name']} "
-                     f"(search {p['search']:.1f} over {p['seeds']} seed(s); confirmed "
-                     f"{'?' if c is None else f'{c:.1f}'})")
+                     f"(search {sd} over {p['seeds']} seed(s); confirmed {'?' if c is None else f'{c:+.2f}'})")
     return "\n".join(lines) + "\n"
 
 
@@ -231,6 +284,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fidelity", default="standard")
     ap.add_argument("--strategies", default="lineage,greedy,random")
+    ap.add_argument("--rank-on", default=SANDBOX_RANK_ON, choices=ACCURACY_KEYS,
+                    help="the accuracy metric the runs rank on and the table reads (poise discover's --rank-on)")
     ap.add_argument("--out", default=str(RESULTS), help="folder for the results and the cache")
     ap.add_argument("--table-only", action="store_true",
                     help="train nothing: the table from the finished runs and the cached confirmations (? where none)")
@@ -241,13 +296,15 @@ def main() -> None:
     CACHE = RESULTS / "search_cache.json"
     args.race = [int(x) for x in args.race.split(",")]
     args.max_race = max(args.race)
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     CachedExecutor.cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
     for db in args.seed_from:
         added, checked = seed_cache(Path(db), args.fidelity)
         print(f"{db}: {added} evaluations added to the cache, {checked} already there and identical", flush=True)
     out_json = RESULTS / "search_efficiency.json"
-    runs = [r for r in (json.loads(out_json.read_text()) if out_json.exists() else []) if "picks" in r]
+    # runs of another protocol or metric (and the files before either was recorded) are not this table's
+    stored = json.loads(out_json.read_text()) if out_json.exists() else []
+    runs = [r for r in stored if "picks" in r and r.get("protocol") == PROTOCOL and r.get("rank_on") == args.rank_on]
     done = {(r["strategy"], r["race"], r["seed"], r["budget"]) for r in runs}
     for seed in range(0 if args.table_only else args.seeds):
         for race in args.race:
@@ -257,7 +314,8 @@ def main() -> None:
                 r = run_one(strategy, race, seed, args)
                 print(json.dumps({k: v for k, v in r.items() if k not in ("codes", "picks")}), flush=True)
                 runs.append(r)
-                out_json.write_text(json.dumps(runs, indent=1))
+                stored.append(r)  # the file keeps the runs of other protocols and metrics too
+                out_json.write_text(json.dumps(stored, indent=1))
     confirmed = confirm_all([r for r in runs if r["budget"] == args.budget], args)
     text = table(runs, confirmed, args)
     (RESULTS / "search_efficiency.md").write_text(text)

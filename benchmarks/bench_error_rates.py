@@ -1,0 +1,242 @@
+"""Error rates of the confirmation rule, measured: an A/A test and planted effects (issue 27, item 5).
+
+*A/A.* Null candidates are GRPO with a change that should not matter and is not bit-identical: its advantages
+multiplied by (1 + e z), z a standard normal drawn per token from the batch and the variant's own number, e 1%,
+5% or 10% (zero-mean jitter, far below the noise 8 samples a group already put in an advantage).
+*Planted effects.* GRPO with a share q of its rewards replaced by coin flips (label noise): a weaker algorithm
+by construction, whose true distance to GRPO grows with q and is measured here on every seed.
+
+Every arm is trained once per seed and scored on both held-out splits (search and confirmation) at that seed,
+as `poise discover` would score it there. The analysis then runs what the loop runs, many times over the same
+trainings: for every choice of one search seed and three confirmation seeds among the others, the nulls are
+ranked on the search split at the search seed (`selection`'s paired score), the best `reeval_top` are
+confirmed on the confirmation split at the three fresh seeds against GRPO on the same seeds, with the
+package's own rule (`discovery.confirm.confirm`, the sandbox objective). The A/A rate is the share of
+replicates that confirm a null; the power is the share of 3-seed sets on which the rule finds GRPO better
+than a planted arm. Replicates share trainings, so they are not independent: the count of independent
+trainings is printed beside each rate.
+
+    python benchmarks/bench_error_rates.py --seeds 5 --workers 2       # trains what is missing, then reports
+    python benchmarks/bench_error_rates.py --report                    # the report from the stored results
+
+Results: benchmarks/results/protocol2/error_rates.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import math
+import sys
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+HERE = Path(__file__).parent
+OUT = HERE / "results" / "protocol2"
+STORE = OUT / "error_rates.json"
+
+NULLS = {"aa_null1": 0.01, "aa_null2": 0.05, "aa_null3": 0.10}  # name: jitter
+PLANTED = {"label_noise25": 0.25, "label_noise50": 0.5}
+
+NULL_SOURCE = '''"""A/A null {k}: GRPO whose advantages are multiplied by (1 + {e} z), z a standard normal per token drawn
+from the batch and this variant's number. Zero-mean jitter: it should not matter, and it is not bit-identical
+to GRPO."""
+import torch
+
+from poise.algorithms.grpo import compute_advantages as grpo_advantages
+
+VARIANT = {k}
+
+
+def compute_advantages(batch, cfg):
+    adv = grpo_advantages(batch, cfg)
+    gen = torch.Generator().manual_seed(VARIANT * 1_000_003 + int(batch.lengths.sum()))
+    return adv * (1 + {e} * torch.randn(adv.shape, generator=gen))
+'''
+
+PLANTED_SOURCE = '''"""Planted effect: GRPO with a share {q} of its rewards replaced by coin flips (probability 0.3),
+chosen per response from the batch itself. Label noise weakens the learning signal, so this is worse than GRPO by
+construction; by how much is measured."""
+import torch
+
+from poise.algorithms.grpo import compute_advantages as grpo_advantages
+
+SHARE = {q}
+
+
+def shape_rewards(batch, cfg):
+    gen = torch.Generator().manual_seed(int(batch.lengths.sum()) * 1_000_003 + int(batch.mask.shape[1]))
+    swap = torch.rand(batch.rewards.shape[0], generator=gen) < SHARE
+    coin = (torch.rand(batch.rewards.shape[0], generator=gen) < 0.3).float()
+    return torch.where(swap, coin, batch.rewards.float())
+
+
+def compute_advantages(batch, cfg):
+    return grpo_advantages(batch, cfg)
+'''
+
+
+def source(name: str) -> str | None:
+    if name in NULLS:
+        return NULL_SOURCE.format(k=list(NULLS).index(name) + 1, e=NULLS[name])
+    if name in PLANTED:
+        return PLANTED_SOURCE.format(q=PLANTED[name])
+    return None
+
+
+def run_one(args: tuple[str, int, str]) -> dict:
+    name, seed, fidelity = args
+    import dataclasses
+
+    import torch
+
+    torch.set_num_threads(1)
+    from poise.algorithms import algorithm_from_source, builtin_source
+    from poise.backends.tiny import sft_policy
+    from poise.evaluation.fidelity import get_fidelity
+    from poise.sandbox.benchmark import evaluate_policy
+    from poise.sandbox.sft import held_out_prompts
+    from poise.sandbox.trainer import train_rl
+
+    fid = get_fidelity(fidelity)
+    src = source(name)
+    algo = algorithm_from_source(src or builtin_source(name), name, f"bench:{name}")
+    ref = sft_policy(fid)
+    policy = copy.deepcopy(ref)
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    t0 = time.time()
+    trajectory = train_rl(algo, policy, ref, fid.rl, seed, held_out_prompts(fid.eval.heldout_size,
+                                                                            fid.eval.heldout_seed))
+    t1 = time.time()
+    scores = {split: evaluate_policy(policy, dataclasses.replace(fid.eval, split=split), seed)
+              for split in ("search", "confirm")}
+    return {"name": name, "seed": seed, "metrics": scores, "train_s": t1 - t0, "eval_s": time.time() - t1,
+            "trajectory": trajectory}
+
+
+def train(seeds: int, workers: int, fidelity: str) -> dict:
+    OUT.mkdir(parents=True, exist_ok=True)
+    done: dict = json.loads(STORE.read_text()) if STORE.exists() else {}
+    names = ["grpo", *NULLS, *PLANTED]
+    todo = [(n, s, fidelity) for s in range(seeds) for n in names if f"{n}/{s}" not in done]
+    print(f"{len(todo)} trainings to run ({len(done)} stored), {workers} at a time", flush=True)
+    t0 = time.time()
+    with get_context("spawn").Pool(workers) as pool:
+        for i, res in enumerate(pool.imap_unordered(run_one, todo), 1):
+            res.pop("trajectory")  # the curves are not what this benchmark reads; the file stays small
+            done[f"{res['name']}/{res['seed']}"] = res
+            STORE.write_text(json.dumps(done, default=float))  # after each training: a stopped run resumes
+            print(f"[{i}/{len(todo)} {time.time() - t0:.0f}s] {res['name']}/{res['seed']}: train {res['train_s']:.0f}s, "
+                  f"eval {res['eval_s']:.0f}s", flush=True)
+    return done
+
+
+def report(done: dict) -> str:
+    from poise.discovery.confirm import confirm
+    from poise.discovery.objective import parse_directive
+    from poise.evaluation.keys import SANDBOX_RANK_ON, metric_value
+    from poise.evaluation.metrics import mean_ci, seed_diff_ci
+
+    acc = SANDBOX_RANK_ON
+    obj = parse_directive(None, acc)
+    cut = obj.effect(acc)
+    arms: dict[str, dict[int, dict]] = {}
+    for r in done.values():
+        arms.setdefault(r["name"], {})[r["seed"]] = r["metrics"]
+    seeds = sorted(set.intersection(*(set(v) for v in arms.values())))
+    g = arms["grpo"]
+    lines = [f"Seeds {seeds}; accuracy metric {acc}; the rule: a paired 95% interval over 3 fresh seeds wholly above "
+             f"+{cut:g} (`confirm.confirm`, the sandbox objective)", "",
+             "**Each arm against GRPO on the same seeds** (paired over all seeds)", "",
+             f"| arm | split | {acc} | Δ {acc} vs GRPO | sd of the per-seed Δ | Overall | Δ Overall vs GRPO |",
+             "|---|---|---|---|---|---|---|"]
+    for n in ["grpo", *NULLS, *PLANTED]:
+        for split in ("search", "confirm"):
+            a = {s: metric_value(arms[n][s][split], acc) for s in seeds}
+            o = {s: arms[n][s][split]["overall"] for s in seeds}
+            if n == "grpo":
+                lines.append(f"| {n} | {split} | {mean_ci(list(a.values()))} | — | — | {mean_ci(list(o.values()))} | — |")
+                continue
+            d = seed_diff_ci(a, {s: metric_value(g[s][split], acc) for s in seeds})
+            do = seed_diff_ci(o, {s: g[s][split]["overall"] for s in seeds})
+            sd = statistics_sd([a[s] - metric_value(g[s][split], acc) for s in seeds])
+            lines.append(f"| {n} | {split} | {mean_ci(list(a.values()))} | {d.mean:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}] | "
+                         f"{sd:.2f} | {mean_ci(list(o.values()))} | {do.mean:+.2f} [{do.lo:+.2f}, {do.hi:+.2f}] |")
+
+    def verdict(cand: dict[int, dict], base: dict[int, dict], fresh: tuple[int, ...]):
+        return confirm(0, "x", [cand[s]["confirm"] for s in fresh], [base[s]["confirm"] for s in fresh], obj,
+                       list(fresh), list(fresh))
+
+    # A/A after selection, as the loop runs it: one search seed ranks the nulls, the best reeval_top=2 are
+    # confirmed on three other seeds
+    from poise.discovery.settings import DiscoverConfig
+
+    top = DiscoverConfig().reeval_top
+    reps, false_any, false_each, luck, confirmed_d = 0, 0, 0, [], []
+    for s in seeds:
+        score = {n: metric_value(arms[n][s]["search"], acc) - metric_value(g[s]["search"], acc) for n in NULLS}
+        picks = sorted(NULLS, key=lambda n: -score[n])[:top]
+        for fresh in itertools.combinations([x for x in seeds if x != s], 3):
+            reps += 1
+            vs = [verdict(arms[n], g, fresh) for n in picks]
+            hits = [v.verdict == "discovery" for v in vs]
+            false_any += any(hits)
+            false_each += sum(hits)
+            for n, v in zip(picks, vs):
+                luck.append(score[n] - v.d_accuracy["mean"])
+                confirmed_d.append(v.d_accuracy["lo"])
+    lines += ["", "**A/A: null candidates through selection and confirmation**", "",
+              f"- {reps} replicates (each search seed x each 3 of the other {len(seeds) - 1} seeds as fresh seeds), "
+              f"{len(NULLS)} nulls ranked on the search split, the best {top} confirmed: **{false_any} of {reps}** "
+              f"replicates confirmed a null ({false_each} of {reps * top} confirmations), from "
+              f"{len(NULLS) * len(seeds)} null trainings and {len(seeds)} of GRPO",
+              f"- the highest lower bound any confirmation reached: {max(confirmed_d):+.2f} (the rule needs > +{cut:g})",
+              f"- selection luck (the pick's search Δ minus its confirmed Δ, both against GRPO): mean "
+              f"{sum(luck) / len(luck):+.2f}, max {max(luck):+.2f} points of {acc}"]
+    # power: the same rule with GRPO as the candidate and a planted arm as the baseline, on every 3-seed set
+    lines += ["", "**Power: GRPO against a planted weaker arm** (the rule with GRPO as the candidate; every 3 of "
+              f"the {len(seeds)} seeds)", "",
+              f"| planted arm | true Δ (GRPO - arm, all {len(seeds)} seeds, confirmation split) | sets confirmed | share |",
+              "|---|---|---|---|"]
+    for n in PLANTED:
+        d = seed_diff_ci({s: metric_value(g[s]["confirm"], acc) for s in seeds},
+                         {s: metric_value(arms[n][s]["confirm"], acc) for s in seeds})
+        sets = list(itertools.combinations(seeds, 3))
+        hit = sum(verdict(g, arms[n], f).verdict == "discovery" for f in sets)
+        lines.append(f"| {n} | {d.mean:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}] | {hit} of {len(sets)} | {hit / len(sets):.2f} |")
+    ts = [r["train_s"] for r in done.values()]
+    es = [r["eval_s"] for r in done.values()]
+    lines += ["", f"One training {sum(ts) / len(ts):.0f} s and its two evaluations {sum(es) / len(es):.0f} s on average "
+              "(one thread each, two at a time)."]
+    md = "\n".join(lines) + "\n"
+    (OUT / "error_rates.md").write_text(md)
+    return md
+
+
+def statistics_sd(xs: list[float]) -> float:
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / max(1, len(xs) - 1))
+
+
+def main() -> None:
+    global OUT, STORE
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--fidelity", default="standard")
+    ap.add_argument("--report", action="store_true", help="only the report, from the stored results")
+    ap.add_argument("--out", type=Path, default=OUT, help="where error_rates.{json,md} go")
+    args = ap.parse_args()
+    OUT, STORE = args.out, args.out / "error_rates.json"
+    done = json.loads(STORE.read_text()) if args.report else train(args.seeds, args.workers, args.fidelity)
+    print(report(done))
+
+
+if __name__ == "__main__":
+    main()

@@ -5,9 +5,12 @@ the literature describes, the quantity that shows it and its 95% interval over t
 are compared (the same seeds, and on protocol 2 the same random numbers), a one-sample t-interval where one arm's
 change over training is. Curves are averaged over the first and the last 10 RL steps.
 
-    python benchmarks/bench_phenomena.py benchmarks/results/protocol2/signal_standard.json
+    python benchmarks/bench_phenomena.py benchmarks/results/protocol2/signal_standard.json \
+        benchmarks/results/protocol2/phenomena_arms/signal_standard.json
 
-Writes `phenomena.md` beside the input. Phenomena that need arms the file does not hold are listed as not measured.
+Several files are merged arm by arm (an arm in two files must give the same numbers in both: the sandbox is
+deterministic, so a difference means the files come from different sandboxes and stops the report). Writes
+`phenomena.md` beside the first input. Phenomena that need arms the file does not hold are listed as not measured.
 """
 
 from __future__ import annotations
@@ -38,14 +41,19 @@ def fmt(ci, unit: str = "") -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("signal_json")
+    ap.add_argument("signal_json", nargs="+")
     args = ap.parse_args()
-    path = Path(args.signal_json)
-    done = json.loads(path.read_text())
+    path = Path(args.signal_json[0])
     arms: dict[str, dict[int, dict]] = {}
-    for key, r in done.items():
-        name, seed = key.rsplit("/", 1)
-        arms.setdefault(name, {})[int(seed)] = r
+    for f in args.signal_json:
+        for key, r in json.loads(Path(f).read_text()).items():
+            name, seed = key.rsplit("/", 1)
+            old = arms.setdefault(name, {}).get(int(seed))
+            if old is not None and old["metrics"]["overall"] != r["metrics"]["overall"]:
+                sys.exit(f"{key}: Overall {old['metrics']['overall']} in one file, {r['metrics']['overall']} in {f}: "
+                         f"not the same sandbox")
+            arms[name][int(seed)] = r if old is None else {**old, **r}  # the later file's keys (e.g. lengths by
+            # correctness, which older evaluations lack) win
     seeds = sorted(set.intersection(*(set(v) for v in arms.values())))
 
     def per(arm: str, f) -> list[float]:
@@ -61,6 +69,31 @@ def main() -> None:
 
     def level(arm: str, f, unit: str = "") -> str:
         return fmt(mean_ci(per(arm, f)), unit)
+
+    def lengths(right: bool):
+        """Mean held-out length of right (or wrong) answers over the sampled tiers, weighted by their counts."""
+        key = "length_correct" if right else "length_wrong"
+
+        def f(r: dict) -> float:
+            tot = num = 0.0
+            for row in r["metrics"]["tiers"].values():
+                if row["metric"] == "greedy":
+                    continue
+                share = row["pass@1"] / 100 if right else 1 - row["pass@1"] / 100
+                w = row["problems"] * row["samples"] * share
+                tot, num = tot + w * row[key], num + w
+            return tot / num
+        return f
+
+    def has(arm: str, key: str) -> bool:
+        return arm in arms and all(key in row for r in arms[arm].values() for row in r["metrics"]["tiers"].values()
+                                   if row["metric"] != "greedy" and 0 < row["pass@1"] < 100)
+
+    def vs_len(a: str, b: str, right: bool) -> str:
+        key = "length_correct" if right else "length_wrong"
+        if not (has(a, key) and has(b, key)):
+            return "not measured (needs both arms, scored with lengths by correctness)"
+        return vs(a, b, lengths(right))
 
     held = lambda key: (lambda r: metric_value(r["metrics"], key))  # noqa: E731
     curve = lambda key: (lambda r: last(r["trajectory"], key))  # noqa: E731
@@ -89,11 +122,26 @@ def main() -> None:
          vs("rloo", "grpo", held(SANDBOX_RANK_ON)), "points"),
         ("what the optimiser's noise does without a signal (coin-flip rewards)", f"null - GRPO: held-out {SANDBOX_RANK_ON}",
          vs("null_grpo", "grpo", held(SANDBOX_RANK_ON)), "points"),
-        ("length growth of wrong answers under per-sequence normalisation", "needs a per-sequence-mean GRPO arm and "
-         "per-answer lengths by correctness", "not measured", ""),
-        ("skipping zero-variance groups (DAPO's dynamic sampling)", "needs an arm that resamples them",
-         "not measured", "poise's DAPO leaves it out (fixed rollout budget)"),
-        ("a format-only reward control", "needs an arm rewarded for validity alone", "not measured", ""),
+        ("length growth of wrong answers under per-sequence normalisation (Dr. GRPO's length bias)",
+         "GRPO per sequence (seq-mean-token-mean) - GRPO (token-mean): held-out length of wrong answers, sampled tiers",
+         vs_len("seqmean_grpo", "grpo", right=False), "tokens"),
+        ("...", "the same for right answers", vs_len("seqmean_grpo", "grpo", right=True), "tokens"),
+        ("...", "GRPO per sequence - Dr. GRPO: held-out length of wrong answers, sampled tiers",
+         vs_len("seqmean_grpo", "dr_grpo", right=False), "tokens; Dr. GRPO also drops the std division"),
+        ("...", "GRPO per sequence - GRPO: training response length, last 10 steps",
+         vs("seqmean_grpo", "grpo", curve("response_length")), "tokens"),
+        ("...", f"GRPO per sequence - GRPO: held-out {SANDBOX_RANK_ON}",
+         vs("seqmean_grpo", "grpo", held(SANDBOX_RANK_ON)), "points"),
+        ("skipping zero-variance groups (DAPO's dynamic sampling)", "needs a trainer that draws more prompts until "
+         "a batch is full of groups with a signal", "not measured", "poise's trainer has a fixed rollout budget a step; "
+         "GRPO already gives such groups a zero advantage, so skipping them without refilling changes nothing but "
+         "the loss normaliser"),
+        ("a format-only reward control", "format-only - start: held-out validity", vs("format_grpo", "sft_start",
+         held("validity")), "points"),
+        ("...", f"format-only - start: held-out {SANDBOX_RANK_ON}", vs("format_grpo", "sft_start",
+         held(SANDBOX_RANK_ON)), "points: what rewarding the format alone buys"),
+        ("...", f"GRPO - format-only: held-out {SANDBOX_RANK_ON}", vs("grpo", "format_grpo",
+         held(SANDBOX_RANK_ON)), "points: what rewarding correctness adds"),
     ]
     lines = [f"Seeds {seeds}; arms {', '.join(sorted(arms))}; 95% intervals over seeds (paired for A - B)", "",
              "| phenomenon | quantity | measured | note |", "|---|---|---|---|"]

@@ -91,6 +91,11 @@ def evaluate_tier(model: TinyGPT, tier: Tier, cfg: EvalConfig, seed: int) -> dic
         "styles": {st: {"share": 100 * len(rs) / len(res), "accuracy": 100 * sum(r[1] for r in rs) / len(rs)}
                    for st in STYLES if (rs := [r for r in res if r[4] == st])},
     }
+    # mean length of right and of wrong answers (when there are any): a loss normalised per response lets wrong
+    # answers grow longer while the mean length hides it
+    for name, want in (("length_correct", True), ("length_wrong", False)):
+        if ls := [r[2] for r in res if r[1] == want]:
+            row[name] = sum(ls) / len(ls)
     if not greedy:
         for k in (2, 4, 8, 16, 32, 64):
             if k <= n:

@@ -27,6 +27,20 @@ def test_every_response_is_valid_truncated_unanswered_or_malformed(smoke, smoke_
     assert any(row["truncated"] > 0 for row in m["tiers"].values())  # 24 tokens cut the long chains
 
 
+def test_length_of_right_and_wrong_answers_recombines_into_the_mean_length(smoke, smoke_policy):
+    cfg = dataclasses.replace(smoke.eval, heldout_size=6, samples=4)
+    m = evaluate_policy(smoke_policy, cfg, seed=0)
+    seen = set()
+    for name, row in m["tiers"].items():
+        n = row["problems"] * (1 if row["metric"] == "greedy" else row["samples"])
+        right = round(row["pass@1"] / 100 * n)
+        seen |= {k for k in ("length_correct", "length_wrong") if k in row}
+        assert ("length_correct" in row) == (right > 0) and ("length_wrong" in row) == (right < n), name
+        total = row.get("length_correct", 0) * right + row.get("length_wrong", 0) * (n - right)
+        assert total / n == pytest.approx(row["length"]), name
+    assert seen == {"length_correct", "length_wrong"}  # the smoke policy gets some right and some wrong
+
+
 def test_the_evaluation_is_reproducible(smoke, smoke_policy):
     cfg = dataclasses.replace(smoke.eval, heldout_size=4, samples=4)
     assert evaluate_policy(smoke_policy, cfg, seed=3) == evaluate_policy(smoke_policy, cfg, seed=3)

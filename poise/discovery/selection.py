@@ -183,10 +183,15 @@ def descendant_gains(nodes: Sequence[Node], scalars: dict[int, float], top_k: in
 def scalar_noise(nodes: Sequence[Node], objective: Objective, baseline_metrics: dict | None) -> list[float]:
     """Standard error of each node's scalar (its mean over seeds): the seed spread of the node's own
     per-seed scalars when it has 2 or more seeds, else the spread pooled over the nodes that have them,
-    divided by sqrt(seeds). 0 when no node has a second seed yet (nothing to estimate the noise from)."""
+    divided by sqrt(seeds). 0 when no node has a second seed yet (nothing to estimate the noise from).
+
+    A node whose per-seed scalars do not vary at all stays out of the pool: in a paired run that is the
+    baseline, the reference every other node is measured through (`nodes_from_archive`), whose spread says
+    nothing of the noise of a difference from it."""
     per_seed = [[objective.scalar(m, baseline_metrics) for m in n.seed_metrics] for n in nodes]
-    var = [float(np.var(v, ddof=1)) for v in per_seed if len(v) >= 2]
-    dof = [len(v) - 1 for v in per_seed if len(v) >= 2]
+    pool = [v for v in per_seed if len(v) >= 2 and max(v) > min(v)]
+    var = [float(np.var(v, ddof=1)) for v in pool]
+    dof = [len(v) - 1 for v in pool]
     pooled = sum(v * d for v, d in zip(var, dof)) / sum(dof) if dof else 0.0
     out = []
     for n, v in zip(nodes, per_seed):
@@ -468,11 +473,12 @@ def nodes_from_archive(archive, features_fn: Callable[[Any], Sequence[float]], *
     base = search_per_seed(everything[0], fidelity) if everything else {}
     nodes = []
     for e in evaluated:
-        # paired through the baseline where it has the entry's seeds, as RunState's means are (confirm.search_means)
+        # paired through the baseline where it has the entry's seeds, as RunState's means are (confirm.search_means);
+        # the baseline's own seeds then all read its mean: it is the reference, with no noise against itself
         own = search_per_seed(e, fidelity)
-        by_seed = paired_seed_metrics(own, base) if paired and e.id != everything[0].id else own
+        by_seed = paired_seed_metrics(own, base) if paired else own
         per_seed = list(by_seed.values())
-        metrics = seed_means(by_seed)
+        metrics = seed_means(own if e.id == everything[0].id else by_seed)
         nodes.append(Node(e.id, e.parent_id, depth_of(e.id), metrics, tuple(float(x) for x in features_fn(e)),
                           len(picked.get(e.id, ())), tuple(picked.get(e.id, ())), tuple(per_seed)))
     return nodes

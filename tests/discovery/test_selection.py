@@ -215,6 +215,13 @@ def test_nodes_from_a_real_archive(tmp_path):
         assert [(n.id, n.parent_id, n.depth, n.n_selected) for n in nodes] == [(0, None, 0, 1), (1, 0, 1, 1),
                                                                                 (3, 1, 2, 0)]
         assert nodes[1].metrics == {"overall": 55.0, "hard_pass1": 27.5, "length": 30.0, "validity": 90.0}
+        # paired (the default): each seed of A through GRPO's on that seed, GRPO itself the reference (its mean
+        # at each seed); unpaired, the raw seeds
+        assert [m["overall"] for m in nodes[1].seed_metrics] == [55.0, 55.0]
+        assert [m["overall"] for m in nodes[0].seed_metrics] == [51.0, 51.0] and nodes[0].metrics["overall"] == 51.0
+        raw = nodes_from_archive(a, tag_features(a.entries("evaluated")), paired=False)
+        assert [m["overall"] for m in raw[1].seed_metrics] == [54.0, 56.0]
+        assert [m["overall"] for m in raw[0].seed_metrics] == [50.0, 52.0]
         assert [n.features for n in nodes] == [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0)]  # tags: masking, variance
         assert nodes[1].selected_at[0] > nodes[0].selected_at[0]
         assert nodes_from_archive(a, tag_features([]), fidelity="standard") == []  # nothing evaluated at that fidelity
@@ -246,6 +253,8 @@ def test_scalar_noise_uses_own_seeds_else_the_pooled_spread():
     se = scalar_noise([a, b, c], ACC, None)
     assert se == pytest.approx([math.sqrt(2 / 2), math.sqrt(4 / 3), math.sqrt(10 / 3)])
     assert scalar_noise([node(1, 0, 1, 5), node(2, 0, 1, 6)], ACC, None) == [0.0, 0.0]  # nothing to estimate from
+    ref = seeded(node(0, None, 0, 0), [47.0, 47.0, 47.0])  # a paired run's baseline: the reference, no spread
+    assert scalar_noise([ref, a, b, c], ACC, None) == pytest.approx([0.0, *se])  # and no part of the pool
 
 
 def test_the_gp_trusts_a_noisy_observation_less():

@@ -173,32 +173,35 @@ def report(done: dict) -> str:
         return confirm(0, "x", [cand[s]["confirm"] for s in fresh], [base[s]["confirm"] for s in fresh], obj,
                        list(fresh), list(fresh))
 
-    # A/A after selection, as the loop runs it: one search seed ranks the nulls, the best reeval_top=2 are
-    # confirmed on three other seeds
+    # A/A after selection, as the loop runs it: the search seeds rank the nulls (their mean difference from GRPO
+    # on those seeds: selection's paired score), the best reeval_top are confirmed on three other seeds
     from poise.discovery.settings import DiscoverConfig
 
     top = DiscoverConfig().reeval_top
-    reps, false_any, false_each, luck, confirmed_d = 0, 0, 0, [], []
-    for s in seeds:
-        score = {n: metric_value(arms[n][s]["search"], acc) - metric_value(g[s]["search"], acc) for n in NULLS}
-        picks = sorted(NULLS, key=lambda n: -score[n])[:top]
-        for fresh in itertools.combinations([x for x in seeds if x != s], 3):
-            reps += 1
-            vs = [verdict(arms[n], g, fresh) for n in picks]
-            hits = [v.verdict == "discovery" for v in vs]
-            false_any += any(hits)
-            false_each += sum(hits)
-            for n, v in zip(picks, vs):
-                luck.append(score[n] - v.d_accuracy["mean"])
-                confirmed_d.append(v.d_accuracy["lo"])
     lines += ["", "**A/A: null candidates through selection and confirmation**", "",
-              f"- {reps} replicates (each search seed x each 3 of the other {len(seeds) - 1} seeds as fresh seeds), "
-              f"{len(NULLS)} nulls ranked on the search split, the best {top} confirmed: **{false_any} of {reps}** "
-              f"replicates confirmed a null ({false_each} of {reps * top} confirmations), from "
-              f"{len(NULLS) * len(seeds)} null trainings and {len(seeds)} of GRPO",
-              f"- the highest lower bound any confirmation reached: {max(confirmed_d):+.2f} (the rule needs > +{cut:g})",
-              f"- selection luck (the pick's search Δ minus its confirmed Δ, both against GRPO): mean "
-              f"{sum(luck) / len(luck):+.2f}, max {max(luck):+.2f} points of {acc}"]
+              f"{len(NULLS)} nulls (advantage jitter {', '.join(f'{e:.0%}' for e in NULLS.values())}) ranked on the "
+              f"search split, the best {top} confirmed on 3 other seeds against GRPO; every choice of search and fresh "
+              f"seeds among the {len(seeds)} is one replicate. From {len(NULLS) * len(seeds)} null trainings and "
+              f"{len(seeds)} of GRPO.", "",
+              "| search seeds | replicates | replicates that confirmed a null | confirmations that passed | highest "
+              "lower bound reached | selection luck, mean (max) |", "|---|---|---|---|---|---|"]
+    for k in (1, 2):
+        reps, false_any, false_each, luck, lows = 0, 0, 0, [], []
+        for search in itertools.combinations(seeds, k):
+            score = {n: sum(metric_value(arms[n][s]["search"], acc) - metric_value(g[s]["search"], acc)
+                            for s in search) / k for n in NULLS}
+            picks = sorted(NULLS, key=lambda n: -score[n])[:top]
+            for fresh in itertools.combinations([x for x in seeds if x not in search], 3):
+                reps += 1
+                vs = [verdict(arms[n], g, fresh) for n in picks]
+                hits = [v.verdict == "discovery" for v in vs]
+                false_any += any(hits)
+                false_each += sum(hits)
+                luck += [score[n] - v.d_accuracy["mean"] for n, v in zip(picks, vs)]
+                lows += [v.d_accuracy["lo"] for v in vs]
+        if reps:
+            lines.append(f"| {k} | {reps} | {false_any} | {false_each} of {reps * top} | {max(lows):+.2f} (needs > "
+                         f"+{cut:g}) | {sum(luck) / len(luck):+.2f} ({max(luck):+.2f}) |")
     # power: the same rule with GRPO as the candidate and a planted arm as the baseline, on every 3-seed set
     lines += ["", "**Power: GRPO against a planted weaker arm** (the rule with GRPO as the candidate; every 3 of "
               f"the {len(seeds)} seeds)", "",

@@ -205,14 +205,19 @@ def report(done: dict) -> str:
     # power: the same rule with GRPO as the candidate and a planted arm as the baseline, on every 3-seed set
     lines += ["", "**Power: GRPO against a planted weaker arm** (the rule with GRPO as the candidate; every 3 of "
               f"the {len(seeds)} seeds)", "",
-              f"| planted arm | true Δ (GRPO - arm, all {len(seeds)} seeds, confirmation split) | sets confirmed | share |",
-              "|---|---|---|---|"]
+              f"| planted arm | true Δ (GRPO - arm, all {len(seeds)} seeds, confirmation split) | sd of the per-seed Δ | "
+              f"sets the rule confirms (> +{cut:g}) | sets whose paired interval excludes 0 |",
+              "|---|---|---|---|---|"]
     for n in PLANTED:
         d = seed_diff_ci({s: metric_value(g[s]["confirm"], acc) for s in seeds},
                          {s: metric_value(arms[n][s]["confirm"], acc) for s in seeds})
         sets = list(itertools.combinations(seeds, 3))
-        hit = sum(verdict(g, arms[n], f).verdict == "discovery" for f in sets)
-        lines.append(f"| {n} | {d.mean:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}] | {hit} of {len(sets)} | {hit / len(sets):.2f} |")
+        vs = [verdict(g, arms[n], f) for f in sets]
+        hit = sum(v.verdict == "discovery" for v in vs)
+        nonzero = sum(v.d_accuracy["lo"] > 0 for v in vs)
+        sd = statistics_sd([metric_value(g[s]["confirm"], acc) - metric_value(arms[n][s]["confirm"], acc) for s in seeds])
+        lines.append(f"| {n} | {d.mean:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}] | {sd:.2f} | {hit} of {len(sets)} | "
+                     f"{nonzero} of {len(sets)} |")
     ts = [r["train_s"] for r in done.values()]
     es = [r["eval_s"] for r in done.values()]
     lines += ["", f"One training {sum(ts) / len(ts):.0f} s and its two evaluations {sum(es) / len(es):.0f} s on average "

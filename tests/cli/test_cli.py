@@ -344,7 +344,10 @@ def test_ctrl_c_of_train_keeps_the_finished_seeds_and_says_where(tmp_path, smoke
 
     cmd = [sys.executable, "-m", "poise.cli", "train", "-a", "grpo", "-f", "smoke", "-n", "6", "-o",
            str(tmp_path / "runs"), "--threads", "1"]
-    p = subprocess.Popen(cmd, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # SIGINT's default action, as a terminal gives it: a shell that started the suite in the background leaves it
+    # ignored, and children inherit that
+    p = subprocess.Popen(cmd, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not list((tmp_path / "runs").glob("*/seed_0.json")):
         assert p.poll() is None and time.time() < deadline, p.stderr.read().decode() if p.poll() else "too slow"

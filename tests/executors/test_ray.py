@@ -217,7 +217,9 @@ def test_ctrl_c_and_sigkill_of_the_driver_then_resume_lose_and_repeat_nothing(tm
     cmd = [sys.executable, "-m", "poise.cli", "discover", "--fidelity", "smoke", "--budget", "4", "--out", str(out),
            "--reeval-top", "0", "--threads", "1", "--workers", "1", "--executor", "ray", "--cpus-per-eval", "1"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    p = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    # SIGINT's default action, as a terminal gives it (a suite started in the background inherits it ignored)
+    p = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(p, out, 1)
     os.killpg(p.pid, signal.SIGINT)
     assert p.wait(timeout=90) == 130

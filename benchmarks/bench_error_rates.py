@@ -28,7 +28,7 @@ import argparse
 import copy
 import itertools
 import json
-import math
+import statistics
 import sys
 import time
 from multiprocessing import get_context
@@ -165,7 +165,7 @@ def report(done: dict) -> str:
                 continue
             d = seed_diff_ci(a, {s: metric_value(g[s][split], acc) for s in seeds})
             do = seed_diff_ci(o, {s: g[s][split]["overall"] for s in seeds})
-            sd = statistics_sd([a[s] - metric_value(g[s][split], acc) for s in seeds])
+            sd = statistics.stdev([a[s] - metric_value(g[s][split], acc) for s in seeds])
             lines.append(f"| {n} | {split} | {mean_ci(list(a.values()))} | {d.mean:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}] | "
                          f"{sd:.2f} | {mean_ci(list(o.values()))} | {do.mean:+.2f} [{do.lo:+.2f}, {do.hi:+.2f}] |")
 
@@ -215,7 +215,7 @@ def report(done: dict) -> str:
         vs = [verdict(g, arms[n], f) for f in sets]
         hit = sum(v.verdict == "discovery" for v in vs)
         nonzero = sum(v.d_accuracy["lo"] > 0 for v in vs)
-        sd = statistics_sd([metric_value(g[s]["confirm"], acc) - metric_value(arms[n][s]["confirm"], acc) for s in seeds])
+        sd = statistics.stdev([metric_value(g[s]["confirm"], acc) - metric_value(arms[n][s]["confirm"], acc) for s in seeds])
         lines.append(f"| {n} | {d.mean:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}] | {sd:.2f} | {hit} of {len(sets)} | "
                      f"{nonzero} of {len(sets)} |")
     ts = [r["train_s"] for r in done.values()]
@@ -225,11 +225,6 @@ def report(done: dict) -> str:
     md = "\n".join(lines) + "\n"
     (OUT / "error_rates.md").write_text(md)
     return md
-
-
-def statistics_sd(xs: list[float]) -> float:
-    m = sum(xs) / len(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / max(1, len(xs) - 1))
 
 
 def main() -> None:

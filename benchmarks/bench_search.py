@@ -47,7 +47,7 @@ from poise.algorithms import builtin_source  # noqa: E402
 from poise.backends.tiny import EvalResult  # noqa: E402
 from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation  # noqa: E402
 from poise.discovery.archive import Archive, code_hash  # noqa: E402
-from poise.discovery.confirm import confirm, flat_metrics, paired_seed_metrics  # noqa: E402
+from poise.discovery.confirm import confirm, flat_metrics, paired_seed_metrics, seed_means  # noqa: E402
 from poise.discovery.loop import DiscoverConfig, Loop  # noqa: E402
 from poise.discovery.objective import parse_directive  # noqa: E402
 from poise.evaluation.fidelity import PROTOCOL, sandbox_fingerprint  # noqa: E402
@@ -165,8 +165,7 @@ def run_one(strategy: str, race: int, seed: int, args) -> dict:
 def search_score(per_seed: dict[int, dict], base: dict[int, dict], paired: bool, key: str) -> float:
     """What selection ranks an entry by: its mean of ``key`` over its search seeds, through the baseline's on the
     same seeds when the run is paired (`confirm.paired_seed_metrics`)."""
-    ms = paired_seed_metrics(per_seed, base) if paired else per_seed
-    return sum(m[key] for m in ms.values()) / len(ms)
+    return seed_means(paired_seed_metrics(per_seed, base) if paired else per_seed)[key]
 
 
 def search_diff(per_seed: dict[int, dict], base: dict[int, dict], key: str) -> float | None:

@@ -8,11 +8,11 @@ by construction, whose true distance to GRPO grows with q and is measured here o
 
 Every arm is trained once per seed and scored on both held-out splits (search and confirmation) at that seed,
 as `poise discover` would score it there. The analysis then runs what the loop runs, many times over the same
-trainings: for every choice of one search seed and three confirmation seeds among the others, the nulls are
+trainings: for every choice of one search seed and n confirmation seeds among the others, the nulls are
 ranked on the search split at the search seed (`selection`'s paired score), the best `reeval_top` are
-confirmed on the confirmation split at the three fresh seeds against GRPO on the same seeds, with the
+confirmed on the confirmation split at the n fresh seeds against GRPO on the same seeds, with the
 package's own rule (`discovery.confirm.confirm`, the sandbox objective). The A/A rate is the share of
-replicates that confirm a null; the power is the share of 3-seed sets on which the rule finds GRPO better
+replicates that confirm a null; the power is the share of n-seed sets on which the rule finds GRPO better
 than a planted arm. Replicates share trainings, so they are not independent: the count of independent
 trainings is printed beside each rate.
 
@@ -41,7 +41,7 @@ OUT = HERE / "results" / "protocol2"
 STORE = OUT / "error_rates.json"
 
 NULLS = {"aa_null1": 0.01, "aa_null2": 0.05, "aa_null3": 0.10}  # name: jitter
-PLANTED = {"label_noise25": 0.25, "label_noise50": 0.5}
+PLANTED = {"label_noise25": 0.25, "label_noise35": 0.35, "label_noise50": 0.5}
 
 NULL_SOURCE = '''"""A/A null {k}: GRPO whose advantages are multiplied by (1 + {e} z), z a standard normal per token drawn
 from the batch and this variant's number. Zero-mean jitter: it should not matter, and it is not bit-identical
@@ -150,13 +150,17 @@ def report(done: dict) -> str:
     for r in done.values():
         arms.setdefault(r["name"], {})[r["seed"]] = r["metrics"]
     seeds = sorted(set.intersection(*(set(v) for v in arms.values())))
+    planted = [n for n in PLANTED if n in arms]  # an arm added later may not be trained yet
     g = arms["grpo"]
-    lines = [f"Seeds {seeds}; accuracy metric {acc}; the rule: a paired 95% interval over 3 fresh seeds wholly above "
+    from poise.discovery.settings import DiscoverConfig
+
+    top, nf = DiscoverConfig().reeval_top, len(DiscoverConfig().reeval_seeds)  # the shipped rule's picks and seeds
+    lines = [f"Seeds {seeds}; accuracy metric {acc}; the rule: a paired 95% interval over {nf} fresh seeds wholly above "
              f"+{cut:g} (`confirm.confirm`, the sandbox objective)", "",
              "**Each arm against GRPO on the same seeds** (paired over all seeds)", "",
              f"| arm | split | {acc} | Δ {acc} vs GRPO | sd of the per-seed Δ | Overall | Δ Overall vs GRPO |",
              "|---|---|---|---|---|---|---|"]
-    for n in ["grpo", *NULLS, *PLANTED]:
+    for n in ["grpo", *NULLS, *planted]:
         for split in ("search", "confirm"):
             a = {s: metric_value(arms[n][s][split], acc) for s in seeds}
             o = {s: arms[n][s][split]["overall"] for s in seeds}
@@ -174,13 +178,10 @@ def report(done: dict) -> str:
                        list(fresh), list(fresh))
 
     # A/A after selection, as the loop runs it: the search seeds rank the nulls (their mean difference from GRPO
-    # on those seeds: selection's paired score), the best reeval_top are confirmed on three other seeds
-    from poise.discovery.settings import DiscoverConfig
-
-    top = DiscoverConfig().reeval_top
+    # on those seeds: selection's paired score), the best reeval_top are confirmed on nf other seeds
     lines += ["", "**A/A: null candidates through selection and confirmation**", "",
               f"{len(NULLS)} nulls (advantage jitter {', '.join(f'{e:.0%}' for e in NULLS.values())}) ranked on the "
-              f"search split, the best {top} confirmed on 3 other seeds against GRPO; every choice of search and fresh "
+              f"search split, the best {top} confirmed on {nf} other seeds against GRPO; every choice of search and fresh "
               f"seeds among the {len(seeds)} is one replicate. From {len(NULLS) * len(seeds)} null trainings and "
               f"{len(seeds)} of GRPO.", "",
               "| search seeds | replicates | replicates that confirmed a null | confirmations that passed | highest "
@@ -191,7 +192,7 @@ def report(done: dict) -> str:
             score = {n: sum(metric_value(arms[n][s]["search"], acc) - metric_value(g[s]["search"], acc)
                             for s in search) / k for n in NULLS}
             picks = sorted(NULLS, key=lambda n: -score[n])[:top]
-            for fresh in itertools.combinations([x for x in seeds if x not in search], 3):
+            for fresh in itertools.combinations([x for x in seeds if x not in search], nf):
                 reps += 1
                 vs = [verdict(arms[n], g, fresh) for n in picks]
                 hits = [v.verdict == "discovery" for v in vs]
@@ -202,22 +203,23 @@ def report(done: dict) -> str:
         if reps:
             lines.append(f"| {k} | {reps} | {false_any} | {false_each} of {reps * top} | {max(lows):+.2f} (needs > "
                          f"+{cut:g}) | {sum(luck) / len(luck):+.2f} ({max(luck):+.2f}) |")
-    # power: the same rule with GRPO as the candidate and a planted arm as the baseline, on every 3-seed set
-    lines += ["", "**Power: GRPO against a planted weaker arm** (the rule with GRPO as the candidate; every 3 of "
+    # power: the same rule with GRPO as the candidate and a planted arm as the baseline, on every nf-seed set
+    lines += ["", f"**Power: GRPO against a planted weaker arm** (the rule with GRPO as the candidate; every {nf} of "
               f"the {len(seeds)} seeds)", "",
               f"| planted arm | true Δ (GRPO - arm, all {len(seeds)} seeds, confirmation split) | sd of the per-seed Δ | "
               f"sets the rule confirms (> +{cut:g}) | sets whose paired interval excludes 0 |",
               "|---|---|---|---|---|"]
-    for n in PLANTED:
+    for n in planted:
         d = seed_diff_ci({s: metric_value(g[s]["confirm"], acc) for s in seeds},
                          {s: metric_value(arms[n][s]["confirm"], acc) for s in seeds})
-        sets = list(itertools.combinations(seeds, 3))
+        sets = list(itertools.combinations(seeds, nf))
         vs = [verdict(g, arms[n], f) for f in sets]
         hit = sum(v.verdict == "discovery" for v in vs)
         nonzero = sum(v.d_accuracy["lo"] > 0 for v in vs)
         sd = statistics.stdev([metric_value(g[s]["confirm"], acc) - metric_value(arms[n][s]["confirm"], acc) for s in seeds])
         lines.append(f"| {n} | {d.mean:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}] | {sd:.2f} | {hit} of {len(sets)} | "
                      f"{nonzero} of {len(sets)} |")
+    lines += rule_grid(arms, seeds, planted, acc, obj, top)
     ts = [r["train_s"] for r in done.values()]
     es = [r["eval_s"] for r in done.values()]
     lines += ["", f"One training {sum(ts) / len(ts):.0f} s and its two evaluations {sum(es) / len(es):.0f} s on average "
@@ -225,6 +227,78 @@ def report(done: dict) -> str:
     md = "\n".join(lines) + "\n"
     (OUT / "error_rates.md").write_text(md)
     return md
+
+
+FRESH = (3, 4, 5, 6)  # fresh seeds a confirmation could use
+CUTS = (0.0, 0.25, 0.5, 1.0)  # minimum effects on the accuracy metric
+
+
+def rule_grid(arms: dict, seeds: list[int], planted: list[str], acc: str, obj, top: int) -> list[str]:
+    """Other confirmation rules on the same trainings: n fresh seeds and a minimum effect c, the paired 95% interval
+    wholly above +c. For each: the A/A rate after selection (1 search seed ranks the nulls, the best `top` confirmed
+    on every n of the other seeds), the measured power on each planted arm (every n of the seeds), and a model of the
+    power at round effects whose per-seed sd grows with the effect as the planted arms measured."""
+    import dataclasses
+
+    import numpy as np
+
+    from poise.discovery.confirm import confirm
+    from poise.evaluation.keys import metric_value
+    from poise.evaluation.metrics import t_critical
+
+    val = {n: {s: {sp: metric_value(arms[n][s][sp], acc) for sp in ("search", "confirm")} for s in seeds} for n in arms}
+    # how the sd of a per-seed difference grows with the difference: a line through the nulls (at their mean
+    # difference) and the planted arms, fitted by least squares on the confirmation split
+    pts = []
+    for n in [*NULLS, *planted]:
+        d = [val["grpo"][s]["confirm"] - val[n][s]["confirm"] for s in seeds]
+        pts.append((abs(statistics.fmean(d)), statistics.stdev(d)))
+    slope, icept = np.polyfit([p[0] for p in pts], [p[1] for p in pts], 1)
+    rng = np.random.default_rng(0)
+    effects = (0.5, 1.0, 1.5, 2.0)
+
+    def modelled(n: int, cut: float, effect: float, draws: int = 40_000) -> float:
+        d = rng.normal(effect, icept + slope * effect, size=(draws, n))
+        lo = d.mean(1) - t_critical(n - 1) * d.std(1, ddof=1) / np.sqrt(n)
+        return float((lo > cut).mean())
+
+    lines = ["", f"**Other rules on the same trainings** (n fresh seeds, minimum effect c: the paired 95% interval of "
+             f"Δ {acc} wholly above +c; `confirm.confirm` with that c). A/A: one search seed ranks the {len(NULLS)} nulls "
+             f"and the best {top} are confirmed on every n of the other {len(seeds) - 1} seeds. Power, measured: every "
+             f"n of the {len(seeds)} seeds, GRPO against each planted arm. Power, modelled: normal per-seed differences "
+             f"whose sd grows with the true difference as measured (sd = {icept:.2f} + {slope:.2f} x Δ, fitted on the "
+             f"nulls and planted arms). Trainings: what a confirmation of the best {top} and GRPO costs.", "",
+             "| fresh seeds | min effect | A/A: replicates confirming a null | highest null lower bound | "
+             + " | ".join(f"measured power, {n}" for n in planted) + " | "
+             + " | ".join(f"modelled power at +{e:g}" for e in effects) + " | trainings |",
+             "|" + "---|" * (5 + len(planted) + len(effects))]
+    for n in FRESH:
+        if n > len(seeds) - 1:
+            continue
+        for cut in CUTS:
+            o = dataclasses.replace(obj, min_effect=(("overall", cut),))
+
+            def verdict(cand: str, base: str, fresh: tuple[int, ...], o=o):
+                return confirm(0, "x", [arms[cand][s]["confirm"] for s in fresh],
+                               [arms[base][s]["confirm"] for s in fresh], o, list(fresh), list(fresh))
+
+            reps, false_any, lows = 0, 0, []
+            for search in seeds:
+                score = {k: val[k][search]["search"] - val["grpo"][search]["search"] for k in NULLS}
+                picks = sorted(NULLS, key=lambda k: -score[k])[:top]
+                for fresh in itertools.combinations([x for x in seeds if x != search], n):
+                    vs = [verdict(k, "grpo", fresh) for k in picks]
+                    reps += 1
+                    false_any += any(v.verdict == "discovery" for v in vs)
+                    lows += [v.d_accuracy["lo"] for v in vs]
+            power = []
+            for k in planted:
+                sets = list(itertools.combinations(seeds, n))
+                power.append(sum(verdict("grpo", k, f).verdict == "discovery" for f in sets) / len(sets))
+            lines.append(f"| {n} | +{cut:g} | {false_any} of {reps} | {max(lows):+.2f} | "
+                         + " | ".join(f"{p:.2f}" for p in power) + " | "
+                         + " | ".join(f"{modelled(n, cut, e):.2f}" for e in effects) + f" | {(top + 1) * n} |")
+    return lines
 
 
 def main() -> None:

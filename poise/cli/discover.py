@@ -45,7 +45,8 @@ def discover_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default: runs/discover-<time>)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out (or the latest one under runs/)"),
     seed: int = typer.Option(0, "--seed", help="search seed (parent selection and proposal exploration)"),
-    reeval_seeds: int = typer.Option(3, "--reeval-seeds", min=0, help="fresh seeds for re-evaluating the best candidates"),
+    reeval_seeds: int = typer.Option(5, "--reeval-seeds", min=0, help="fresh seeds for re-evaluating the best candidates "
+                                     "(5: what the confirmation's measured power needs, docs/benchmarks.md §16)"),
     reeval_top: int = typer.Option(2, "--reeval-top", min=0, help="how many of the best candidates to re-evaluate"),
     race_seeds: int = typer.Option(3, "--race-seeds", min=1, help="search seeds a candidate gets before it may lead the "
                                    "search or be a parent twice (racing; 1 = off)"),
@@ -70,7 +71,8 @@ def discover_cmd(
     unsafe_no_jail: bool = typer.Option(False, "--unsafe-no-jail", help="where the jail cannot start, run LLM-written "
                                         "code without it anyway (recorded in the archive and shown by every view)"),
     min_effect: list[str] = typer.Option([], "--min-effect", help="METRIC=X: the smallest confirmed change that counts "
-                                         "as a discovery (repeatable; defaults overall=1 point, length=5 percent)"),
+                                         "as a discovery (repeatable; defaults overall=0.25 point of the accuracy metric, "
+                                         "length=5 percent)"),
     rank_on: Optional[str] = typer.Option(None, "--rank-on", help="the accuracy metric selection, racing and the "
                                           "verdict rank on: overall (the paper's) or overall@K (K = 1, 2, 4, 8, 16: "
                                           "the sampled tiers at pass@K); default overall@2 on the sandbox, overall "
@@ -158,7 +160,7 @@ def discover_cmd(
             run_backend = get_backend(loop.cfg.backend_spec)  # a resumed run keeps its stored backend and fidelity
             events.steps = run_backend.steps
             reads = loop.objective.verdict_metric
-            for k in set(loop.cfg.min_effect) - {"length" if reads == "length" else "overall"}:
+            for k in set(effects) - {"length" if reads == "length" else "overall"}:
                 common.console.print(f"note: --min-effect {k} does not apply here (this objective's verdict reads {reads})",
                                      style="yellow")
             loop.confirm_ids = list(confirm)

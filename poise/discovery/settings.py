@@ -14,7 +14,7 @@ from poise.agents.roles import Agents, AgentsConfig
 from poise.backends import BackendSpec, get_backend
 from poise.discovery.archive import Archive, ArchiveError
 from poise.discovery.confirm import shares_random_numbers
-from poise.discovery.objective import Objective, run_objective
+from poise.discovery.objective import MIN_EFFECT, Objective, run_objective
 from poise.evaluation.fidelity import PROTOCOL
 from poise.isolation.hook import Isolation, choose_isolation
 
@@ -38,7 +38,8 @@ class DiscoverConfig:
     proposals_per_round: int = 2
     max_attempts: int = 3  # implement -> verify rounds before a proposal is rejected
     reeval_top: int = 2
-    reeval_seeds: tuple[int, ...] = (1001, 1002, 1003)  # fresh seeds, never used by the search
+    # fresh seeds, never used by the search; 5 and objective.MIN_EFFECT were chosen together on measured power
+    reeval_seeds: tuple[int, ...] = (1001, 1002, 1003, 1004, 1005)
     # racing: a candidate about to lead the search or become a parent twice is first trained on this many
     # search seeds (eval_seed, eval_seed+1, ...; see selection.to_race); 1 turns racing off
     race_seeds: int = 3
@@ -48,7 +49,8 @@ class DiscoverConfig:
     agents: AgentsConfig = field(default_factory=AgentsConfig)  # who plays each role (LLMs or offline)
     # run candidate code that poise did not write without the jail, where the jail cannot start (recorded)
     unsafe_no_jail: bool = False
-    # the smallest confirmed change that counts as a discovery, per metric ({} = objective.MIN_EFFECT)
+    # the smallest confirmed change that counts as a discovery, per metric ({} = objective.MIN_EFFECT; a run
+    # records all of them when it starts, so its verdicts never move with a new default)
     min_effect: dict[str, float] = field(default_factory=dict)
     # the accuracy metric selection, racing and the verdict rank on: "overall" (the paper's) or overall@k
     # (objective.Objective.accuracy); `poise discover` gives the sandbox objective.SANDBOX_RANK_ON
@@ -116,8 +118,8 @@ def resolve(archive: Archive, root: Path, cfg: DiscoverConfig, resume: bool,
     is listed."""
     changes: list[str] = []
     stored = archive.get_meta("config")
-    if stored is None:
-        return cfg, changes
+    if stored is None:  # a new run records every minimum effect it will be judged by, not only those named
+        return dataclasses.replace(cfg, min_effect={**MIN_EFFECT, **cfg.min_effect}), changes
     if not resume:
         raise ArchiveError(f"{root} already holds a discovery run; pass --resume to continue it, "
                            f"or choose another --out folder")

@@ -243,9 +243,9 @@ def test_resume_keeps_the_stored_budget_and_says_what_a_named_option_changes(tmp
     assert r.exit_code == 130, r.output
     assert "budget 3" in r.output and "resumed with the run's stored settings" in r.output
     # the baseline, 3 candidates, 4 racing seeds (0.4 of 3 candidates x 2 extra seeds, and the baseline's own 2:
-    # raced candidates are compared with it seed by seed), and GRPO and the top 2 on 3 fresh seeds; at smoke's
+    # raced candidates are compared with it seed by seed), and GRPO and the top 2 on 5 fresh seeds; at smoke's
     # 20 s (x2 at one thread) each
-    assert "estimate: about 11 min for 17 evaluations (about 4 of them racing seeds;" in " ".join(r.output.split()), \
+    assert "estimate: about 15 min for 23 evaluations (about 4 of them racing seeds;" in " ".join(r.output.split()), \
         r.output
     r = CliRunner().invoke(app, ["discover", "--resume", "--out", str(out), "--budget", "5", "--workers", "1"])
     assert r.exit_code == 130 and "resumed with changes: budget 3 -> 5" in r.output, r.output

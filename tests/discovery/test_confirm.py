@@ -41,12 +41,15 @@ def test_a_discovery_must_clear_the_minimum_effect_not_only_zero():
     assert "Δ length < -2.1 tokens (5% of GRPO's)" in v.needs and v.needs in v.reason
     lax = dataclasses.replace(obj, min_effect=(("length", 0.1),))
     assert confirm(1, "SMALL", small, BASE, lax, [1, 2, 3]).verdict == "discovery"
-    up = _ms([92.8, 93.0, 93.2], [40, 41, 42])  # +3.0 [+0.5, +5.5] Overall: above 0, not above +1
     acc = parse_directive(None)
-    u = confirm(2, "UP", up, BASE, acc, [1, 2, 3])
-    assert u.d_overall["lo"] > 0 and u.verdict == "not confirmed" and u.needs == "Δ Overall > +1"
-    assert confirm(2, "UP", up, BASE, dataclasses.replace(acc, min_effect=(("overall", 0.0),)), [1, 2, 3]).verdict \
-        == "discovery"
+    cut = acc.effect("overall")
+    assert cut > 0
+    # paired over 3 matched seeds: +cut/2 ± 0.248 cut, so the interval is above 0 and not above +cut
+    up = [metrics(m["overall"] + cut / 2 + j * cut / 10, 41) for m, j in zip(BASE, (-1, 0, 1))]
+    u = confirm(2, "UP", up, BASE, acc, [1, 2, 3], [1, 2, 3])
+    assert 0 < u.d_overall["lo"] < cut and u.verdict == "not confirmed" and u.needs == f"Δ Overall > +{cut:g}"
+    assert confirm(2, "UP", up, BASE, dataclasses.replace(acc, min_effect=(("overall", 0.0),)), [1, 2, 3],
+                   [1, 2, 3]).verdict == "discovery"
     with pytest.raises(ValueError, match="--min-effect"):
         dataclasses.replace(acc, min_effect=(("speed", 1.0),))
 

@@ -68,7 +68,7 @@ def test_a_resumed_run_keeps_every_stored_setting_unless_it_is_named(tmp_path):
     from poise.agents.roles import AgentsConfig
 
     Loop(tmp_path, _cfg(budget=3, reeval_seeds=(1001, 1002, 1003), agents=AgentsConfig(budget_tokens=100))).close()
-    cli_defaults = DiscoverConfig()  # budget 8, standard fidelity, 3 fresh seeds, offline agents
+    cli_defaults = DiscoverConfig()  # budget 8, standard fidelity, 5 fresh seeds, offline agents
     loop = Loop(tmp_path, cli_defaults, resume=True, given=frozenset())
     assert (loop.cfg.budget, loop.cfg.fidelity, loop.cfg.threads, loop.cfg.race_seeds) == (3, "smoke", 1, 1)
     assert loop.cfg.agents.budget_tokens == 100 and loop.changes == []
@@ -282,3 +282,19 @@ def test_a_resume_that_fails_its_checks_writes_nothing(tmp_path, monkeypatch):
     loop = Loop(tmp_path, _cfg(min_effect={"overall": 2.0}), resume=True, given=frozenset({"min_effect"}))
     assert loop.cfg.min_effect == {"length": 3.0, "overall": 2.0}  # a named metric changes, the other stays
     loop.close()
+
+
+def test_a_run_records_every_minimum_effect_and_an_older_run_keeps_the_defaults_of_its_time(tmp_path):
+    """A new run stores the minimum effects it will be judged by, named or not, so a later change of the defaults
+    cannot move its verdicts; a run stored before they were recorded in full reads the former defaults (1 point)."""
+    from poise.discovery.objective import MIN_EFFECT, MIN_EFFECT_BEFORE_RESIZE, run_objective
+
+    assert MIN_EFFECT != MIN_EFFECT_BEFORE_RESIZE  # else this test shows nothing
+    loop = Loop(tmp_path / "new", _cfg(min_effect={"length": 3.0}))
+    loop.close()
+    stored = json.loads(Archive(tmp_path / "new" / "archive.db", readonly=True).get_meta("config"))
+    assert stored["min_effect"] == {**MIN_EFFECT, "length": 3.0}
+    assert run_objective(stored).effect("overall") == MIN_EFFECT["overall"]
+    old = {**stored, "min_effect": {}}  # what a run stored before the re-sizing holds
+    assert run_objective(old).effect("overall") == MIN_EFFECT_BEFORE_RESIZE["overall"]
+    assert run_objective({**stored, "min_effect": {"length": 3.0}}).effect("length") == 3.0

@@ -150,7 +150,8 @@ def markdown(res: dict, label: str) -> str:
         lines.append(f"| {obj} | {r['grpo_minus_start']:+.2f} | {r['d_unpaired']:.1f} | {r['d_paired']:.1f} | "
                      f"{r['rho_pooled']:+.2f} | {r['sd_diff_paired']:.2f} / {r['sd_diff_unpaired']:.2f} | "
                      f"{r['F_oneway']:.1f} / {r['F_blocked']:.1f} | {r['seeds_80pct_for_1_point'] or '> 200'} |")
-    lines += ["", "The confirmation rule (paired 95% interval over 3 fresh seeds wholly above +1), modelled from the sd "
+    lines += ["", "The former confirmation rule (paired 95% interval over 3 fresh seeds wholly above +1; bench_error_rates "
+              "re-sized it to 5 seeds above +0.25), modelled from the sd "
               "of a paired difference above: P(discovery | true difference)", "",
               "| objective | 0 | +1 | +1.5 | +2 | +3 |", "|---|---|---|---|---|---|"]
     for obj, r in res["objectives"].items():

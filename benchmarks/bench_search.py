@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import dataclasses
 import json
 import shutil
 import sys
@@ -49,7 +50,7 @@ from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation  # 
 from poise.discovery.archive import Archive, code_hash  # noqa: E402
 from poise.discovery.confirm import confirm, flat_metrics, paired_seed_metrics, seed_means  # noqa: E402
 from poise.discovery.loop import DiscoverConfig, Loop  # noqa: E402
-from poise.discovery.objective import parse_directive  # noqa: E402
+from poise.discovery.objective import MIN_EFFECT, parse_directive  # noqa: E402
 from poise.evaluation.fidelity import PROTOCOL, sandbox_fingerprint  # noqa: E402
 from poise.evaluation.keys import ACCURACY_KEYS, SANDBOX_RANK_ON, metric_value  # noqa: E402
 from poise.evaluation.metrics import mean_ci  # noqa: E402
@@ -232,7 +233,7 @@ def checkpoints(args) -> list[int]:
 def table(runs: list[dict], confirmed: dict[str, list[dict]], args) -> str:
     cps = checkpoints(args)
     key, seeds = args.rank_on, list(CONFIRM_SEEDS[:args.confirm_seeds])
-    obj = parse_directive(None, key)
+    obj = dataclasses.replace(parse_directive(None, key), min_effect=(("overall", args.min_effect),))
     grpo = confirmed.get(code_key(None))
     lines = [f"Each cell: the pick's confirmed Δ {key} against GRPO (mean over the {len(seeds)} fresh seeds "
              f"{seeds[0]}-{seeds[-1]}, paired, on the confirmation set), mean ± 95% CI over the runs' search seeds.",
@@ -279,7 +280,11 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=12)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--race", default="1,3", help="racing settings to compare (1 = off)")
-    ap.add_argument("--confirm-seeds", type=int, default=3)
+    ap.add_argument("--confirm-seeds", type=int, default=len(DiscoverConfig().reeval_seeds),
+                    help="fresh seeds of the confirmation (default: poise discover's)")
+    ap.add_argument("--min-effect", type=float, default=MIN_EFFECT["overall"],
+                    help="the minimum effect of the discoveries column (default: poise discover's; protocol 1's "
+                         "table was judged at --min-effect 1 --confirm-seeds 3, the rule of that time)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fidelity", default="standard")
     ap.add_argument("--strategies", default="lineage,greedy,random")

@@ -9,7 +9,7 @@ does: at one seed both share the training's and the evaluation's random numbers)
 
 - an accuracy objective: its accuracy metric (the paper's Overall, or the overall@k the run ranks on) higher,
   the whole interval above the objective's minimum effect
-  (1 point by default);
+  (0.25 points by default, with 5 fresh seeds: chosen on measured error rates, docs/benchmarks.md §16);
 - an objective that weighs length ("concise"): length lower, the whole interval below minus the
   minimum effect (5% of the baseline's length by default), with mean Overall inside the baseline's
   own 95% interval or above it.

@@ -298,3 +298,28 @@ def test_a_run_records_every_minimum_effect_and_an_older_run_keeps_the_defaults_
     old = {**stored, "min_effect": {}}  # what a run stored before the re-sizing holds
     assert run_objective(old).effect("overall") == MIN_EFFECT_BEFORE_RESIZE["overall"]
     assert run_objective({**stored, "min_effect": {"length": 3.0}}).effect("length") == 3.0
+
+
+def test_resuming_a_run_stored_before_the_resizing_shows_and_keeps_its_rule(tmp_path):
+    """A run whose stored config names no minimum effect was judged by the former defaults: naming those again
+    changes nothing, naming another shows the rule it replaces, and extending its fresh seeds says that its
+    minimum effect stays."""
+    from poise.discovery.objective import MIN_EFFECT_BEFORE_RESIZE
+
+    Loop(tmp_path, _cfg()).close()
+    a = Archive(tmp_path / "archive.db")
+    a.set_meta("config", json.dumps({**json.loads(a.get_meta("config")), "min_effect": {}}))
+    a.close()
+    old = f"overall={MIN_EFFECT_BEFORE_RESIZE['overall']:g}"
+    loop = Loop(tmp_path, _cfg(min_effect={"overall": MIN_EFFECT_BEFORE_RESIZE["overall"]}), resume=True,
+                given=frozenset({"min_effect"}))
+    assert loop.changes == [] and loop.objective.effect("overall") == MIN_EFFECT_BEFORE_RESIZE["overall"]
+    loop.close()
+    loop = Loop(tmp_path, _cfg(reeval_seeds=(1001, 1002, 1003)), resume=True, given=frozenset({"reeval_seeds"}))
+    assert any("reeval seeds" in c for c in loop.changes) and any(f"keeps its minimum effect, {old}" in c
+                                                                  for c in loop.changes), loop.changes
+    loop.close()
+    loop = Loop(tmp_path, _cfg(min_effect={"overall": 0.5}), resume=True, given=frozenset({"min_effect"}))
+    assert loop.changes == [f"min effect {dict(MIN_EFFECT_BEFORE_RESIZE)} -> {{'overall': 0.5, 'length': 5.0}}"]
+    assert loop.objective.effect("overall") == 0.5 and loop.objective.effect("length") == 5.0
+    loop.close()

@@ -137,8 +137,30 @@ def train(seeds: int, workers: int, fidelity: str) -> dict:
     return done
 
 
-def report(done: dict) -> str:
+def judge(arms: dict, cand: str, base: str, fresh: tuple[int, ...], obj):
+    """The package's verdict (`confirm.confirm`) on arm `cand` against arm `base`, confirmation split, paired on
+    the seeds `fresh`."""
     from poise.discovery.confirm import confirm
+
+    return confirm(0, "x", [arms[cand][s]["confirm"] for s in fresh], [arms[base][s]["confirm"] for s in fresh], obj,
+                   list(fresh), list(fresh))
+
+
+def null_replicates(arms: dict, seeds: list[int], k: int, n: int, top: int, obj, acc: str):
+    """A/A after selection, as the loop runs it: every choice of k search seeds ranks the nulls (their mean
+    difference from GRPO on those seeds: selection's paired score), and the best `top` are confirmed against GRPO
+    on every n of the other seeds. Yields (score, picks, verdicts) per replicate."""
+    from poise.evaluation.keys import metric_value
+
+    for search in itertools.combinations(seeds, k):
+        score = {m: sum(metric_value(arms[m][s]["search"], acc) - metric_value(arms["grpo"][s]["search"], acc)
+                        for s in search) / k for m in NULLS}
+        picks = sorted(NULLS, key=lambda m: -score[m])[:top]
+        for fresh in itertools.combinations([x for x in seeds if x not in search], n):
+            yield score, picks, [judge(arms, m, "grpo", fresh, obj) for m in picks]
+
+
+def report(done: dict) -> str:
     from poise.discovery.objective import parse_directive
     from poise.evaluation.keys import SANDBOX_RANK_ON, metric_value
     from poise.evaluation.metrics import mean_ci, seed_diff_ci
@@ -173,12 +195,6 @@ def report(done: dict) -> str:
             lines.append(f"| {n} | {split} | {mean_ci(list(a.values()))} | {d.mean:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}] | "
                          f"{sd:.2f} | {mean_ci(list(o.values()))} | {do.mean:+.2f} [{do.lo:+.2f}, {do.hi:+.2f}] |")
 
-    def verdict(cand: dict[int, dict], base: dict[int, dict], fresh: tuple[int, ...]):
-        return confirm(0, "x", [cand[s]["confirm"] for s in fresh], [base[s]["confirm"] for s in fresh], obj,
-                       list(fresh), list(fresh))
-
-    # A/A after selection, as the loop runs it: the search seeds rank the nulls (their mean difference from GRPO
-    # on those seeds: selection's paired score), the best reeval_top are confirmed on nf other seeds
     lines += ["", "**A/A: null candidates through selection and confirmation**", "",
               f"{len(NULLS)} nulls (advantage jitter {', '.join(f'{e:.0%}' for e in NULLS.values())}) ranked on the "
               f"search split, the best {top} confirmed on {nf} other seeds against GRPO; every choice of search and fresh "
@@ -188,18 +204,13 @@ def report(done: dict) -> str:
               "lower bound reached | selection luck, mean (max) |", "|---|---|---|---|---|---|"]
     for k in (1, 2):
         reps, false_any, false_each, luck, lows = 0, 0, 0, [], []
-        for search in itertools.combinations(seeds, k):
-            score = {n: sum(metric_value(arms[n][s]["search"], acc) - metric_value(g[s]["search"], acc)
-                            for s in search) / k for n in NULLS}
-            picks = sorted(NULLS, key=lambda n: -score[n])[:top]
-            for fresh in itertools.combinations([x for x in seeds if x not in search], nf):
-                reps += 1
-                vs = [verdict(arms[n], g, fresh) for n in picks]
-                hits = [v.verdict == "discovery" for v in vs]
-                false_any += any(hits)
-                false_each += sum(hits)
-                luck += [score[n] - v.d_accuracy["mean"] for n, v in zip(picks, vs)]
-                lows += [v.d_accuracy["lo"] for v in vs]
+        for score, picks, vs in null_replicates(arms, seeds, k, nf, top, obj, acc):
+            reps += 1
+            hits = [v.verdict == "discovery" for v in vs]
+            false_any += any(hits)
+            false_each += sum(hits)
+            luck += [score[n] - v.d_accuracy["mean"] for n, v in zip(picks, vs)]
+            lows += [v.d_accuracy["lo"] for v in vs]
         if reps:
             lines.append(f"| {k} | {reps} | {false_any} | {false_each} of {reps * top} | {max(lows):+.2f} (needs > "
                          f"+{cut:g}) | {sum(luck) / len(luck):+.2f} ({max(luck):+.2f}) |")
@@ -213,7 +224,7 @@ def report(done: dict) -> str:
         d = seed_diff_ci({s: metric_value(g[s]["confirm"], acc) for s in seeds},
                          {s: metric_value(arms[n][s]["confirm"], acc) for s in seeds})
         sets = list(itertools.combinations(seeds, nf))
-        vs = [verdict(g, arms[n], f) for f in sets]
+        vs = [judge(arms, "grpo", n, f, obj) for f in sets]
         hit = sum(v.verdict == "discovery" for v in vs)
         nonzero = sum(v.d_accuracy["lo"] > 0 for v in vs)
         sd = statistics.stdev([metric_value(g[s]["confirm"], acc) - metric_value(arms[n][s]["confirm"], acc) for s in seeds])
@@ -242,16 +253,14 @@ def rule_grid(arms: dict, seeds: list[int], planted: list[str], acc: str, obj, t
 
     import numpy as np
 
-    from poise.discovery.confirm import confirm
     from poise.evaluation.keys import metric_value
     from poise.evaluation.metrics import t_critical
 
-    val = {n: {s: {sp: metric_value(arms[n][s][sp], acc) for sp in ("search", "confirm")} for s in seeds} for n in arms}
     # how the sd of a per-seed difference grows with the difference: a line through the nulls (at their mean
     # difference) and the planted arms, fitted by least squares on the confirmation split
     pts = []
     for n in [*NULLS, *planted]:
-        d = [val["grpo"][s]["confirm"] - val[n][s]["confirm"] for s in seeds]
+        d = [metric_value(arms["grpo"][s]["confirm"], acc) - metric_value(arms[n][s]["confirm"], acc) for s in seeds]
         pts.append((abs(statistics.fmean(d)), statistics.stdev(d)))
     slope, icept = np.polyfit([p[0] for p in pts], [p[1] for p in pts], 1)
     rng = np.random.default_rng(0)
@@ -277,24 +286,14 @@ def rule_grid(arms: dict, seeds: list[int], planted: list[str], acc: str, obj, t
             continue
         for cut in CUTS:
             o = dataclasses.replace(obj, min_effect=(("overall", cut),))
-
-            def verdict(cand: str, base: str, fresh: tuple[int, ...], o=o):
-                return confirm(0, "x", [arms[cand][s]["confirm"] for s in fresh],
-                               [arms[base][s]["confirm"] for s in fresh], o, list(fresh), list(fresh))
-
             reps, false_any, lows = 0, 0, []
-            for search in seeds:
-                score = {k: val[k][search]["search"] - val["grpo"][search]["search"] for k in NULLS}
-                picks = sorted(NULLS, key=lambda k: -score[k])[:top]
-                for fresh in itertools.combinations([x for x in seeds if x != search], n):
-                    vs = [verdict(k, "grpo", fresh) for k in picks]
-                    reps += 1
-                    false_any += any(v.verdict == "discovery" for v in vs)
-                    lows += [v.d_accuracy["lo"] for v in vs]
-            power = []
-            for k in planted:
-                sets = list(itertools.combinations(seeds, n))
-                power.append(sum(verdict("grpo", k, f).verdict == "discovery" for f in sets) / len(sets))
+            for _, _, vs in null_replicates(arms, seeds, 1, n, top, o, acc):
+                reps += 1
+                false_any += any(v.verdict == "discovery" for v in vs)
+                lows += [v.d_accuracy["lo"] for v in vs]
+            sets = list(itertools.combinations(seeds, n))
+            power = [sum(judge(arms, "grpo", k, f, o).verdict == "discovery" for f in sets) / len(sets)
+                     for k in planted]
             lines.append(f"| {n} | +{cut:g} | {false_any} of {reps} | {max(lows):+.2f} | "
                          + " | ".join(f"{p:.2f}" for p in power) + " | "
                          + " | ".join(f"{modelled(n, cut, e):.2f}" for e in effects) + f" | {(top + 1) * n} |")

@@ -310,5 +310,10 @@ def run_objective(config: dict) -> Objective:
     sizes it records (`settings.resolve` records all of them when a run starts; one missing from a run stored
     before that reads as the default of its time, MIN_EFFECT_BEFORE_RESIZE)."""
     obj = parse_directive(config.get("directive") or None, config.get("rank_on") or "overall")
-    given = {**MIN_EFFECT_BEFORE_RESIZE, **(config.get("min_effect") or {})}
-    return dataclasses.replace(obj, min_effect=tuple(given.items()))
+    return dataclasses.replace(obj, min_effect=tuple(stored_min_effect(config.get("min_effect")).items()))
+
+
+def stored_min_effect(recorded: dict | None) -> dict[str, float]:
+    """The minimum effects a stored run is judged by: those it recorded, and for a run stored before they were
+    recorded in full, the defaults of its time for the rest."""
+    return {**MIN_EFFECT_BEFORE_RESIZE, **(recorded or {})}

@@ -14,7 +14,7 @@ from poise.agents.roles import Agents, AgentsConfig
 from poise.backends import BackendSpec, get_backend
 from poise.discovery.archive import Archive, ArchiveError
 from poise.discovery.confirm import shares_random_numbers
-from poise.discovery.objective import MIN_EFFECT, MIN_EFFECT_BEFORE_RESIZE, Objective, run_objective
+from poise.discovery.objective import MIN_EFFECT, Objective, run_objective, stored_min_effect
 from poise.evaluation.fidelity import PROTOCOL
 from poise.isolation.hook import Isolation, choose_isolation
 
@@ -152,13 +152,13 @@ def resolve(archive: Archive, root: Path, cfg: DiscoverConfig, resume: bool,
             raise ArchiveError(f"{flag} differs from the run being resumed ({_show(now, k)} vs {_show(was, k)}); a "
                                f"resumed run keeps its settings, start a new run (another --out) to change it")
         if k == "min_effect":  # a named metric changes, the others stay as stored (or as the run's time defaulted)
-            was = {**MIN_EFFECT_BEFORE_RESIZE, **was}
+            was = stored_min_effect(was)
             now = {**was, **now}
             if now == was:
                 continue
         new = dataclasses.replace(new, **{k: now})
         changes.append(f"{k.replace('_', ' ')} {_show(was, k)} -> {_show(now, k)}")
-    cut = {**MIN_EFFECT_BEFORE_RESIZE, **new.min_effect}["overall"]
+    cut = stored_min_effect(new.min_effect)["overall"]
     if "reeval_seeds" in given and new.reeval_seeds != old.reeval_seeds and cut != MIN_EFFECT["overall"]:
         shipped = f"--min-effect overall={MIN_EFFECT['overall']:g} with {len(DiscoverConfig().reeval_seeds)} fresh seeds"
         changes.append(f"(the run keeps its minimum effect, overall={cut:g}; {shipped} is the rule measured in "

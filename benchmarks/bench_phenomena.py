@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from poise.evaluation.fidelity import get_fidelity  # noqa: E402
 from poise.evaluation.keys import SANDBOX_RANK_ON, metric_value  # noqa: E402
 from poise.evaluation.metrics import mean_ci, paired_ci  # noqa: E402
 
@@ -95,6 +96,18 @@ def main() -> None:
             return "not measured (needs both arms, scored with lengths by correctness)"
         return vs(a, b, lengths(right))
 
+    def level_if(arm: str, f, unit: str = "") -> str:
+        return level(arm, f, unit) if arm in arms else "not measured (needs the arm)"
+
+    def vs_ratio(a: str, b: str, f) -> str:
+        if a not in arms or b not in arms:
+            return "not measured (needs both arms)"
+        ci = mean_ci([x / y for x, y in zip(per(a, f), per(b, f))])
+        return f"{ci.mean:.3g}x [{ci.lo:.3g}, {ci.hi:.3g}]"
+
+    def r_groups(r: dict) -> int:
+        return get_fidelity(r["fidelity"]).rl.prompts_per_step
+
     held = lambda key: (lambda r: metric_value(r["metrics"], key))  # noqa: E731
     curve = lambda key: (lambda r: last(r["trajectory"], key))  # noqa: E731
     rows = [
@@ -132,10 +145,22 @@ def main() -> None:
          vs("seqmean_grpo", "grpo", curve("response_length")), "tokens"),
         ("...", f"GRPO per sequence - GRPO: held-out {SANDBOX_RANK_ON}",
          vs("seqmean_grpo", "grpo", held(SANDBOX_RANK_ON)), "points"),
-        ("skipping zero-variance groups (DAPO's dynamic sampling)", "needs a trainer that draws more prompts until "
-         "a batch is full of groups with a signal", "not measured", "poise's trainer has a fixed rollout budget a step; "
-         "GRPO already gives such groups a zero advantage, so skipping them without refilling changes nothing but "
-         "the loss normaliser"),
+        ("skipping zero-variance groups and refilling the batch (DAPO's dynamic sampling)",
+         f"GRPO + dynamic sampling - GRPO: held-out {SANDBOX_RANK_ON}", vs("grpo_dynamic", "grpo",
+         held(SANDBOX_RANK_ON)), "points; up to 3 extra rounds of fresh prompts a step"),
+        ("...", f"DAPO + dynamic sampling - DAPO: held-out {SANDBOX_RANK_ON}", vs("dapo_dynamic", "dapo",
+         held(SANDBOX_RANK_ON)), "points: DAPO with all four of its techniques against poise's three"),
+        ("...", "GRPO + dynamic sampling - GRPO: held-out length", vs("grpo_dynamic", "grpo", held("length")),
+         "tokens"),
+        ("...", "GRPO + dynamic sampling - GRPO: entropy, last 10 steps", vs("grpo_dynamic", "grpo",
+         curve("entropy")), "nats a token"),
+        ("...", "GRPO + dynamic sampling: rollout rounds a step, all steps", level_if("grpo_dynamic",
+         lambda r: statistics.fmean(x["rollout_rounds"] for x in r["trajectory"])), "1 = a fixed batch's cost"),
+        ("...", "GRPO + dynamic sampling / GRPO: sampled tokens, all steps", vs_ratio("grpo_dynamic", "grpo",
+         lambda r: sum(x["sampled_tokens"] for x in r["trajectory"])), "what the refill costs in rollouts"),
+        ("...", "GRPO + dynamic sampling: share of a full batch trained, all steps", level_if("grpo_dynamic",
+         lambda r: statistics.fmean(x["trained_groups"] for x in r["trajectory"]) / r_groups(r)),
+         "1 = every step found a full batch of groups with a signal"),
         ("a format-only reward control", "format-only - start: held-out validity", vs("format_grpo", "sft_start",
          held("validity")), "points"),
         ("...", f"format-only - start: held-out {SANDBOX_RANK_ON}", vs("format_grpo", "sft_start",

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+MAX_DYNAMIC_ROUNDS = 3  # a step's rollouts cost at most 4 times a fixed batch's
 LOSS_AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 
 
@@ -82,6 +83,10 @@ class AlgoConfig:
     kl_type: str = "k3"  # k1 | k2 | k3 (low-variance, as verl's low_var_kl)
     entropy_coef: float = 0.0  # entropy bonus, added by the trainer
     eps: float = 1e-6  # verl's epsilon in group normalisation
+    # DAPO's dynamic sampling: up to this many extra rollout rounds per step replace the groups whose responses
+    # are all right or all wrong (0 = off). It buys signal with samples: a step then costs up to
+    # 1 + dynamic_sampling rollouts, so the sandbox trainer alone runs it and reports the rounds it took.
+    dynamic_sampling: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # algorithm-specific knobs
 
     @classmethod
@@ -114,6 +119,10 @@ class AlgoConfig:
             raise ValueError(f"loss_agg={self.loss_agg!r} is not one of {LOSS_AGG_MODES}")
         if self.kl_type not in ("k1", "k2", "k3"):
             raise ValueError(f"kl_type={self.kl_type!r} must be k1, k2 or k3")
+        ds = self.dynamic_sampling
+        if isinstance(ds, bool) or not isinstance(ds, int) or not 0 <= ds <= MAX_DYNAMIC_ROUNDS:
+            raise ValueError(f"dynamic_sampling={ds!r} must be a whole number of extra rollout rounds from 0 (off) "
+                             f"to {MAX_DYNAMIC_ROUNDS}")
         if not (0 <= self.clip_low < 1) or self.clip_high < 0:
             raise ValueError(f"clip_low must be in [0, 1) and clip_high >= 0 (got {self.clip_low}, {self.clip_high})")
 

@@ -15,9 +15,11 @@ Three of DAPO's four techniques:
 
    The advantage is then GRPO's, A_i = (r_i - mean_g) / (std_g + eps) with r_i = s_i + R_len(y_i).
 
-The fourth, dynamic sampling (re-sampling groups whose responses all score the same), is left out: it
-changes how many rollouts a step costs, and the trainer keeps that budget fixed across candidates so
-that their results stay comparable.
+The fourth, dynamic sampling (groups whose responses are all right or all wrong are dropped and fresh
+prompts sampled until the batch is full of groups with a signal), is off here: it changes how many rollouts
+a step costs, and candidates are compared at a fixed budget. The sandbox trainer runs it for any algorithm
+whose CONFIG sets ``dynamic_sampling`` (extra rounds a step, at most 3); `benchmarks/algorithms/dapo_dynamic.py`
+is DAPO with all four, measured in docs/benchmarks.md §16.
 
 Choices the paper leaves open: L_c scales with the budget (the paper uses 4096 of 20480, a fifth;
 a quarter here because the sandbox budget is tiny); a response that ends exactly at L_max gets -1 like

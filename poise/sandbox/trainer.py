@@ -4,6 +4,8 @@
         sample P training prompts, G responses each (temperature 1, KV-cached, batched; the noise of
                     (seed, step, row, position, token), so arms trained on one seed share it)
         grade them -> reward, correct, valid; reference log-probs for the KL
+        (dynamic sampling only: keep the groups that are neither all right nor all wrong, and sample
+                    up to cfg.dynamic_sampling more rounds of fresh prompts to fill the batch with such groups)
         rewards     <- candidate.shape_rewards(batch)            (optional)
         advantages  <- candidate.compute_advantages(batch)
         for each PPO epoch, for each mini-batch:                  (the ratio moves, so clipping acts)
@@ -19,6 +21,7 @@ value and a gradient with respect to the log-probs, applied here through a surro
 
 from __future__ import annotations
 
+import dataclasses
 import linecache
 import math
 import random
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from poise.algorithms.base import Algorithm, RolloutBatch, aggregate, kl_penalty, surrogate
@@ -35,7 +39,7 @@ from poise.algorithms.contract import CandidateError, check_loss, check_tensor
 from poise.isolation.hook import HookError
 from poise.sandbox.model import TinyGPT, generate, pad_prompts, response_logprobs
 from poise.sandbox.noise import stream_id
-from poise.sandbox.task import BOS, Problem, decode, encode, grade, training_problems
+from poise.sandbox.task import BOS, PAD, Problem, decode, encode, grade, training_problems
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,35 @@ def rollout(policy: TinyGPT, ref: TinyGPT, problems: list[Problem], cfg: RLConfi
     return batch, prompts, s.tokens, kl
 
 
+def signal_groups(batch: RolloutBatch) -> Tensor:
+    """Row indices of the groups whose responses are not all right or all wrong: the groups that carry a
+    task signal (DAPO's dynamic-sampling filter, on accuracy as verl's ``filter_groups.metric=acc``)."""
+    c = batch.correct.view(-1, batch.group_size)
+    mixed = c.any(1) & ~c.all(1)
+    return mixed.repeat_interleave(batch.group_size).nonzero().squeeze(1)
+
+
+def concat_rollouts(parts: list[tuple[RolloutBatch, Tensor, Tensor]]) -> tuple[RolloutBatch, Tensor, Tensor]:
+    """Several rollouts' rows as one batch: prompts left-padded and responses right-padded to the widest,
+    groups renumbered 0, 1, ... in order (rows of a group stay contiguous)."""
+    Lp = max(p.shape[1] for _, p, _ in parts)
+    T = max(t.shape[1] for _, _, t in parts)
+    prompts = torch.cat([F.pad(p, (Lp - p.shape[1], 0), value=PAD) for _, p, _ in parts])
+    tokens = torch.cat([F.pad(t, (0, T - t.shape[1]), value=PAD) for _, _, t in parts])
+    kw: dict = {}
+    for f in dataclasses.fields(RolloutBatch):
+        vals = [getattr(b, f.name) for b, _, _ in parts]
+        if not isinstance(vals[0], Tensor):
+            kw[f.name] = vals[0]
+        elif vals[0].dim() == 2:
+            kw[f.name] = torch.cat([F.pad(v, (0, T - v.shape[1])) for v in vals])
+        else:
+            kw[f.name] = torch.cat(vals)
+    kw["group_ids"] = torch.arange(len(kw["rewards"]) // parts[0][0].group_size,
+                                   device=tokens.device).repeat_interleave(parts[0][0].group_size)
+    return RolloutBatch(**kw), prompts, tokens
+
+
 def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed: int, exclude: set[str],
              on_step: Callable[[int, dict], None] | None = None, problems: list[Problem] | None = None) -> list[dict]:
     """Train ``policy`` in place with ``algo``; returns the per-step curves. Raises CandidateError.
@@ -182,14 +215,33 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
             step_problems = [problems[(step * cfg.prompts_per_step + i) % len(problems)]
                              for i in range(cfg.prompts_per_step)]
         batch, prompts, tokens, kl = rollout(policy, ref, step_problems, cfg, stream_id("rl", seed, step), need_ref)
+        # every logged statistic of the samples is of this first round: the same prompts and noise as any other
+        # arm trained on this seed, whatever dynamic sampling adds
+        seen, sampled = batch, int(batch.mask.sum())
+        rounds = 1
+        if acfg.dynamic_sampling:
+            i = signal_groups(batch)
+            kept = [(batch.select(i), prompts[i], tokens[i])]
+            have = len(i) // cfg.group_size
+            while have < cfg.prompts_per_step and rounds <= acfg.dynamic_sampling:
+                # extra rounds draw their prompts and noise from their own streams, so the first round's (and
+                # every later step's) stay the ones a fixed-batch arm sees on this seed
+                extra = training_problems(random.Random(f"rl/{seed}/{step}/{rounds}"), cfg.prompts_per_step, exclude)
+                b, p, t, _ = rollout(policy, ref, extra, cfg, stream_id("rl", seed, step, rounds), need_ref)
+                sampled += int(b.mask.sum())
+                i = signal_groups(b)[:(cfg.prompts_per_step - have) * cfg.group_size]
+                kept.append((b.select(i), p[i], t[i]))
+                have += len(i) // cfg.group_size
+                rounds += 1
+            batch, prompts, tokens = concat_rollouts(kept)
         t_sample = time.perf_counter() - t0
         N, T = batch.mask.shape
-        task_reward = float(batch.rewards.mean())
-        adv = shaped_advantages(algo, batch, step)
+        task_reward = float(seen.rewards.mean())
+        adv = shaped_advantages(algo, batch, step) if N else batch.mask
 
         policy.train()
         clip_fracs, grad_norms, losses = [], [], []
-        for _ in range(cfg.ppo_epochs):
+        for _ in range(cfg.ppo_epochs if N else 0):  # dynamic sampling found no group with a signal: no update
             perm = torch.randperm(N, generator=gen, device=dev)
             for idx in perm.chunk(cfg.num_minibatches):
                 mb = batch.select(idx)
@@ -208,32 +260,34 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
                 if clip is not None:
                     clip_fracs.append(clip)
 
-        m = batch.mask
-        ntok = m.sum().clamp_min(1)
-        groups = batch.rewards.view(-1, cfg.group_size) if N % cfg.group_size == 0 else batch.rewards[None]
+        m, ntok = seen.mask, seen.mask.sum().clamp_min(1)
+        groups = seen.rewards.view(-1, cfg.group_size) if len(seen.rewards) % cfg.group_size == 0 else seen.rewards[None]
         row = {
             "step": step,
-            "reward": float(batch.rewards.mean()),  # after the candidate's shaping
+            "reward": float(batch.rewards.mean()) if N else 0.0,  # of the trained rows, after the candidate's shaping
             "accuracy": task_reward,
-            "validity": float(batch.valid.float().mean()),
-            "entropy": float((batch.entropy * m).sum() / ntok),
-            "response_length": float(batch.lengths.float().mean()),
+            "validity": float(seen.valid.float().mean()),
+            "entropy": float((seen.entropy * m).sum() / ntok),
+            "response_length": float(seen.lengths.float().mean()),
             # k3 estimate of KL(pi_old || pi_ref) per token (see rollout); k3 >= 0, and float rounding of
             # exp(d) - d - 1 near d = 0 must not log -6e-10
             "kl": max(0.0, float(kl)),
             "clip_frac": sum(clip_fracs) / len(clip_fracs) if clip_fracs else 0.0,
-            "grad_norm": sum(grad_norms) / len(grad_norms),
-            "loss": sum(losses) / len(losses),
-            "adv_abs_mean": float((adv.abs() * m).sum() / ntok),
+            "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else 0.0,
+            "loss": sum(losses) / len(losses) if losses else 0.0,
+            "adv_abs_mean": float((adv.abs() * batch.mask).sum() / batch.mask.sum().clamp_min(1)),
             "zero_std_groups": float((groups.std(1) == 0).float().mean()),
             # groups in which no response is correct: the sparse-reward regime of the hard problems
-            "all_fail_groups": float((batch.correct.view(-1, cfg.group_size).sum(1) == 0).float().mean())
-            if N % cfg.group_size == 0 else float(not bool(batch.correct.any())),
-            "truncated": float(batch.truncated.float().mean()),
-            "sampled_tokens": int(m.sum()),
+            "all_fail_groups": float((seen.correct.view(-1, cfg.group_size).sum(1) == 0).float().mean())
+            if len(seen.correct) % cfg.group_size == 0 else float(not bool(seen.correct.any())),
+            "truncated": float(seen.truncated.float().mean()),
+            "sampled_tokens": sampled,
             "sample_s": t_sample,
             "step_s": time.perf_counter() - t0,
         }
+        if acfg.dynamic_sampling:
+            row["rollout_rounds"] = rounds
+            row["trained_groups"] = N // cfg.group_size
         curves.append(row)
         if on_step is not None:
             on_step(step, row)

@@ -151,3 +151,89 @@ def test_the_reference_forward_runs_only_for_algorithms_that_use_it(smoke, smoke
         else:  # every row (at step 0 the policy still equals the reference, so the values cannot tell)
             assert rows == [n]
         assert math.isfinite(curves[0]["kl"])
+
+
+# DAPO's dynamic sampling -----------------------------------------------------------------------
+
+def _recording(dynamic_sampling: int, seen: list):
+    from poise.algorithms.base import AlgoConfig, Algorithm
+    from poise.algorithms.grpo import compute_advantages as grpo
+
+    def adv(batch, cfg):
+        seen.append((batch.correct.clone(), batch.group_ids.clone(), batch.mask.shape))
+        return grpo(batch, cfg)
+    return Algorithm("rec", adv, config=AlgoConfig(dynamic_sampling=dynamic_sampling))
+
+
+def _odd_lengths_are_right(monkeypatch):
+    # the smoke policy never answers right; grading a valid answer of odd length as right gives mixed groups
+    import poise.sandbox.trainer as trainer
+    real = trainer.grade
+
+    def grade(text, finished, problem):
+        valid, _ = real(text, finished, problem)
+        return valid, valid and len(text) % 2 == 1
+    monkeypatch.setattr(trainer, "grade", grade)
+
+
+def test_dynamic_sampling_trains_only_groups_with_a_signal_and_refills_the_batch(smoke, smoke_policy, monkeypatch):
+    _odd_lengths_are_right(monkeypatch)
+    fixed, refilled = [], []
+    _, plain = _train(_recording(0, fixed), smoke, smoke_policy, steps=2)
+    _, dyn = _train(_recording(3, refilled), smoke, smoke_policy, steps=2)
+    P, G = smoke.rl.prompts_per_step, smoke.rl.group_size
+    assert any(r["zero_std_groups"] > 0 for r in plain), "the test needs groups without a signal"
+    for correct, gids, _ in refilled:
+        c = correct.view(-1, G)
+        assert bool((c.any(1) & ~c.all(1)).all()), "a group without a signal was trained"
+        assert torch.equal(gids, torch.arange(len(c)).repeat_interleave(G))
+    for row, (correct, _, _) in zip(dyn, refilled):
+        assert row["trained_groups"] == len(correct) // G <= P
+        assert 1 <= row["rollout_rounds"] <= 4
+        assert row["trained_groups"] == P or row["rollout_rounds"] == 4
+    assert any(r["rollout_rounds"] > 1 for r in dyn)
+    # the logged statistics are of the first round, the same prompts and noise as the fixed-batch arm's
+    for k in ("accuracy", "validity", "entropy", "response_length", "zero_std_groups", "all_fail_groups"):
+        assert dyn[0][k] == plain[0][k], k
+    assert dyn[0]["sampled_tokens"] > plain[0]["sampled_tokens"] or dyn[0]["rollout_rounds"] == 1
+    assert "rollout_rounds" not in plain[0]
+
+
+def test_dynamic_sampling_without_any_signal_spends_its_rounds_and_takes_no_step(smoke, smoke_policy):
+    seen: list = []
+    pol, curves = _train(_recording(2, seen), smoke, smoke_policy, steps=2)
+    assert [(r["rollout_rounds"], r["trained_groups"]) for r in curves] == [(3, 0), (3, 0)]
+    assert all(r["grad_norm"] == 0 and math.isfinite(r["adv_abs_mean"]) for r in curves)
+    assert all(torch.equal(a, b) for a, b in zip(pol.parameters(), smoke_policy.parameters()))
+
+
+def test_rollouts_of_different_widths_join_into_one_batch(smoke, smoke_policy):
+    import random
+
+    from poise.sandbox.model import PAD
+    from poise.sandbox.noise import stream_id
+    from poise.sandbox.task import training_problems
+    from poise.sandbox.trainer import concat_rollouts, rollout
+
+    parts = []
+    for k, n in ((0, 2), (1, 3)):
+        probs = training_problems(random.Random(k), n)
+        b, p, t, _ = rollout(smoke_policy, smoke_policy, probs, smoke.rl, stream_id("t", k))
+        parts.append((b, p, t))
+    batch, prompts, tokens = concat_rollouts(parts)
+    G = smoke.rl.group_size
+    assert len(batch.rewards) == 5 * G and prompts.shape[0] == tokens.shape[0] == 5 * G
+    assert torch.equal(batch.group_ids, torch.arange(5).repeat_interleave(G))
+    for (b, p, t), rows in zip(parts, (slice(0, 2 * G), slice(2 * G, 5 * G))):
+        # prompts keep their tokens at the right edge; responses, masks and log-probs at the left
+        assert torch.equal(prompts[rows, -p.shape[1]:], p) and bool((prompts[rows, :-p.shape[1]] == PAD).all())
+        T = t.shape[1]
+        assert torch.equal(tokens[rows, :T], t) and torch.equal(batch.old_logp[rows, :T], b.old_logp)
+        assert float(batch.mask[rows, T:].abs().sum()) == 0
+
+
+@pytest.mark.parametrize("value", [True, -1, 4, 1.5, "2"])
+def test_dynamic_sampling_takes_a_small_whole_number_of_rounds(value):
+    from poise.algorithms.base import AlgoConfig
+    with pytest.raises(ValueError, match="dynamic_sampling"):
+        AlgoConfig.from_dict({"dynamic_sampling": value})

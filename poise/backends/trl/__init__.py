@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from poise.algorithms.base import Algorithm
-from poise.backends.base import BackendError, BackendSpec, EvalResult, Tier
+from poise.backends.base import BackendError, BackendSpec, EvalResult, Tier, sandbox_only
 from poise.backends.trl.config import TrlConfig, parse
 
 LABEL = "trl"
@@ -75,6 +75,7 @@ class TrlBackend:
         from poise.backends.trl.scoring import score
         from poise.backends.trl.trainer import PoiseGRPOTrainer, correctness_reward
 
+        sandbox_only(algorithm, "trl")
         t0 = time.time()
         model, tok = self._load()
         c, tr, gen = self.cfg, self.cfg.trainer, self.cfg.generation

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 from poise.algorithms.base import Algorithm
-from poise.backends.base import BackendError, BackendSpec, EvalResult, Tier
+from poise.backends.base import BackendError, BackendSpec, EvalResult, Tier, sandbox_only
 from poise.backends.verl.config import VerlConfig, parse
 from poise.backends.verl.plugin import CURVES_ENV
 
@@ -188,6 +188,7 @@ class VerlBackend:
         from poise.isolation import jail_status
         from poise.sandbox.trainer import uses_reference
 
+        sandbox_only(algorithm, "verl")
         need_verl()
         self.check_gpu()
         if self.jailed and not jail_status().ok:

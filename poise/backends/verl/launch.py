@@ -54,12 +54,16 @@ def launch_script(module: str, config: dict, needs_ref: bool = False) -> str:
         "actor_rollout_ref.rollout.n=${GROUP:-8}", "actor_rollout_ref.model.path=$MODEL", "data.train_files=$TRAIN",
         "data.val_files=$VAL"]
     args = " \\\n    ".join(f'"{x}"' for x in settings)  # paths with spaces stay one argument
+    ds = int(config.get("dynamic_sampling", 0) or 0)
+    dropped = (f"# Not carried over: CONFIG's dynamic_sampling={ds} (DAPO's refill of groups without a signal). verl's\n"
+               f"# main trainer keeps a fixed batch; DAPO's own recipe in verl (algorithm.filter_groups) refills it.\n"
+               if ds else "")
     return f"""#!/usr/bin/env bash
 # Train with verl and the poise candidate {module} (written by `poise export --to verl`).
 #   MODEL=... TRAIN=train.parquet VAL=test.parquet bash {module}_verl.sh [more verl settings, e.g. trainer.n_gpus_per_node=8]
 # Data: verl's parquet format (prompt, reward_model.ground_truth), e.g. from verl's examples/data_preprocess/gsm8k.py.
 # Needs verl and poise installed in the same environment, and bubblewrap for the jail (or POISE_UNSAFE_NO_JAIL=1).
-set -euo pipefail
+{dropped}set -euo pipefail
 HERE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
 export PYTHONPATH="$HERE${{PYTHONPATH:+:$PYTHONPATH}}"
 export VERL_USE_EXTERNAL_MODULES="{module}${{VERL_USE_EXTERNAL_MODULES:+,$VERL_USE_EXTERNAL_MODULES}}"

@@ -25,7 +25,6 @@ Results: benchmarks/results/protocol2/error_rates.{json,md}
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
 import json
 import statistics
@@ -97,22 +96,17 @@ def run_one(args: tuple[str, int, str]) -> dict:
 
     torch.set_num_threads(1)
     from poise.algorithms import algorithm_from_source, builtin_source
-    from poise.backends.tiny import sft_policy
+    from poise.backends.tiny import rl_start
     from poise.evaluation.fidelity import get_fidelity
     from poise.sandbox.benchmark import evaluate_policy
-    from poise.sandbox.sft import held_out_prompts
     from poise.sandbox.trainer import train_rl
 
     fid = get_fidelity(fidelity)
     src = source(name)
     algo = algorithm_from_source(src or builtin_source(name), name, f"bench:{name}")
-    ref = sft_policy(fid)
-    policy = copy.deepcopy(ref)
-    for p in ref.parameters():
-        p.requires_grad_(False)
+    policy, ref, exclude = rl_start(fid, device="cpu")
     t0 = time.time()
-    trajectory = train_rl(algo, policy, ref, fid.rl, seed, held_out_prompts(fid.eval.heldout_size,
-                                                                            fid.eval.heldout_seed))
+    trajectory = train_rl(algo, policy, ref, fid.rl, seed, exclude)
     t1 = time.time()
     scores = {split: evaluate_policy(policy, dataclasses.replace(fid.eval, split=split), seed)
               for split in ("search", "confirm")}

@@ -14,7 +14,6 @@ Results: benchmarks/results/protocol2/horizon.{json,md}
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import sys
@@ -34,10 +33,9 @@ def run_one(args: tuple[str, int, list[int], str]) -> dict:
 
     torch.set_num_threads(1)
     from poise.algorithms import BUILTINS, algorithm_from_source, builtin_source
-    from poise.backends.tiny import sft_policy
+    from poise.backends.tiny import rl_start
     from poise.evaluation.fidelity import get_fidelity
     from poise.sandbox.benchmark import evaluate_policy
-    from poise.sandbox.sft import held_out_prompts
     from poise.sandbox.trainer import train_rl
 
     fid = get_fidelity(fidelity)
@@ -46,11 +44,7 @@ def run_one(args: tuple[str, int, list[int], str]) -> dict:
     else:
         path = HERE / "algorithms" / f"{name}.py"
         algo = algorithm_from_source(path.read_text(), name, str(path))
-    ref = sft_policy(fid)
-    policy = copy.deepcopy(ref)
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    exclude = held_out_prompts(fid.eval.heldout_size, fid.eval.heldout_seed)
+    policy, ref, exclude = rl_start(fid, device="cpu")
     out: dict = {}
     t0 = time.time()
 

@@ -37,6 +37,17 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def rl_start(fid: Fidelity, device: str = "auto", sft_progress=None,
+             log: Callable[[str], None] = lambda s: None) -> tuple[TinyGPT, TinyGPT, set[str]]:
+    """What RL starts from: the policy to train (a copy of the SFT start), the frozen reference (the start
+    itself) and the prompts training must never see (both held-out splits, whichever is scored)."""
+    ref = sft_policy(fid, sft_progress, log).to(pick_device(device))
+    policy = copy.deepcopy(ref)
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return policy, ref, held_out_prompts(fid.eval.heldout_size, fid.eval.heldout_seed)
+
+
 def evaluate(algorithm: Algorithm, fidelity: Fidelity | str, seed: int,
              on_step: Callable[[int, dict], None] | None = None, log: Callable[[str], None] = lambda s: None,
              sft_progress=None, device: str = "auto", split: str = "search") -> EvalResult:
@@ -49,11 +60,7 @@ def evaluate(algorithm: Algorithm, fidelity: Fidelity | str, seed: int,
     if split != fid.eval.split:
         fid = dataclasses.replace(fid, eval=dataclasses.replace(fid.eval, split=split))
     t0 = time.time()
-    ref = sft_policy(fid, sft_progress, log).to(pick_device(device))
-    policy = copy.deepcopy(ref)
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    exclude = held_out_prompts(fid.eval.heldout_size, fid.eval.heldout_seed)  # both splits, whichever is scored
+    policy, ref, exclude = rl_start(fid, device, sft_progress, log)
     t_train = time.time()
     trajectory = train_rl(algorithm, policy, ref, fid.rl, seed, exclude, on_step)
     t_eval = time.time()

@@ -18,6 +18,7 @@ from typing import Callable
 
 from poise.algorithms import AlgorithmError, builtin_source, load_algorithm
 from poise.backends import BackendSpec, EvalResult, get_backend
+from poise.backends.base import BackendError
 from poise.backends.tiny import pick_device
 from poise.isolation.hook import HookError, HookLimits, HookProcess
 from poise.isolation.process import Limits, mentions_memory, run_in_child
@@ -94,6 +95,8 @@ def evaluate_in_child(payload: dict, emit: Callable[[dict], None]) -> dict:
         if e.kind == "jail":
             return {"failure": "internal", "message": str(e)}
         return {"failure": "memory" if e.kind == "memory" else "candidate", "message": str(e)}
+    except BackendError as e:  # the backend cannot train what the candidate asks for (its message says why)
+        return {"failure": "load", "message": str(e)}
     except CandidateError as e:
         memory = mentions_memory(str(e))
         return {"failure": "memory" if memory else "candidate", "message": str(e)}

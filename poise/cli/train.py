@@ -70,7 +70,7 @@ def train_cmd(
     from poise.isolation import JailUnavailable, choose_isolation
     from poise.report.plots import plot_curves
     from poise.runs import new_run_dir, run_manifest, save_seed, summarize, versus, write_json, write_metrics_csv
-    from poise.verify.static import static_check
+    from poise.verify.static import config_literal, static_check
 
     try:
         bspec = make_spec(backend, fidelity, backend_config)
@@ -103,6 +103,10 @@ def train_cmd(
     if isolation.warning:
         common.err.print(f"[bold yellow]{escape(isolation.warning)}[/]")
     spec = dataclasses.replace(spec, jailed=isolation.jailed)
+    if bspec.name != "tiny" and json.loads(config_literal(source)).get("dynamic_sampling"):
+        common.fail(f"{label}: CONFIG sets dynamic_sampling (DAPO's refill of groups without a signal), which runs "
+                    f"on the sandbox backend only; --backend {bspec.name} trains a fixed batch: remove it from "
+                    f"CONFIG, or train on the sandbox")
     timeout = timeout or default_timeout_s(engine, threads)
     seed_list = list(range(seed_offset, seed_offset + seeds))
     torch.set_num_threads(threads)

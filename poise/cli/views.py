@@ -322,6 +322,9 @@ def _export_verl(view, c, out: Optional[Path], force: bool) -> None:
         common.fail(f"cannot write {out} ({ex.strerror}); choose another --out")
     common.console.print(f"wrote {out}/{module}.py and {module}_verl.sh (#{c.id} {escape(c.name)}); train it with "
                          f"verl: MODEL=... TRAIN=train.parquet VAL=test.parquet bash {out}/{module}_verl.sh", soft_wrap=True)
+    if config.get("dynamic_sampling"):
+        common.err.print("[yellow]its CONFIG's dynamic_sampling is not carried over: verl's main trainer keeps a fixed "
+                         "batch (the script's header says how verl's DAPO recipe refills it)[/]", soft_wrap=True)
 
 
 @common.app.command("report")

@@ -197,7 +197,13 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
              on_step: Callable[[int, dict], None] | None = None, problems: list[Problem] | None = None) -> list[dict]:
     """Train ``policy`` in place with ``algo``; returns the per-step curves. Raises CandidateError.
     Training prompts are drawn from the task (never a held-out one) unless ``problems`` fixes them
-    (the throughput benchmark feeds the same prompts to every trainer it compares)."""
+    (the throughput benchmark feeds the same prompts to every trainer it compares); dynamic sampling's extra
+    rounds always draw from the task.
+
+    With ``algo.config.dynamic_sampling`` = k, a step trains only the groups whose answers are neither all right
+    nor all wrong (filtered on correctness, as verl's ``filter_groups.metric=acc``), drawing up to k more rounds of
+    fresh prompts to fill the batch. Unlike verl, which stops the run when its ``max_num_gen_batches`` (1 + k) runs
+    out, a step then trains the groups it found (on smaller mini-batches), and takes no step when it found none."""
     torch.manual_seed(seed)
     dev = next(policy.parameters()).device
     gen = torch.Generator(device=dev).manual_seed(seed)
@@ -206,6 +212,9 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0, betas=(0.9, 0.99))
     params = [p for p in policy.parameters()]
     need_ref = uses_reference(algo)
+    if acfg.dynamic_sampling and cfg.group_size < 2:
+        raise CandidateError(f"dynamic_sampling keeps groups whose answers differ, and a group of {cfg.group_size} "
+                             f"response never does: remove dynamic_sampling from CONFIG or train with groups of 2 or more")
     curves: list[dict] = []
     for step in range(cfg.steps):
         t0 = time.perf_counter()
@@ -215,8 +224,10 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
             step_problems = [problems[(step * cfg.prompts_per_step + i) % len(problems)]
                              for i in range(cfg.prompts_per_step)]
         batch, prompts, tokens, kl = rollout(policy, ref, step_problems, cfg, stream_id("rl", seed, step), need_ref)
-        # every logged statistic of the samples is of this first round: the same prompts and noise as any other
-        # arm trained on this seed, whatever dynamic sampling adds
+        # the logged statistics of the samples (accuracy, validity, entropy, length, KL, the group shares,
+        # truncation) are of this first round: the same prompts and noise as any other arm trained on this seed,
+        # whatever dynamic sampling adds. reward and adv_abs_mean are of the trained rows; sampled_tokens counts
+        # every round (the cost)
         seen, sampled = batch, int(batch.mask.sum())
         rounds = 1
         if acfg.dynamic_sampling:
@@ -264,7 +275,8 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
         groups = seen.rewards.view(-1, cfg.group_size) if len(seen.rewards) % cfg.group_size == 0 else seen.rewards[None]
         row = {
             "step": step,
-            "reward": float(batch.rewards.mean()) if N else 0.0,  # of the trained rows, after the candidate's shaping
+            # of the trained rows, after the candidate's shaping (nothing trained: the first round's task reward)
+            "reward": float(batch.rewards.mean()) if N else task_reward,
             "accuracy": task_reward,
             "validity": float(seen.valid.float().mean()),
             "entropy": float((seen.entropy * m).sum() / ntok),
@@ -276,6 +288,8 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
             "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else 0.0,
             "loss": sum(losses) / len(losses) if losses else 0.0,
             "adv_abs_mean": float((adv.abs() * batch.mask).sum() / batch.mask.sum().clamp_min(1)),
+            # shaped rewards when the batch is the first round (shaping wrote them in place); with dynamic
+            # sampling, the first round's task rewards: the groups its filter drops
             "zero_std_groups": float((groups.std(1) == 0).float().mean()),
             # groups in which no response is correct: the sparse-reward regime of the hard problems
             "all_fail_groups": float((seen.correct.view(-1, cfg.group_size).sum(1) == 0).float().mean())

@@ -19,6 +19,11 @@ from poise.isolation.process import Limits
 from poise.verify.static import config_literal
 from poise.verify.verifier import VerificationReport, verify
 
+# candidates of one search are compared at one rollout budget a step: a CONFIG that buys more is refused
+FIXED_BUDGET = ("CONFIG sets dynamic_sampling, which samples up to 4 times the rollouts a step; a search compares "
+                "every candidate at the baseline's rollout budget: remove dynamic_sampling from CONFIG and give "
+                "groups without a signal their weight in compute_advantages instead")
+
 # what `implement_and_verify` says happened to the entry
 VERIFIED, REJECTED, OUT_OF_BUDGET = "verified", "rejected", "out_of_budget"
 
@@ -64,6 +69,8 @@ class Implementation:
                     feedback = [f.reason]
                     continue
                 report = verify(code, e.name, proposal.claims, self.limits, jailed=self.jailed)
+                if report.ok and report.config.get("dynamic_sampling"):
+                    report.ok, report.stage, report.errors = False, "budget", [FIXED_BUDGET]
                 if report.ok:
                     self._review(report, proposal, code, e.id, attempt)
                 attempts.append({"attempt": attempt, "ok": report.ok, "stage": report.stage, "errors": report.errors,

@@ -40,6 +40,7 @@ class VerificationReport:
     wall_s: float = 0.0
     isolation: list[str] = field(default_factory=list)  # the containment layers that applied
     hooks: list[str] = field(default_factory=list)  # the hooks the source defines
+    config: dict = field(default_factory=dict)  # the CONFIG as the trusted side loaded it ({} before it loads)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,9 +68,10 @@ def verify(source: str, name: str, claims: list[str] | tuple[str, ...] = (),
                                          memory_mb=limits.memory_mb, cpu_s=int(limits.timeout_s) + 1))
     try:
         hook.start()
-        v = run_checks(hook.algorithm(), list(claims))
+        algo = hook.algorithm()
+        v = run_checks(algo, list(claims))
         return done(v["stage"], v["errors"], checks=[{"name": "static", "ok": True, "message": ""}, *v["checks"]],
-                    behaviour=v["behaviour"])
+                    behaviour=v["behaviour"], config=asdict(algo.config))
     except HookError as e:
         if e.kind == "load":
             return done("load", [str(e)], checks=[{"name": "static", "ok": True, "message": ""},

@@ -167,6 +167,12 @@ class _Saboteur(Loop):
         "import torch\ndef compute_advantages(batch, cfg):\n    while True:\n        pass\n",
         "import torch\ndef compute_advantages(batch, cfg):\n    torch.exp = None\n    return batch.rewards\n",
         "def compute_advantages(batch, cfg)\n    return 1\n",
+        # GRPO that buys up to 4 times the rollouts a step: a search compares candidates at one budget
+        "from poise.algorithms.base import group_mean, to_tokens\n"
+        "CONFIG = {'dynamic_sampling': 3}\n"
+        "def compute_advantages(batch, cfg):\n"
+        "    r = batch.rewards.float()\n"
+        "    return to_tokens(r - group_mean(r, batch.group_ids), batch.mask)\n",
         # GRPO in disguise: other names, same behaviour on the probe batches -> not evaluated twice
         "import torch\nfrom poise.algorithms.base import group_mean, group_std, to_tokens\n"
         "CONFIG = {'clip_low': 0.2, 'clip_high': 0.2, 'loss_agg': 'token-mean', 'kl_coef': 0.0}\n"
@@ -206,12 +212,13 @@ def test_hostile_candidates_are_rejected_or_contained_and_the_loop_goes_on(tmp_p
     es = {e.id: e for e in a.entries()}
     rejected = [e for e in es.values() if e.status == "rejected"]
     stages = [(e.verification["stage"], " ".join(e.verification["errors"])) for e in rejected]
-    assert len(rejected) == 5, stages
+    assert len(rejected) == 6, stages
     assert stages[0][0] == "static" and "`import os` is not allowed" in stages[0][1]  # the fork bomb
     assert stages[1][0] == "timeout"  # the endless loop, killed from outside
     assert stages[2][0] == "static" and "`.exp`" in stages[2][1]  # monkey-patching torch
     assert stages[3][0] == "static" and "syntax error" in stages[3][1]
-    assert "behaves exactly like #0 GRPO" in rejected[4].status_reason
+    assert stages[4][0] == "budget" and "remove dynamic_sampling from CONFIG" in stages[4][1]
+    assert "behaves exactly like #0 GRPO" in rejected[5].status_reason
     failed = [e for e in es.values() if e.status == "failed"]
     assert failed and "non-finite" in failed[0].reflection["diagnosis"].lower() + str(failed[0].reflection)
     # the budget was still filled, with a failure counting as a trained candidate

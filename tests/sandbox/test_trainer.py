@@ -237,3 +237,9 @@ def test_dynamic_sampling_takes_a_small_whole_number_of_rounds(value):
     from poise.algorithms.base import AlgoConfig
     with pytest.raises(ValueError, match="dynamic_sampling"):
         AlgoConfig.from_dict({"dynamic_sampling": value})
+
+
+def test_dynamic_sampling_needs_groups_that_can_differ(smoke, smoke_policy):
+    rl = type(smoke.rl)(**{**smoke.rl.__dict__, "steps": 1, "group_size": 1})
+    with pytest.raises(CandidateError, match="dynamic_sampling .* groups of 2 or more"):
+        train_rl(_recording(1, []), copy.deepcopy(smoke_policy), smoke_policy, rl, 0, set())

@@ -47,6 +47,8 @@ def test_grpo_passes_its_claims_in_its_hook_process():
     assert {c["name"] for c in rep.checks} >= {f"claim: {c}" for c in claims} | {SHAPE, DETERMINISM, LAYOUT}
     assert all(c["ok"] for c in rep.checks) and len(rep.behaviour) == 12
     assert {"hook-process", "bubblewrap", "seccomp"} <= set(rep.isolation) and rep.to_dict()["stage"] == "passed"
+    # its CONFIG as the trusted side read it back from the hook process, every field filled in
+    assert rep.config["clip_high"] == 0.2 and rep.config["dynamic_sampling"] == 0
 
 
 def test_an_endless_loop_is_a_timeout():

@@ -55,9 +55,10 @@ def launch_script(module: str, config: dict, needs_ref: bool = False) -> str:
         "data.val_files=$VAL"]
     args = " \\\n    ".join(f'"{x}"' for x in settings)  # paths with spaces stay one argument
     ds = int(config.get("dynamic_sampling", 0) or 0)
-    dropped = (f"# Not carried over: CONFIG's dynamic_sampling={ds} (DAPO's refill of groups without a signal). verl's\n"
-               f"# main trainer keeps a fixed batch; DAPO's own recipe in verl (algorithm.filter_groups) refills it.\n"
-               if ds else "")
+    dropped = (f"# Not carried over: CONFIG's dynamic_sampling={ds} (DAPO's refill of groups without a signal).\n"
+               f"# verl's main trainer keeps a fixed batch; verl's DAPO recipe refills it with\n"
+               f"# algorithm.filter_groups.enable=True, metric=acc, max_num_gen_batches={ds + 1}, and stops the run\n"
+               f"# when those batches run out, where poise trains the groups it found.\n" if ds else "")
     return f"""#!/usr/bin/env bash
 # Train with verl and the poise candidate {module} (written by `poise export --to verl`).
 #   MODEL=... TRAIN=train.parquet VAL=test.parquet bash {module}_verl.sh [more verl settings, e.g. trainer.n_gpus_per_node=8]

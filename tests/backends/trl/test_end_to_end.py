@@ -121,3 +121,17 @@ def test_the_same_config_and_seed_give_the_same_numbers():
     assert strip(a.trajectory) == strip(b.trajectory) and a.metrics == b.metrics
     assert a.trajectory[0]["entropy"] > 0 and a.metrics["tiers"]["hard"]["samples"] == 3
     assert a.metrics["tiers"]["hard"]["metric"] == "pass@3" and "pass@3" in a.metrics["tiers"]["hard"]
+
+
+def test_dynamic_sampling_is_refused_before_anything_is_prepared(tmp_path, config):
+    algo = tmp_path / "dapo_ds.py"
+    algo.write_text("from poise.algorithms.base import group_mean, to_tokens\n"
+                    "CONFIG = {'dynamic_sampling': 2}\n"
+                    "def compute_advantages(batch, cfg):\n"
+                    "    r = batch.rewards.float()\n"
+                    "    return to_tokens(r - group_mean(r, batch.group_ids), batch.mask)\n")
+    r = poise("train", "-a", str(algo), "-n", "1", "--backend", "trl", "--backend-config", str(config),
+              "-o", str(tmp_path / "runs"), cwd=tmp_path)
+    assert r.returncode != 0
+    assert "dynamic_sampling" in r.stderr + r.stdout and "sandbox backend only" in r.stderr + r.stdout
+    assert not (tmp_path / "runs").exists()  # refused before a run folder, a model load or a start's scoring

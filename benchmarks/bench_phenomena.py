@@ -96,8 +96,12 @@ def main() -> None:
             return "not measured (needs both arms, scored with lengths by correctness)"
         return vs(a, b, lengths(right))
 
-    def level_if(arm: str, f, unit: str = "") -> str:
-        return level(arm, f, unit) if arm in arms else "not measured (needs the arm)"
+    def amount(arm: str, f) -> str:
+        """A mean that has no sign to show (a count, a share), with its interval."""
+        if arm not in arms:
+            return "not measured (needs the arm)"
+        ci = mean_ci(per(arm, f))
+        return f"{ci.mean:.3g} [{ci.lo:.3g}, {ci.hi:.3g}]"
 
     def vs_ratio(a: str, b: str, f) -> str:
         if a not in arms or b not in arms:
@@ -154,11 +158,11 @@ def main() -> None:
          "tokens"),
         ("...", "GRPO + dynamic sampling - GRPO: entropy, last 10 steps", vs("grpo_dynamic", "grpo",
          curve("entropy")), "nats a token"),
-        ("...", "GRPO + dynamic sampling: rollout rounds a step, all steps", level_if("grpo_dynamic",
+        ("...", "GRPO + dynamic sampling: rollout rounds a step, all steps", amount("grpo_dynamic",
          lambda r: statistics.fmean(x["rollout_rounds"] for x in r["trajectory"])), "1 = a fixed batch's cost"),
         ("...", "GRPO + dynamic sampling / GRPO: sampled tokens, all steps", vs_ratio("grpo_dynamic", "grpo",
          lambda r: sum(x["sampled_tokens"] for x in r["trajectory"])), "what the refill costs in rollouts"),
-        ("...", "GRPO + dynamic sampling: share of a full batch trained, all steps", level_if("grpo_dynamic",
+        ("...", "GRPO + dynamic sampling: share of a full batch trained, all steps", amount("grpo_dynamic",
          lambda r: statistics.fmean(x["trained_groups"] for x in r["trajectory"]) / r_groups(r)),
          "1 = every step found a full batch of groups with a signal"),
         ("a format-only reward control", "format-only - start: held-out validity", vs("format_grpo", "sft_start",

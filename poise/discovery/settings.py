@@ -14,7 +14,7 @@ from poise.agents.roles import Agents, AgentsConfig
 from poise.backends import BackendSpec, get_backend
 from poise.discovery.archive import Archive, ArchiveError
 from poise.discovery.confirm import shares_random_numbers
-from poise.discovery.objective import MIN_EFFECT, Objective, run_objective, stored_min_effect
+from poise.discovery.objective import MIN_EFFECT, Objective, accuracy_tolerance, run_objective, stored_min_effect
 from poise.evaluation.fidelity import PROTOCOL
 from poise.isolation.hook import Isolation, choose_isolation
 
@@ -52,6 +52,9 @@ class DiscoverConfig:
     # the smallest confirmed change that counts as a discovery, per metric ({} = objective.MIN_EFFECT; a run
     # records all of them when it starts, so its verdicts never move with a new default)
     min_effect: dict[str, float] = field(default_factory=dict)
+    # points of accuracy a concise candidate may lose in the search's ranking (None = objective.accuracy_tolerance
+    # of rank_on; a run records it when it starts, and one stored before that reads the former 2 points)
+    accuracy_tolerance: float | None = None
     # the accuracy metric selection, racing and the verdict rank on: "overall" (the paper's) or overall@k
     # (objective.Objective.accuracy); `poise discover` gives the sandbox objective.SANDBOX_RANK_ON
     rank_on: str = "overall"
@@ -119,7 +122,8 @@ def resolve(archive: Archive, root: Path, cfg: DiscoverConfig, resume: bool,
     changes: list[str] = []
     stored = archive.get_meta("config")
     if stored is None:  # a new run records every minimum effect it will be judged by, not only those named
-        return dataclasses.replace(cfg, min_effect={**MIN_EFFECT, **cfg.min_effect}), changes
+        tol = accuracy_tolerance(cfg.rank_on) if cfg.accuracy_tolerance is None else cfg.accuracy_tolerance
+        return dataclasses.replace(cfg, min_effect={**MIN_EFFECT, **cfg.min_effect}, accuracy_tolerance=tol), changes
     if not resume:
         raise ArchiveError(f"{root} already holds a discovery run; pass --resume to continue it, "
                            f"or choose another --out folder")
@@ -134,7 +138,7 @@ def resolve(archive: Archive, root: Path, cfg: DiscoverConfig, resume: bool,
     new = old
     for k in sorted(g for g in given if "." not in g):
         was, now = getattr(old, k), getattr(cfg, k)
-        if now == was:
+        if now == was or (k == "accuracy_tolerance" and now is None):  # None: the run's own, as stored
             continue
         flag = "--" + k.replace("_", "-").replace("search-seed", "seed")
         if k == "reeval_seeds" and len(now) < len(was):

@@ -307,6 +307,21 @@ def test_a_run_records_every_minimum_effect_and_an_older_run_keeps_the_defaults_
     assert run_objective({**stored, "min_effect": {"length": 3.0}}).effect("length") == 3.0
 
 
+def test_a_run_records_its_accuracy_tolerance_and_an_older_run_keeps_two_points(tmp_path):
+    from poise.discovery.objective import ACCURACY_TOLERANCE, ACCURACY_TOLERANCE_BEFORE_RESIZE, run_objective
+
+    loop = Loop(tmp_path, _cfg(directive="accurate and concise", rank_on="overall@2"))
+    loop.close()
+    stored = json.loads(Archive(tmp_path / "archive.db", readonly=True).get_meta("config"))
+    assert stored["accuracy_tolerance"] == ACCURACY_TOLERANCE["overall@2"] != ACCURACY_TOLERANCE_BEFORE_RESIZE
+    assert run_objective(stored).constraints[0].tolerance == ACCURACY_TOLERANCE["overall@2"]
+    older = {k: v for k, v in stored.items() if k != "accuracy_tolerance"}
+    assert run_objective(older).constraints[0].tolerance == ACCURACY_TOLERANCE_BEFORE_RESIZE
+    loop = Loop(tmp_path, _cfg(directive="accurate and concise", rank_on="overall@2"), resume=True, given=None)
+    assert loop.objective.constraints[0].tolerance == ACCURACY_TOLERANCE["overall@2"] and loop.changes == []
+    loop.close()
+
+
 def test_resuming_a_run_stored_before_the_resizing_shows_and_keeps_its_rule(tmp_path):
     """A run whose stored config names no minimum effect was judged by the former defaults: naming those again
     changes nothing, naming another shows the rule it replaces, and extending its fresh seeds says that its

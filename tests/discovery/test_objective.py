@@ -46,15 +46,25 @@ def test_shorter_equally_accurate_candidate_scores_higher_only_under_concise():
 
 def test_feasibility_uses_the_ci_half_width_and_falls_back_to_the_tolerance():
     o = parse_directive("concise")
-    within = dict(BASE, overall=50.0 - ACCURACY_TOLERANCE + 0.1, length=20.0)
-    beyond = dict(BASE, overall=50.0 - ACCURACY_TOLERANCE - 0.1, length=20.0)
+    TOL = ACCURACY_TOLERANCE["overall"]
+    within = dict(BASE, overall=50.0 - TOL + 0.1, length=20.0)
+    beyond = dict(BASE, overall=50.0 - TOL - 0.1, length=20.0)
     assert o.feasible(within, BASE) and not o.feasible(beyond, BASE)
     assert o.feasible(beyond, BASE, ci_halfwidth=3.0)  # a wide baseline CI tolerates more
     assert not o.feasible(within, BASE, ci_halfwidth=0.5)  # a narrow one less
     assert o.feasible(within, BASE, ci_halfwidth=math.nan)  # one seed: no CI, the fixed tolerance
     assert o.feasible(beyond, BASE, ci_halfwidth={"overall": 3.0})
     (c, amount), = o.violations(dict(BASE, overall=40.0), BASE)
-    assert c.name == "overall" and amount == pytest.approx(10.0 - ACCURACY_TOLERANCE)
+    assert c.name == "overall" and amount == pytest.approx(10.0 - TOL)
+
+
+def test_the_accuracy_tolerance_is_in_the_units_of_the_metric_ranked_on():
+    # overall@2 moves about a fifth as much as the paper's Overall from seed to seed: its tolerance is smaller
+    (o2,) = parse_directive("concise", "overall@2").constraints
+    (ov,) = parse_directive("concise", "overall").constraints
+    assert o2.name == "overall@2" and o2.tolerance == ACCURACY_TOLERANCE["overall@2"] < ov.tolerance == 2.0
+    assert parse_directive("concise", "overall@2", tolerance=1.5).constraints[0].tolerance == 1.5
+    assert "overall@2 >= baseline - 0.7" in parse_directive("concise", "overall@2").describe()
 
 
 def test_infeasible_brevity_is_penalised_in_the_scalar():

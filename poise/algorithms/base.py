@@ -27,6 +27,10 @@ import torch
 from torch import Tensor
 
 MAX_DYNAMIC_ROUNDS = 3  # a step's rollouts cost at most 4 times a fixed batch's
+# why a search refuses a candidate that sets dynamic_sampling (told to the implementer, and to the user)
+FIXED_BUDGET = ("CONFIG sets dynamic_sampling, which samples up to 4 times the rollouts a step; a search compares "
+                "every candidate at the baseline's rollout budget: remove dynamic_sampling from CONFIG and give "
+                "groups without a signal their weight in compute_advantages instead")
 LOSS_AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from poise.algorithms import AlgorithmError, builtin_source, load_algorithm
+from poise.algorithms.base import FIXED_BUDGET
 from poise.backends import BackendSpec, EvalResult, get_backend
-from poise.backends.base import BackendError
+from poise.backends.base import Unsupported
 from poise.backends.tiny import pick_device
 from poise.isolation.hook import HookError, HookLimits, HookProcess
 from poise.isolation.process import Limits, mentions_memory, run_in_child
@@ -55,6 +56,9 @@ class AlgorithmSpec:
     origin: str = ""
     jailed: bool = True
     in_process: bool = False
+    # a search's candidate: refused if its CONFIG, as loaded here, buys extra rollouts (the verifier's load of
+    # the same code may have seen another CONFIG: module-level code can tell the two loads apart)
+    fixed_budget: bool = False
 
 
 def evaluate_in_child(payload: dict, emit: Callable[[dict], None]) -> dict:
@@ -69,6 +73,8 @@ def evaluate_in_child(payload: dict, emit: Callable[[dict], None]) -> dict:
         backend.jailed = spec.jailed
 
     def run(algo, isolation: list[str]) -> dict:
+        if spec.fixed_budget and algo.config.dynamic_sampling:
+            return {"failure": "load", "message": FIXED_BUDGET}
         res = backend.evaluate(algo, payload["seed"], on_step=lambda i, row: emit({"step": i, "row": row}),
                                split=payload.get("split", "search"))
         res.info["isolation"] = isolation
@@ -86,8 +92,9 @@ def evaluate_in_child(payload: dict, emit: Callable[[dict], None]) -> dict:
                          limits=limits) as hook:
             algo = hook.algorithm()
             out = run(algo, hook.layers)
-            out["result"]["info"]["hook_calls"] = hook.calls
-            out["result"]["info"]["hook_s"] = hook.call_s
+            if "result" in out:
+                out["result"]["info"]["hook_calls"] = hook.calls
+                out["result"]["info"]["hook_s"] = hook.call_s
             return out
     except (AlgorithmError, HookError) as e:
         if isinstance(e, AlgorithmError) or e.kind == "load":
@@ -95,7 +102,7 @@ def evaluate_in_child(payload: dict, emit: Callable[[dict], None]) -> dict:
         if e.kind == "jail":
             return {"failure": "internal", "message": str(e)}
         return {"failure": "memory" if e.kind == "memory" else "candidate", "message": str(e)}
-    except BackendError as e:  # the backend cannot train what the candidate asks for (its message says why)
+    except Unsupported as e:  # the backend cannot train what the candidate asks for (its message says why)
         return {"failure": "load", "message": str(e)}
     except CandidateError as e:
         memory = mentions_memory(str(e))
@@ -129,7 +136,8 @@ def run_evaluation(spec: AlgorithmSpec, backend: BackendSpec | str, seed: int, t
 
     res = run_in_child("poise.backends.worker:evaluate_in_child",
                        {"spec": {"name": spec.name, "source": spec.source, "origin": spec.origin,
-                                 "jailed": spec.jailed, "in_process": spec.in_process},
+                                 "jailed": spec.jailed, "in_process": spec.in_process,
+                                 "fixed_budget": spec.fixed_budget},
                         "backend": backend.to_dict(), "seed": seed, "split": split, "threads": threads,
                         "hook_timeout_s": hook_timeout_s,
                         "timeout_s": timeout_s if timeout_s is not None and math.isfinite(timeout_s) else None},

@@ -70,7 +70,7 @@ def train_cmd(
     from poise.isolation import JailUnavailable, choose_isolation
     from poise.report.plots import plot_curves
     from poise.runs import new_run_dir, run_manifest, save_seed, summarize, versus, write_json, write_metrics_csv
-    from poise.verify.static import config_literal, static_check
+    from poise.verify.static import static_check
 
     try:
         bspec = make_spec(backend, fidelity, backend_config)
@@ -103,7 +103,7 @@ def train_cmd(
     if isolation.warning:
         common.err.print(f"[bold yellow]{escape(isolation.warning)}[/]")
     spec = dataclasses.replace(spec, jailed=isolation.jailed)
-    if bspec.name != "tiny" and json.loads(config_literal(source)).get("dynamic_sampling"):
+    if bspec.name != "tiny" and _literal_config(source).get("dynamic_sampling"):
         common.fail(f"{label}: CONFIG sets dynamic_sampling (DAPO's refill of groups without a signal), which runs "
                     f"on the sandbox backend only; --backend {bspec.name} trains a fixed batch: remove it from "
                     f"CONFIG, or train on the sandbox")
@@ -245,3 +245,15 @@ def _print_table(label: str, summary: dict, n: int, tiers, start: str) -> None:
                 else f"Welch 95%, {a[key]['n']} and {b[key]['n']} seeds")
         common.console.print(f"{name} {label} - start: {o['mean']:+.1f} [{o['lo']:+.1f}, {o['hi']:+.1f}] "
                              f"({test}): {said}")
+
+
+def _literal_config(source: str) -> dict:
+    """The source's CONFIG as written, when it is a dict JSON can hold ({} otherwise: the worker, which loads it,
+    refuses what this cannot see)."""
+    from poise.verify.static import config_literal
+
+    try:
+        value = json.loads(config_literal(source))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

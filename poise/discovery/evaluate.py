@@ -43,7 +43,7 @@ class Evaluations:
         self.archive.log("eval_start", e.id, seed=seed, purpose=purpose)
         self.events.eval_started(e, seed, purpose)
         spec = AlgorithmSpec(name=f"c{e.id}", source=e.code or builtin_source("grpo"), origin=f"archive:#{e.id}",
-                             jailed=self.jailed)
+                             jailed=self.jailed, fixed_budget=True)
         promoted = purpose == "promote"
         assert not promoted or self.promote is not None, "a promotion needs the promotion backend"
         job = EvalJob(spec, self.promote if promoted and self.promote else self.backend, seed,

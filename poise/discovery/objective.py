@@ -71,10 +71,6 @@ W_VALIDITY = 0.5
 # Overall's, which is loose for it. A run records the tolerance it starts with (settings.resolve).
 ACCURACY_TOLERANCE = {"overall": 2.0, "overall@2": 0.7}
 ACCURACY_TOLERANCE_BEFORE_RESIZE = 2.0  # every run stored before the tolerance was recorded used this one
-
-
-def accuracy_tolerance(accuracy: str) -> float:
-    return ACCURACY_TOLERANCE.get(accuracy, ACCURACY_TOLERANCE["overall"])
 PENALTY = 5.0  # scalar points lost per point of constraint violation
 # The smallest change that counts as a discovery, in the objective's units (points of the run's accuracy
 # metric; length in percent of the baseline's): the whole confirmation interval must clear it, not only zero.
@@ -89,6 +85,11 @@ MIN_EFFECT = {"overall": 0.25, "length": 5.0}
 # A run stored before the re-sizing recorded only the minimums it was given; the others read as that time's
 # defaults, so a stored run's verdicts never move with a new default (a new run records all of them)
 MIN_EFFECT_BEFORE_RESIZE = {"overall": 1.0, "length": 5.0}
+
+
+def accuracy_tolerance(accuracy: str) -> float:
+    """The concise constraint's default tolerance for the accuracy metric ``accuracy``."""
+    return ACCURACY_TOLERANCE.get(accuracy, ACCURACY_TOLERANCE["overall"])
 
 
 @dataclass(frozen=True)

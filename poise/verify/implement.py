@@ -14,15 +14,11 @@ from poise.agents.offline import GRPO, baseline_proposal
 from poise.agents.roles import Agents
 from poise.agents.types import AgentFailure, Proposal
 from poise.algorithms import builtin_source
+from poise.algorithms.base import FIXED_BUDGET
 from poise.discovery.archive import Archive, Entry, code_hash
 from poise.isolation.process import Limits
 from poise.verify.static import config_literal
 from poise.verify.verifier import VerificationReport, verify
-
-# candidates of one search are compared at one rollout budget a step: a CONFIG that buys more is refused
-FIXED_BUDGET = ("CONFIG sets dynamic_sampling, which samples up to 4 times the rollouts a step; a search compares "
-                "every candidate at the baseline's rollout budget: remove dynamic_sampling from CONFIG and give "
-                "groups without a signal their weight in compute_advantages instead")
 
 # what `implement_and_verify` says happened to the entry
 VERIFIED, REJECTED, OUT_OF_BUDGET = "verified", "rejected", "out_of_budget"

@@ -262,10 +262,16 @@ def config_literal(code: str) -> str:
     """The module's CONFIG as written (a literal), as sorted JSON, read without executing the code: part of
     a candidate's behaviour beside what its functions return. "{}" when there is none."""
     import json
+    value = None
     try:
-        for node in ast.parse(code).body:
+        for node in ast.parse(code).body:  # the last assignment is the one the module ends with
             if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "CONFIG" for t in node.targets):
-                return json.dumps(ast.literal_eval(node.value), sort_keys=True)
+                value = ast.literal_eval(node.value)
     except (SyntaxError, ValueError):
-        pass
-    return "{}"
+        return "{}"
+    if value is None:
+        return "{}"
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):  # a literal JSON cannot hold (a set, tuple keys): still the module's own text
+        return repr(value)

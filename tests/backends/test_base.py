@@ -2,7 +2,7 @@ import pytest
 
 from poise.algorithms import load_algorithm
 from poise.algorithms.base import AlgoConfig
-from poise.backends.base import BackendError, sandbox_only
+from poise.backends.base import Unsupported, sandbox_only
 from poise.backends.verl.launch import launch_script
 
 
@@ -10,7 +10,7 @@ def test_a_fixed_batch_backend_refuses_dynamic_sampling_by_name():
     algo = load_algorithm("dapo")
     sandbox_only(algo, "trl")  # DAPO as shipped trains a fixed batch: nothing to refuse
     algo.config = AlgoConfig.from_dict({**vars(algo.config), "dynamic_sampling": 2})
-    with pytest.raises(BackendError, match=r"dapo: dynamic_sampling .* sandbox backend only; --backend trl"):
+    with pytest.raises(Unsupported, match=r"dapo: dynamic_sampling .* sandbox backend only; --backend trl"):
         sandbox_only(algo, "trl")
 
 

@@ -30,6 +30,21 @@ def test_a_syntax_error_is_a_load_failure_naming_the_line(smoke_policy):
     assert "/x/bad.py" in res.message and "line 1" in res.message
 
 
+def test_a_search_candidate_cannot_buy_rollouts_by_telling_its_loads_apart(smoke_policy):
+    # the verifier loads a candidate under another module name than the worker does: a CONFIG that reads its own
+    # name can show the verifier a fixed budget and the trainer dynamic sampling, so the worker checks what it loaded
+    from poise.algorithms.base import FIXED_BUDGET
+    from poise.verify.static import static_check
+    src = ("from poise.algorithms.base import group_mean, to_tokens\n"
+           "CONFIG = {'dynamic_sampling': 3 if __name__[-2:] == 'c7' else 0}\n"
+           "def compute_advantages(batch, cfg):\n"
+           "    r = batch.rewards.float()\n"
+           "    return to_tokens(r - group_mean(r, batch.group_ids), batch.mask)\n")
+    assert static_check(src, "x").ok  # the lint lets it through: the worker is the check
+    res = run_evaluation(AlgorithmSpec("c7", src, "archive:#7", fixed_budget=True), "smoke", 0, threads=1)
+    assert isinstance(res, EvalFailure) and res.kind == "load" and res.message == FIXED_BUDGET
+
+
 def test_a_crash_inside_the_candidate_is_a_candidate_failure(smoke_policy):
     src = "def compute_advantages(batch, cfg):\n    raise RuntimeError('boom')\n"
     res = run_evaluation(AlgorithmSpec("boom", src, "/x/boom.py"), "smoke", 0)

@@ -150,3 +150,12 @@ def test_nothing_the_lint_allows_turns_text_into_code(line, phrase):
 def test_control_characters_in_the_source_are_refused():
     rep = static_check("import torch\n# \x1b]0;pwned\x07\ndef compute_advantages(batch, cfg):\n    return batch.rewards\n")
     assert not rep.ok and "control character U+001B" in rep.errors[0] and "line 2" in rep.errors[0]
+
+
+def test_the_config_literal_is_the_last_assignment_and_never_raises():
+    from poise.verify.static import config_literal
+    assert config_literal("CONFIG = {'dynamic_sampling': 2}\nCONFIG = {'clip_high': 0.28}\n") == '{"clip_high": 0.28}'
+    assert config_literal("CONFIG = {'a': {1, 2}}\n") == "{'a': {1, 2}}"  # not JSON: still the module's own text
+    assert config_literal("CONFIG = {(1, 2): 3}\n") == "{(1, 2): 3}"
+    assert config_literal("x = 1\n") == config_literal("CONFIG = f()\n") == "{}"
+

@@ -103,7 +103,8 @@ class RunView:
                    default=0.0)
         b = view.budget()
         view.finished = (float(finished) >= last if finished else
-                         b["in_flight"] == 0 and b["trained"] >= b["budget"] > 0)
+                         b["in_flight"] == 0 and b["trained"] >= b["budget"] > 0
+                         and _confirmed(events, int(config.get("reeval_top", 0) or 0)))
         return view
 
     def discovery_rule(self) -> str:
@@ -236,3 +237,15 @@ class RunView:
         o = self.baseline_confirm["overall"]
         h = (o["hi"] - o["lo"]) / 2
         return h if math.isfinite(h) else None
+
+
+def _confirmed(events: list, reeval_top: int) -> bool:
+    """Whether an archive without the loop's end mark got through its confirmation: every fresh-seed
+    evaluation it started has its result, and it has some when it was to confirm anything (a run stopped at the
+    end of its search, or inside its confirmation, is not finished)."""
+    started = {(ev.entry_id, ev.payload.get("seed")) for ev in events
+               if ev.kind == "eval_start" and ev.payload.get("purpose") == "reeval"}
+    done = {(ev.entry_id, ev.payload.get("seed")) for ev in events
+            if ev.kind == "evaluation" and ev.payload.get("purpose") == "reeval"}
+    return started <= done and (bool(done) or reeval_top == 0)
+

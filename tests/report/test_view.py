@@ -194,3 +194,22 @@ def test_a_stopped_run_says_what_its_resume_continues(tmp_path):
     view = RunView.load(root)  # 1 training (always resumed) + 1 proposed, room for 2 in all
     assert view.budget()["unfinished"] == 2
     assert view.state().endswith("(2 unfinished candidate(s) continue then)")
+
+
+def test_a_run_stopped_inside_its_confirmation_is_not_finished(tmp_path):
+    """Without the loop's end mark, a spent budget with nothing in flight is finished only when every fresh-seed
+    evaluation it started has its result."""
+    root = fake_run.build(tmp_path / "run")  # its confirmation on seeds 1001-1003 is archived
+    a = Archive(root / "archive.db")
+    later = max(e.id for e in a.entries())
+    a.set_status(later, "rejected", "not verified")  # nothing in flight now
+    a.close()
+    assert RunView.load(root).state() == "finished"
+    a = Archive(root / "archive.db")
+    a.log("eval_start", 0, seed=1004, purpose="reeval")  # stopped while this one trained
+    a.close()
+    assert RunView.load(root).state().endswith("(its confirmation on fresh seeds continues then)")
+    a = Archive(root / "archive.db")
+    a.log("evaluation", 0, seed=1004, purpose="reeval")
+    a.close()
+    assert RunView.load(root).state() == "finished"

@@ -193,6 +193,28 @@ def concat_rollouts(parts: list[tuple[RolloutBatch, Tensor, Tensor]]) -> tuple[R
     return RolloutBatch(**kw), prompts, tokens
 
 
+def refill(policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, first: tuple[RolloutBatch, Tensor, Tensor], seed: int,
+           step: int, exclude: set[str], max_rounds: int, need_ref: bool) -> tuple[RolloutBatch, Tensor, Tensor, int, int]:
+    """Dynamic sampling: the groups of the ``first`` rollout that carry a signal, then those of up to ``max_rounds``
+    more rollouts of fresh prompts until the batch holds ``cfg.prompts_per_step`` of them. Returns the batch, its
+    prompts and tokens, the tokens the extra rounds sampled, and the rounds in all."""
+    batch, prompts, tokens = first
+    i = signal_groups(batch)
+    kept = [(batch.select(i), prompts[i], tokens[i])]
+    have, rounds, sampled = len(i) // cfg.group_size, 1, 0
+    while have < cfg.prompts_per_step and rounds <= max_rounds:
+        # extra rounds draw their prompts and noise from their own streams, so the first round's (and every later
+        # step's) stay the ones a fixed-batch arm sees on this seed
+        extra = training_problems(random.Random(f"rl/{seed}/{step}/{rounds}"), cfg.prompts_per_step, exclude)
+        b, p, t, _ = rollout(policy, ref, extra, cfg, stream_id("rl", seed, step, rounds), need_ref)
+        sampled += int(b.mask.sum())
+        i = signal_groups(b)[:(cfg.prompts_per_step - have) * cfg.group_size]
+        kept.append((b.select(i), p[i], t[i]))
+        have += len(i) // cfg.group_size
+        rounds += 1
+    return (*concat_rollouts(kept), sampled, rounds)
+
+
 def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed: int, exclude: set[str],
              on_step: Callable[[int, dict], None] | None = None, problems: list[Problem] | None = None) -> list[dict]:
     """Train ``policy`` in place with ``algo``; returns the per-step curves. Raises CandidateError.
@@ -228,23 +250,11 @@ def train_rl(algo: Algorithm, policy: TinyGPT, ref: TinyGPT, cfg: RLConfig, seed
         # truncation) are of this first round: the same prompts and noise as any other arm trained on this seed,
         # whatever dynamic sampling adds. reward and adv_abs_mean are of the trained rows; sampled_tokens counts
         # every round (the cost)
-        seen, sampled = batch, int(batch.mask.sum())
-        rounds = 1
+        seen, sampled, rounds = batch, int(batch.mask.sum()), 1
         if acfg.dynamic_sampling:
-            i = signal_groups(batch)
-            kept = [(batch.select(i), prompts[i], tokens[i])]
-            have = len(i) // cfg.group_size
-            while have < cfg.prompts_per_step and rounds <= acfg.dynamic_sampling:
-                # extra rounds draw their prompts and noise from their own streams, so the first round's (and
-                # every later step's) stay the ones a fixed-batch arm sees on this seed
-                extra = training_problems(random.Random(f"rl/{seed}/{step}/{rounds}"), cfg.prompts_per_step, exclude)
-                b, p, t, _ = rollout(policy, ref, extra, cfg, stream_id("rl", seed, step, rounds), need_ref)
-                sampled += int(b.mask.sum())
-                i = signal_groups(b)[:(cfg.prompts_per_step - have) * cfg.group_size]
-                kept.append((b.select(i), p[i], t[i]))
-                have += len(i) // cfg.group_size
-                rounds += 1
-            batch, prompts, tokens = concat_rollouts(kept)
+            batch, prompts, tokens, extra_tokens, rounds = refill(policy, ref, cfg, (batch, prompts, tokens), seed,
+                                                                   step, exclude, acfg.dynamic_sampling, need_ref)
+            sampled += extra_tokens
         t_sample = time.perf_counter() - t0
         N, T = batch.mask.shape
         task_reward = float(seen.rewards.mean())

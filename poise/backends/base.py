@@ -35,12 +35,15 @@ class Unsupported(BackendError):
     """The backend cannot train what this algorithm asks for: the algorithm's setting, not poise, is the problem."""
 
 
+def sandbox_only_message(name: str, backend: str) -> str:
+    return (f"{name}: dynamic_sampling (DAPO's refill of groups without a signal) runs on the sandbox backend only; "
+            f"--backend {backend} trains a fixed batch: remove dynamic_sampling from CONFIG, or train on the sandbox")
+
+
 def sandbox_only(algorithm: Algorithm, backend: str) -> None:
     """Refuse what only the sandbox trainer runs, before a backend spends anything on it."""
     if algorithm.config.dynamic_sampling:
-        raise Unsupported(f"{algorithm.name}: dynamic_sampling (DAPO's refill of groups without a signal) runs on "
-                           f"the sandbox backend only; --backend {backend} trains a fixed batch: remove "
-                           f"dynamic_sampling from CONFIG, or train on the sandbox")
+        raise Unsupported(sandbox_only_message(algorithm.name, backend))
 
 
 @dataclass

@@ -64,7 +64,7 @@ def train_cmd(
 
     from poise.algorithms import BUILTINS, builtin_source
     from poise.backends import get_backend, make_spec
-    from poise.backends.base import default_timeout_s
+    from poise.backends.base import default_timeout_s, sandbox_only_message
     from poise.backends.worker import AlgorithmSpec, EvalFailure, run_evaluation
     from poise.evaluation.fidelity import estimate_s, get_fidelity, minutes
     from poise.isolation import JailUnavailable, choose_isolation
@@ -104,9 +104,7 @@ def train_cmd(
         common.err.print(f"[bold yellow]{escape(isolation.warning)}[/]")
     spec = dataclasses.replace(spec, jailed=isolation.jailed)
     if bspec.name != "tiny" and _literal_config(source).get("dynamic_sampling"):
-        common.fail(f"{label}: CONFIG sets dynamic_sampling (DAPO's refill of groups without a signal), which runs "
-                    f"on the sandbox backend only; --backend {bspec.name} trains a fixed batch: remove it from "
-                    f"CONFIG, or train on the sandbox")
+        common.fail(sandbox_only_message(label, bspec.name))
     timeout = timeout or default_timeout_s(engine, threads)
     seed_list = list(range(seed_offset, seed_offset + seeds))
     torch.set_num_threads(threads)
